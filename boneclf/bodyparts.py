@@ -1,0 +1,33 @@
+"""MURA's seven body parts, and parsing of `--parts` lists."""
+
+from __future__ import annotations
+
+from .errors import BonedbError
+
+BODY_PARTS: tuple[str, ...] = (
+    "elbow",
+    "finger",
+    "forearm",
+    "hand",
+    "humerus",
+    "shoulder",
+    "wrist",
+)
+
+SOURCE_SPLITS: tuple[str, ...] = ("train", "valid")
+
+
+def parse_parts(text: str | None) -> tuple[str, ...]:
+    """`"humerus,shoulder"` -> ("humerus", "shoulder"); None or "all" -> all seven."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return BODY_PARTS
+    parts = []
+    for raw in text.split(","):
+        part = raw.strip().lower()
+        if part not in BODY_PARTS:
+            raise BonedbError(
+                f"unknown body part {raw.strip()!r}: choose from {', '.join(BODY_PARTS)}"
+            )
+        if part not in parts:
+            parts.append(part)
+    return tuple(sorted(parts))

@@ -1,0 +1,293 @@
+"""`bonedb ingest`: MURA's CSVs into the database, atomically, idempotently, at bulk speed.
+
+Everything is read and checked before the first write; the writes then run in one
+transaction as a handful of set-based statements (one SELECT per table to learn what is
+there, executemany INSERTs for what is new, UPDATEs only for what changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+
+from .bodyparts import BODY_PARTS, SOURCE_SPLITS
+from .errors import BonedbError, InputProblems, Problem
+from .labels import LabelConflict, resolve_labels
+from .migrate import require_head
+from .mura_reader import ImageRow, StudyKey, read_manifest
+from .progress import ProgressFactory, silent
+from .schema import Dataset, Image, Patient, Study
+from .stats import dataset_stats, dataset_totals
+from .verify import FileFacts, inspect_files
+
+DEFAULT_DATASET = "mura-v1.1"
+
+_datasets = Dataset.__table__
+_patients = Patient.__table__
+_studies = Study.__table__
+_images = Image.__table__
+
+
+@dataclass(frozen=True)
+class Relabel:
+    study: StudyKey
+    old_label: int
+    new_label: int
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    root: str
+    parts: tuple[str, ...]
+    splits: tuple[str, ...]
+    patients_added: int = 0
+    studies_added: int = 0
+    images_added: int = 0
+    images_moved: int = 0  # same image (study, number), new path: a renamed study folder
+    images_measured: int = 0  # size, dimensions or hash recorded or changed by --verify
+    images_unchanged: int = 0
+    images_stale: int = 0  # in the database for these parts and splits, no longer listed
+    relabeled: list[Relabel] = field(default_factory=list)
+    conflicts_settled: list[LabelConflict] = field(default_factory=list)
+    labels_from: str | None = None
+    skipped: list[Problem] = field(default_factory=list)
+    unused_labels: int = 0
+    root_changed_from: str | None = None
+    summary: list[dict] = field(default_factory=list)
+    totals: list[dict] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.patients_added or self.studies_added or self.images_added or self.images_moved
+            or self.images_measured or self.relabeled or self.root_changed_from
+        )
+
+
+def ingest_mura(
+    engine: Engine,
+    root: Path,
+    *,
+    dataset: str = DEFAULT_DATASET,
+    parts: tuple[str, ...] = BODY_PARTS,
+    splits: tuple[str, ...] = SOURCE_SPLITS,
+    verify: bool = False,
+    labels_from: str | None = None,
+    skip_bad: bool = False,
+    progress: ProgressFactory = silent,
+) -> IngestReport:
+    """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
+    unless `skip_bad`, in which case bad rows are left out and listed in the report."""
+    require_head(engine)
+    manifest = read_manifest(root, parts, splits)
+    labels = resolve_labels(manifest, labels_from)
+    problems = manifest.problems + labels.problems
+    images = [image for image in manifest.images if image.study not in labels.bad_studies]
+
+    facts: dict[str, FileFacts] = {}
+    if verify:
+        with progress(len(images), "Verifying images") as advance:
+            checks = inspect_files(manifest.root, [image.path for image in images], advance)
+        failed = set()
+        for image, check in zip(images, checks):
+            if check.error is not None:
+                problems.append(Problem(image.file, image.line, f"{check.error}: restore the file, "
+                                        "or leave it out with --skip-bad"))
+                failed.add(image.path)
+            else:
+                facts[image.path] = check.facts
+        images = [image for image in images if image.path not in failed]
+
+    if problems and not skip_bad:
+        raise InputProblems(problems, f"{len(problems)} problem(s) in {manifest.dataset_dir}; nothing was written")
+
+    report = IngestReport(
+        dataset=dataset,
+        root=str(manifest.root),
+        parts=tuple(parts),
+        splits=tuple(splits),
+        conflicts_settled=labels.conflicts,
+        labels_from=labels_from,
+        skipped=problems,
+        unused_labels=len(labels.unused_labels),
+    )
+    with engine.begin() as conn:
+        _write(conn, report, images, labels.labels, facts)
+    report.summary = dataset_stats(engine, dataset, parts, splits)
+    report.totals = dataset_totals(engine, dataset, parts, splits)
+    return report
+
+
+def _write(
+    conn: Connection,
+    report: IngestReport,
+    images: list[ImageRow],
+    labels: dict[StudyKey, int],
+    facts: dict[str, FileFacts],
+) -> None:
+    dataset_id = _dataset_id(conn, report)
+
+    patient_ids = _patient_ids(conn, dataset_id)
+    new_patients = sorted({image.study.patient for image in images} - patient_ids.keys())
+    if new_patients:
+        conn.execute(insert(_patients), [{"dataset_id": dataset_id, "patient_key": key} for key in new_patients])
+        patient_ids = _patient_ids(conn, dataset_id)
+    report.patients_added = len(new_patients)
+
+    study_ids = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images}, labels)
+    _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+
+
+def _dataset_id(conn: Connection, report: IngestReport) -> int:
+    row = conn.execute(select(_datasets).where(_datasets.c.name == report.dataset)).first()
+    if row is None:
+        result = conn.execute(insert(_datasets).values(name=report.dataset, root=report.root, kind="mura"))
+        return result.inserted_primary_key[0]
+    if row.kind != "mura":
+        raise BonedbError(
+            f"dataset {report.dataset!r} holds a {row.kind} dataset, not MURA: pass another --dataset name"
+        )
+    if row.root != report.root:
+        # The same dataset read from a new place (moved disk, relabeled copy): keep identities, move the root.
+        conn.execute(update(_datasets).where(_datasets.c.id == row.id).values(root=report.root))
+        report.root_changed_from = row.root
+    return row.id
+
+
+def _patient_ids(conn: Connection, dataset_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        select(_patients.c.patient_key, _patients.c.id).where(_patients.c.dataset_id == dataset_id)
+    )
+    return dict(rows.all())
+
+
+def _study_rows(conn: Connection, dataset_id: int) -> dict[tuple[int, str, int], tuple[int, int, str]]:
+    """(patient id, part, study number) -> (study id, label, split)."""
+    rows = conn.execute(
+        select(
+            _studies.c.patient_id, _studies.c.body_part, _studies.c.study_number,
+            _studies.c.id, _studies.c.label, _studies.c.source_split,
+        ).where(_studies.c.dataset_id == dataset_id)
+    )
+    return {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}
+
+
+def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[tuple[int, str, int], int]:
+    existing = _study_rows(conn, dataset_id)
+    new_rows, relabels = [], []
+    for key in sorted(keys):
+        identity = (patient_ids[key.patient], key.part, key.number)
+        label = labels[key]
+        if identity not in existing:
+            new_rows.append({
+                "dataset_id": dataset_id, "patient_id": identity[0], "body_part": key.part,
+                "source_split": key.split, "study_number": key.number, "label": label,
+            })
+            continue
+        study_id, old_label, old_split = existing[identity]
+        if old_split != key.split:
+            raise BonedbError(
+                f"{key.describe()} is recorded in the {old_split} split of dataset {report.dataset!r}; "
+                "MURA never moves a study between splits: ingest this copy under another --dataset name"
+            )
+        if old_label != label:
+            relabels.append({"b_id": study_id, "b_label": label})
+            report.relabeled.append(Relabel(key, old_label, label))
+    if new_rows:
+        conn.execute(insert(_studies), new_rows)
+        existing = _study_rows(conn, dataset_id)
+    if relabels:
+        conn.execute(
+            update(_studies).where(_studies.c.id == bindparam("b_id")).values(label=bindparam("b_label")),
+            relabels,
+        )
+    report.studies_added = len(new_rows)
+    return {identity: row[0] for identity, row in existing.items()}
+
+
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash")
+
+
+def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> None:
+    rows = conn.execute(
+        select(
+            _images.c.study_id, _images.c.image_number, _images.c.id, _images.c.path,
+            *(_images.c[name] for name in _FACT_COLUMNS),
+            _studies.c.body_part, _studies.c.source_split,
+        )
+        .join(_studies, _studies.c.id == _images.c.study_id)
+        .where(_images.c.dataset_id == dataset_id)
+    ).all()
+    existing = {(r[0], r[1]): r for r in rows}
+    seen: set[int] = set()
+    new_rows, moves, measures = [], [], []
+    for image in images:
+        key = image.study
+        study_id = study_ids[(patient_ids[key.patient], key.part, key.number)]
+        measured = facts.get(image.path)
+        values = {name: getattr(measured, name) for name in _FACT_COLUMNS} if measured else {}
+        old = existing.get((study_id, image.image_number))
+        if old is None:
+            new_rows.append({
+                "dataset_id": dataset_id, "study_id": study_id, "path": image.path,
+                "image_number": image.image_number, **dict.fromkeys(_FACT_COLUMNS), **values,
+            })
+            continue
+        seen.add(old.id)
+        if old.path != image.path:
+            moves.append({"b_id": old.id, "b_path": image.path})
+        if values and any(getattr(old, name) != value for name, value in values.items()):
+            measures.append({"b_id": old.id, **{f"b_{name}": value for name, value in values.items()}})
+        if old.path == image.path and not (measures and measures[-1]["b_id"] == old.id):
+            report.images_unchanged += 1
+    if new_rows:
+        conn.execute(insert(_images), new_rows)
+    if moves:
+        conn.execute(update(_images).where(_images.c.id == bindparam("b_id")).values(path=bindparam("b_path")), moves)
+    if measures:
+        conn.execute(
+            update(_images).where(_images.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in _FACT_COLUMNS}),
+            measures,
+        )
+    in_scope = set(report.parts), set(report.splits)
+    report.images_stale = sum(
+        1 for r in rows if r.id not in seen and r.body_part in in_scope[0] and r.source_split in in_scope[1]
+    )
+    report.images_added, report.images_moved, report.images_measured = len(new_rows), len(moves), len(measures)
+
+
+def report_as_dict(report: IngestReport) -> dict:
+    """The report in plain types, for --json and for tables."""
+    return {
+        "dataset": report.dataset,
+        "root": report.root,
+        "parts": list(report.parts),
+        "splits": list(report.splits),
+        "changed": report.changed,
+        "patients_added": report.patients_added,
+        "studies_added": report.studies_added,
+        "images_added": report.images_added,
+        "images_moved": report.images_moved,
+        "images_measured": report.images_measured,
+        "images_unchanged": report.images_unchanged,
+        "images_stale": report.images_stale,
+        "root_changed_from": report.root_changed_from,
+        "relabeled": [
+            {"study": r.study.describe(), "old_label": r.old_label, "new_label": r.new_label}
+            for r in report.relabeled
+        ],
+        "labels_from": report.labels_from,
+        "conflicts_settled": [
+            {"study": c.study.describe(), "csv_label": c.csv_label, "folder_label": c.folder_label,
+             "file": c.file, "line": c.line}
+            for c in report.conflicts_settled
+        ],
+        "skipped": [str(p) for p in report.skipped],
+        "unused_labels": report.unused_labels,
+        "summary": report.summary,
+        "totals": report.totals,
+    }

@@ -1,0 +1,90 @@
+"""`bonedb ingest`: read a MURA download into the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from boneclf.bodyparts import SOURCE_SPLITS, parse_parts
+from boneclf.ingest import DEFAULT_DATASET, ingest_mura, report_as_dict
+from boneclf.mura_reader import LABELS_FROM
+from cli.main import cli
+from cli.output import print_json, print_table, progress_for
+
+_WORD = {0: "normal", 1: "abnormal"}
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Name to file the images under.")
+@click.option("--parts", metavar="PART,PART", help="Body parts to ingest, e.g. humerus,shoulder. Default: all seven.")
+@click.option("--split", "split", type=click.Choice(SOURCE_SPLITS), help="Only MURA's train or valid split.")
+@click.option("--verify", is_flag=True, help="Open every image: report missing or undecodable files; "
+              "record size, width, height and a sha256 content hash.")
+@click.option("--labels-from", type=click.Choice(LABELS_FROM),
+              help="When the labeled-studies CSV and the study folder names disagree, which wins. "
+              "Default: refuse and list every conflict.")
+@click.option("--skip-bad", is_flag=True, help="Leave out bad rows (reported) instead of refusing the whole ingest.")
+@click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def ingest(obj, root, dataset, parts, split, verify, labels_from, skip_bad, json_mode):
+    """Read MURA's CSV files under ROOT into the database, atomically.
+
+    ROOT is the folder that holds MURA-v1.1/ (or MURA-v1.1/ itself). Each study's label is
+    MURA's: 1 = abnormal, 0 = normal, read per study by radiologists. Abnormal covers fractures,
+    hardware and other findings; the per-bone views call it is_fractured, as the seed paper did.
+    A second run over the same files changes nothing; a relabeled copy updates labels and paths.
+
+    \b
+    Examples:
+      bonedb ingest ~/data                      # ~/data/MURA-v1.1/...
+      bonedb ingest ~/data --parts humerus,shoulder --verify
+      bonedb ingest ~/relabeled --labels-from csv
+    """
+    report = ingest_mura(
+        obj.engine,
+        root,
+        dataset=dataset,
+        parts=parse_parts(parts),
+        splits=(split,) if split else SOURCE_SPLITS,
+        verify=verify,
+        labels_from=labels_from,
+        skip_bad=skip_bad,
+        progress=progress_for(json_mode),
+    )
+    data = report_as_dict(report)
+    if json_mode:
+        print_json(data)
+        return
+    for problem in data["skipped"]:
+        click.echo(f"skipped: {problem}", err=True)
+    for conflict in report.conflicts_settled:
+        click.echo(
+            f"label conflict settled by --labels-from {labels_from}: {conflict.study.describe()} "
+            f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})"
+        )
+    for relabel in report.relabeled:
+        click.echo(
+            f"relabeled: {relabel.study.describe()} {relabel.old_label} ({_WORD[relabel.old_label]}) -> "
+            f"{relabel.new_label} ({_WORD[relabel.new_label]})"
+        )
+    if report.root_changed_from:
+        click.echo(f"dataset root moved: {report.root_changed_from} -> {report.root}")
+    print_table(data["summary"], ["part", "split", "label", "images", "studies", "patients"])
+    click.echo("")
+    if not report.changed:
+        click.echo(f"nothing to do: {obj.masked_url} already holds these {report.images_unchanged} images "
+                   f"of dataset {dataset!r} exactly")
+    else:
+        click.echo(
+            f"dataset {dataset!r} in {obj.masked_url}: added {report.images_added} images, "
+            f"{report.studies_added} studies, {report.patients_added} patients; "
+            f"{len(report.relabeled)} studies relabeled, {report.images_moved} image paths moved, "
+            f"{report.images_measured} images measured, {report.images_unchanged} unchanged"
+        )
+    if report.images_stale:
+        click.echo(f"note: {report.images_stale} images in the database are no longer listed in the CSVs "
+                   "(left in place)")
+    if report.unused_labels:
+        click.echo(f"note: {report.unused_labels} labeled studies have no image listed (not ingested)")
