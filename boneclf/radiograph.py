@@ -94,6 +94,8 @@ def draw_radiograph(
         for px, py in (p0, p1):
             draw.ellipse([px - r * unit, py - r * unit, px + r * unit, py + r * unit], fill=bone)
 
+    # Drawn before the break so that a normal and a broken image of the same seed differ only there.
+    noise_seed, noise_sigma = rng.getrandbits(32), rng.uniform(3, 8)
     break_at = None
     if abnormal:
         bx, by = _draw_break(draw, shape["bones"], to_pixels, unit, tissue, rng)
@@ -101,7 +103,7 @@ def draw_radiograph(
 
     image = image.filter(ImageFilter.GaussianBlur(radius=0.6 * _SUPERSAMPLE))
     image = image.resize((width, height), Image.Resampling.LANCZOS)
-    noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(3, 8), (height, width))
+    noise = np.random.default_rng(noise_seed).normal(0, noise_sigma, (height, width))
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels), break_at
 

@@ -24,9 +24,9 @@ PART_WEIGHTS = {
     "elbow": 4931, "finger": 5106, "forearm": 1825, "hand": 5543,
     "humerus": 1272, "shoulder": 8379, "wrist": 9752,
 }
-_PARTS_PER_PATIENT = ((1, 0.86), (2, 0.12), (3, 0.02))
-_STUDIES_PER_PART = ((1, 0.9), (2, 0.08), (3, 0.02))
-_VIEWS_PER_STUDY = ((1, 0.12), (2, 0.30), (3, 0.33), (4, 0.18), (5, 0.07))
+_PARTS_PER_PATIENT = ((1, 0.87), (2, 0.11), (3, 0.02))
+_STUDIES_PER_PART = ((1, 0.94), (2, 0.05), (3, 0.01))
+_VIEWS_PER_STUDY = ((1, 0.13), (2, 0.31), (3, 0.33), (4, 0.17), (5, 0.06))
 _RGB_RATE = 0.05  # a few real MURA PNGs are stored as RGB
 
 

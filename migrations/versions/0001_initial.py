@@ -119,10 +119,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for part in BODY_PARTS:
         op.execute(f"DROP VIEW {part}")
-    op.drop_index("ix_images_content_hash", table_name="images")
+    # Indexes go with their tables (MySQL refuses to drop one a foreign key still needs).
     op.drop_table("images")
-    op.drop_index("ix_studies_dataset_id_body_part_source_split_label", table_name="studies")
-    op.drop_index("ix_studies_patient_id", table_name="studies")
     op.drop_table("studies")
     op.drop_table("patients")
     op.drop_table("datasets")

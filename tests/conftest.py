@@ -1,0 +1,112 @@
+"""Fixtures: a real database per test on SQLite and on MySQL/MariaDB, and synthetic MURA trees.
+
+MySQL comes from BONEDB_TEST_MYSQL_URL (a server URL whose user may create databases), else
+from testcontainers when a Docker engine is there. Under CI=true a missing MySQL fails the run:
+MySQL tests never silently skip in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
+
+from boneclf import migrate
+from boneclf.database import make_engine
+from boneclf.schema import Base
+from boneclf.synth import synth_mura
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url():
+    url = os.environ.get("BONEDB_TEST_MYSQL_URL")
+    if url:
+        engine = create_engine(url)
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:  # a URL that was given must work, in CI or not
+            pytest.fail(f"BONEDB_TEST_MYSQL_URL is set but the server is unreachable: {type(exc).__name__}")
+        finally:
+            engine.dispose()
+        yield url
+    elif _docker_available():
+        from testcontainers.mysql import MySqlContainer
+
+        with MySqlContainer("mysql:8.0", username="root", password="test", dbname="test") as container:
+            yield container.get_connection_url().replace("mysql://", "mysql+pymysql://", 1)
+    elif os.environ.get("CI") == "true":
+        pytest.fail("CI=true but no MySQL: set BONEDB_TEST_MYSQL_URL (e.g. mysql+pymysql://root@127.0.0.1:3306/test)")
+    else:
+        pytest.skip("no MySQL server: set BONEDB_TEST_MYSQL_URL or install Docker")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def db_url(request, tmp_path):
+    """An empty database on each backend, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bonedb.sqlite'}"
+        return
+    server = make_url(request.getfixturevalue("mysql_server_url"))
+    name = f"bonedb_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def bare_engine(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(bare_engine):
+    """A database migrated to head."""
+    migrate.upgrade(bare_engine)
+    return bare_engine
+
+
+@pytest.fixture(scope="session")
+def synth_template(tmp_path_factory) -> Path:
+    """A small synthetic MURA, drawn once; tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("synth") / "data"
+    synth_mura(out, patients=40, size=48, seed=7)
+    return out
+
+
+@pytest.fixture
+def mura(tmp_path, synth_template) -> Path:
+    """A private copy of the synthetic MURA that a test may change."""
+    out = tmp_path / "data"
+    shutil.copytree(synth_template, out)
+    return out
+
+
+def snapshot(engine) -> dict[str, list[tuple]]:
+    """Every row of every bonedb table, sorted: equal snapshots mean an unchanged database."""
+    with engine.connect() as conn:
+        names = [t for t in Base.metadata.sorted_tables if inspect(conn).has_table(t.name)]
+        return {t.name: sorted(tuple(map(str, row)) for row in conn.execute(select(t))) for t in names}

@@ -1,0 +1,178 @@
+"""Ingest on SQLite and MySQL: counts, idempotence, relabels, atomicity, --verify, filters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from boneclf.errors import BonedbError, InputProblems
+from boneclf.ingest import ingest_mura
+from boneclf.schema import Image, Study
+from boneclf.synth import plan_dataset
+from conftest import snapshot
+
+
+def csv_lines(path: Path) -> list[str]:
+    """The CSV's records (read_text would turn the real files' CRLF into LF behind our back)."""
+    return path.read_bytes().decode().splitlines()
+
+
+def synth_counts(mura: Path) -> tuple[int, int, int]:
+    folder = mura / "MURA-v1.1"
+    lines = [l for s in ("train", "valid") for l in csv_lines(folder / f"{s}_image_paths.csv")]
+    studies = {l.rsplit("/", 1)[0] for l in lines}
+    patients = {l.split("/")[3] for l in lines}
+    return len(lines), len(studies), len(patients)
+
+
+def test_ingest_counts_match_the_csvs(engine, mura):
+    report = ingest_mura(engine, mura)
+    images, studies, patients = synth_counts(mura)
+    assert (report.images_added, report.studies_added, report.patients_added) == (images, studies, patients)
+    assert report.totals == [{"dataset": "mura-v1.1", "images": images, "studies": studies, "patients": patients}]
+    assert sum(row["images"] for row in report.summary) == images
+    assert report.changed
+
+
+def test_second_run_changes_nothing(engine, mura):
+    ingest_mura(engine, mura, verify=True)
+    before = snapshot(engine)
+    report = ingest_mura(engine, mura, verify=True)
+    assert not report.changed
+    assert report.images_unchanged == synth_counts(mura)[0]
+    assert snapshot(engine) == before
+    # A run without --verify keeps what --verify measured.
+    assert not ingest_mura(engine, mura).changed
+    assert snapshot(engine) == before
+
+
+def test_verify_records_file_facts(engine, mura):
+    ingest_mura(engine, mura, verify=True)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Image.path, Image.file_size, Image.width, Image.height, Image.content_hash)).all()
+    for path, size, width, height, digest in rows:
+        assert size == os.path.getsize(mura / path)
+        assert height == 48 and 16 <= width <= 48
+        assert len(digest) == 64
+
+
+def test_verify_reports_missing_and_truncated_files_and_writes_nothing(engine, mura):
+    lines = csv_lines(mura / "MURA-v1.1" / "train_image_paths.csv")
+    (mura / lines[0]).unlink()
+    truncated = mura / lines[3]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    before = snapshot(engine)
+    with pytest.raises(InputProblems) as caught:
+        ingest_mura(engine, mura, verify=True)
+    text = [str(p) for p in caught.value.problems]
+    assert len(text) == 2
+    assert text[0].startswith("MURA-v1.1/train_image_paths.csv:1: missing file")
+    assert text[1].startswith("MURA-v1.1/train_image_paths.csv:4: cannot decode")
+    assert snapshot(engine) == before
+    # The steward may leave them out instead, and is told which.
+    report = ingest_mura(engine, mura, verify=True, skip_bad=True)
+    assert len(report.skipped) == 2
+    assert report.images_added == synth_counts(mura)[0] - 2
+
+
+def test_bad_input_lists_every_problem_and_writes_nothing(engine, mura):
+    ingest_mura(engine, mura)
+    before = snapshot(engine)
+    folder = mura / "MURA-v1.1"
+    paths = folder / "train_image_paths.csv"
+    good = csv_lines(paths)
+    paths.write_bytes(("\r\n".join([good[0], "/etc/passwd", "MURA-v1.1/train/XR_KNEE/patient00001/study1_positive/image1.png", good[0]] + good[1:])).encode())
+    with pytest.raises(InputProblems) as caught:
+        ingest_mura(engine, mura)
+    found = [str(p) for p in caught.value.problems]
+    assert [f.split(": ")[0] for f in found] == [
+        "MURA-v1.1/train_image_paths.csv:2",
+        "MURA-v1.1/train_image_paths.csv:3",
+        "MURA-v1.1/train_image_paths.csv:4",
+    ]
+    assert "nothing was written" in str(caught.value)
+    assert snapshot(engine) == before
+
+
+def test_failure_during_write_rolls_back(engine, mura):
+    """An error after some rows are written (here: a study that moved split) leaves no trace."""
+    ingest_mura(engine, mura, splits=("train",))
+    before = snapshot(engine)
+    folder = mura / "MURA-v1.1"
+    # Copy one train patient's first study into valid: same identity, other split.
+    train_line = csv_lines(folder / "train_image_paths.csv")[0]
+    moved = train_line.replace("/train/", "/valid/")
+    label_line = next(l for l in (folder / "train_labeled_studies.csv").read_text().split("\n")
+                      if train_line.startswith(l.split(",")[0]))
+    with open(folder / "valid_image_paths.csv", "a", newline="") as fh:
+        fh.write(moved + "\r\n")
+    with open(folder / "valid_labeled_studies.csv", "a", newline="") as fh:
+        fh.write(label_line.replace("/train/", "/valid/") + "\n")
+    with pytest.raises(BonedbError, match="never moves a study between splits"):
+        ingest_mura(engine, mura)  # new valid patients are inserted before the moved study is met
+    assert snapshot(engine) == before
+
+
+def test_folder_rename_relabels_and_moves_paths(engine, mura):
+    ingest_mura(engine, mura)
+    before_images = snapshot(engine)["images"]
+    folder = mura / "MURA-v1.1"
+    labels = (folder / "train_labeled_studies.csv").read_text().split("\n")
+    study_path, _ = labels[0].split(",")
+    old_dir = study_path.rstrip("/")
+    new_dir = old_dir.replace("_negative", "_positive") if "_negative" in old_dir else old_dir.replace("_positive", "_negative")
+    new_label = 1 if new_dir.endswith("_positive") else 0
+    (mura / old_dir).rename(mura / new_dir)
+    labels[0] = f"{new_dir}/,{new_label}"
+    (folder / "train_labeled_studies.csv").write_text("\n".join(labels))
+    paths = folder / "train_image_paths.csv"
+    paths.write_bytes(paths.read_bytes().replace(old_dir.encode() + b"/", new_dir.encode() + b"/"))
+
+    report = ingest_mura(engine, mura, verify=True)
+    assert report.images_added == report.studies_added == report.patients_added == 0
+    assert [(r.old_label, r.new_label) for r in report.relabeled] == [(1 - new_label, new_label)]
+    assert report.images_moved == sum(1 for l in csv_lines(paths) if l.startswith(new_dir + "/"))
+    assert len(snapshot(engine)["images"]) == len(before_images)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).where(Image.path.like(f"{old_dir}/%"))).scalar() == 0
+
+
+def test_labels_csv_only_relabel(engine, mura):
+    ingest_mura(engine, mura)
+    labels_file = mura / "MURA-v1.1" / "valid_labeled_studies.csv"
+    labels = labels_file.read_text().split("\n")
+    flipped = [f"{l[:-1]}{1 - int(l[-1])}" if l else l for l in labels[:2]]
+    labels_file.write_text("\n".join(flipped + labels[2:]))
+    before = snapshot(engine)
+    with pytest.raises(InputProblems) as caught:
+        ingest_mura(engine, mura)
+    assert [p.line for p in caught.value.problems] == [1, 2]
+    assert all("--labels-from" in p.message for p in caught.value.problems)
+    assert snapshot(engine) == before
+
+    report = ingest_mura(engine, mura, labels_from="csv")
+    assert len(report.relabeled) == 2 and len(report.conflicts_settled) == 2
+    assert not ingest_mura(engine, mura, labels_from="csv").changed
+    # Going back to the folder names restores the original labels.
+    assert len(ingest_mura(engine, mura, labels_from="folder").relabeled) == 2
+
+
+def test_parts_and_split_filters(engine, mura):
+    report = ingest_mura(engine, mura, parts=("shoulder", "wrist"), splits=("train",))
+    expected = [i for i in plan_dataset(40, seed=7) if i.part in ("shoulder", "wrist") and i.split == "train"]
+    assert report.images_added == len(expected)
+    with engine.connect() as conn:
+        parts = set(conn.execute(select(Study.body_part).distinct()).scalars())
+        splits = set(conn.execute(select(Study.source_split).distinct()).scalars())
+    assert parts == {"shoulder", "wrist"} and splits == {"train"}
+    # The rest arrives later without disturbing what is there.
+    report = ingest_mura(engine, mura)
+    assert report.images_unchanged == len(expected)
+
+
+def test_ingest_refuses_a_database_without_schema(bare_engine, mura):
+    with pytest.raises(BonedbError, match="bonedb db upgrade"):
+        ingest_mura(bare_engine, mura)
