@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from .bodyparts import BODY_PARTS, SOURCE_SPLITS
+from .bulk import insert_rows, paused_gc
 from .errors import BonedbError, InputProblems, Problem
 from .labels import LabelConflict, resolve_labels
 from .migrate import require_head
@@ -82,6 +83,11 @@ def ingest_mura(
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
     unless `skip_bad`, in which case bad rows are left out and listed in the report."""
     require_head(engine)
+    with paused_gc():
+        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress)
+
+
+def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress) -> IngestReport:
     manifest = read_manifest(root, parts, splits)
     labels = resolve_labels(manifest, labels_from)
     problems = manifest.problems + labels.problems
@@ -133,7 +139,7 @@ def _write(
     patient_ids = _patient_ids(conn, dataset_id)
     new_patients = sorted({image.study.patient for image in images} - patient_ids.keys())
     if new_patients:
-        conn.execute(insert(_patients), [{"dataset_id": dataset_id, "patient_key": key} for key in new_patients])
+        insert_rows(conn, _patients, ("dataset_id", "patient_key"), [(dataset_id, key) for key in new_patients])
         patient_ids = _patient_ids(conn, dataset_id)
     report.patients_added = len(new_patients)
 
@@ -182,10 +188,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[
         identity = (patient_ids[key.patient], key.part, key.number)
         label = labels[key]
         if identity not in existing:
-            new_rows.append({
-                "dataset_id": dataset_id, "patient_id": identity[0], "body_part": key.part,
-                "source_split": key.split, "study_number": key.number, "label": label,
-            })
+            new_rows.append((dataset_id, identity[0], key.part, key.split, key.number, label))
             continue
         study_id, old_label, old_split = existing[identity]
         if old_split != key.split:
@@ -197,7 +200,10 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[
             relabels.append({"b_id": study_id, "b_label": label})
             report.relabeled.append(Relabel(key, old_label, label))
     if new_rows:
-        conn.execute(insert(_studies), new_rows)
+        insert_rows(
+            conn, _studies, ("dataset_id", "patient_id", "body_part", "source_split", "study_number", "label"),
+            new_rows,
+        )
         existing = _study_rows(conn, dataset_id)
     if relabels:
         conn.execute(
@@ -212,13 +218,11 @@ _FACT_COLUMNS = ("file_size", "width", "height", "content_hash")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> None:
+    # Only the columns needed to decide; the fact columns only when --verify measured something.
+    fact_columns = _FACT_COLUMNS if facts else ()
     rows = conn.execute(
-        select(
-            _images.c.study_id, _images.c.image_number, _images.c.id, _images.c.path,
-            *(_images.c[name] for name in _FACT_COLUMNS),
-            _studies.c.body_part, _studies.c.source_split,
-        )
-        .join(_studies, _studies.c.id == _images.c.study_id)
+        select(_images.c.study_id, _images.c.image_number, _images.c.id, _images.c.path,
+               *(_images.c[name] for name in fact_columns))
         .where(_images.c.dataset_id == dataset_id)
     ).all()
     existing = {(r[0], r[1]): r for r in rows}
@@ -231,20 +235,19 @@ def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, fact
         values = {name: getattr(measured, name) for name in _FACT_COLUMNS} if measured else {}
         old = existing.get((study_id, image.image_number))
         if old is None:
-            new_rows.append({
-                "dataset_id": dataset_id, "study_id": study_id, "path": image.path,
-                "image_number": image.image_number, **dict.fromkeys(_FACT_COLUMNS), **values,
-            })
+            new_rows.append((dataset_id, study_id, image.path, image.image_number,
+                             *(values.get(name) for name in fact_columns)))
             continue
         seen.add(old.id)
+        changed = False
         if old.path != image.path:
             moves.append({"b_id": old.id, "b_path": image.path})
+            changed = True
         if values and any(getattr(old, name) != value for name, value in values.items()):
             measures.append({"b_id": old.id, **{f"b_{name}": value for name, value in values.items()}})
-        if old.path == image.path and not (measures and measures[-1]["b_id"] == old.id):
-            report.images_unchanged += 1
-    if new_rows:
-        conn.execute(insert(_images), new_rows)
+            changed = True
+        report.images_unchanged += not changed
+    insert_rows(conn, _images, ("dataset_id", "study_id", "path", "image_number", *fact_columns), new_rows)
     if moves:
         conn.execute(update(_images).where(_images.c.id == bindparam("b_id")).values(path=bindparam("b_path")), moves)
     if measures:
@@ -253,11 +256,23 @@ def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, fact
             .values({name: bindparam(f"b_{name}") for name in _FACT_COLUMNS}),
             measures,
         )
-    in_scope = set(report.parts), set(report.splits)
-    report.images_stale = sum(
-        1 for r in rows if r.id not in seen and r.body_part in in_scope[0] and r.source_split in in_scope[1]
-    )
+    report.images_stale = _count_stale(conn, report, dataset_id, rows, seen)
     report.images_added, report.images_moved, report.images_measured = len(new_rows), len(moves), len(measures)
+
+
+def _count_stale(conn, report, dataset_id, rows, seen) -> int:
+    """Images of the ingested parts and splits that the database has and the CSVs no longer list."""
+    unseen = {r.study_id for r in rows if r.id not in seen}
+    if not unseen:
+        return 0
+    in_scope = set(conn.execute(
+        select(_studies.c.id).where(
+            _studies.c.dataset_id == dataset_id,
+            _studies.c.body_part.in_(report.parts),
+            _studies.c.source_split.in_(report.splits),
+        )
+    ).scalars())
+    return sum(1 for r in rows if r.id not in seen and r.study_id in in_scope)
 
 
 def report_as_dict(report: IngestReport) -> dict:
