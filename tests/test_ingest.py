@@ -176,3 +176,51 @@ def test_parts_and_split_filters(engine, mura):
 def test_ingest_refuses_a_database_without_schema(bare_engine, mura):
     with pytest.raises(BonedbError, match="bonedb db upgrade"):
         ingest_mura(bare_engine, mura)
+
+
+def _prepend(path: Path, line: str, ending: str) -> None:
+    path.write_bytes((line + ending).encode() + path.read_bytes())
+
+
+def _flip_first_label(path: Path) -> None:
+    lines = csv_lines(path)
+    study, label = lines[0].split(",")
+    lines[0] = f"{study},{1 - int(label)}"
+    path.write_bytes("".join(f"{line}\n" for line in lines).encode())
+
+
+BAD_INPUTS = {
+    "missing csv": (lambda f: (f / "valid_image_paths.csv").unlink(), "valid_image_paths.csv: missing"),
+    "malformed line": (lambda f: _prepend(f / "train_image_paths.csv", "MURA-v1.1/train/XR_HAND/p1/s1/i1.png", "\r\n"),
+                       "train_image_paths.csv:1: malformed image path"),
+    "header row": (lambda f: _prepend(f / "train_labeled_studies.csv", "path,label", "\n"),
+                   "train_labeled_studies.csv:1: looks like a header row"),
+    "absolute path": (lambda f: _prepend(f / "train_image_paths.csv", "/data/MURA-v1.1/x.png", "\r\n"),
+                      "train_image_paths.csv:1: absolute path"),
+    "escapes root": (lambda f: _prepend(f / "train_image_paths.csv", "MURA-v1.1/../secret.png", "\r\n"),
+                     "train_image_paths.csv:1: path 'MURA-v1.1/../secret.png' escapes the dataset root"),
+    "unknown part": (lambda f: _prepend(f / "train_image_paths.csv",
+                                        "MURA-v1.1/train/XR_KNEE/patient00001/study1_positive/image1.png", "\r\n"),
+                     "train_image_paths.csv:1: unknown body part XR_KNEE"),
+    "study without label": (lambda f: _prepend(f / "train_image_paths.csv",
+                                               "MURA-v1.1/train/XR_HAND/patient00001/study9_positive/image1.png", "\r\n"),
+                            "train_image_paths.csv:1: patient00001 hand study9 (train) has 1 image(s) but no label"),
+    "label conflict": (lambda f: _flip_first_label(f / "train_labeled_studies.csv"),
+                       "train_labeled_studies.csv:1: "),
+    "duplicate line": (lambda f: _prepend(f / "train_image_paths.csv", csv_lines(f / "train_image_paths.csv")[0], "\r\n"),
+                       "train_image_paths.csv:2: duplicate"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_each_bad_input_is_named_and_changes_nothing(engine, mura, case):
+    ingest_mura(engine, mura, splits=("valid",))
+    before = snapshot(engine)
+    damage, expected = BAD_INPUTS[case]
+    damage(mura / "MURA-v1.1")
+    with pytest.raises(InputProblems) as caught:
+        ingest_mura(engine, mura)
+    found = [str(p) for p in caught.value.problems]
+    assert len(found) == 1, found
+    assert found[0].startswith("MURA-v1.1/") and expected in found[0], found[0]
+    assert snapshot(engine) == before
