@@ -77,12 +77,14 @@ def ingest(obj, root, dataset, parts, split, verify, labels_from, skip_bad, json
         click.echo(f"nothing to do: {obj.masked_url} already holds these {report.images_unchanged} images "
                    f"of dataset {dataset!r} exactly")
     else:
-        click.echo(
-            f"dataset {dataset!r} in {obj.masked_url}: added {report.images_added} images, "
-            f"{report.studies_added} studies, {report.patients_added} patients; "
-            f"{len(report.relabeled)} studies relabeled, {report.images_moved} image paths moved, "
-            f"{report.images_measured} images measured, {report.images_unchanged} unchanged"
-        )
+        changes = [
+            f"added {report.images_added} images, {report.studies_added} studies, {report.patients_added} patients",
+            f"{len(report.relabeled)} studies relabeled" if report.relabeled else "",
+            f"{report.images_moved} image paths moved" if report.images_moved else "",
+            f"{report.images_measured} images' file facts updated" if report.images_measured else "",
+            f"{report.images_unchanged} images unchanged" if report.images_unchanged else "",
+        ]
+        click.echo(f"dataset {dataset!r} in {obj.masked_url}: " + "; ".join(c for c in changes if c))
     if report.images_stale:
         click.echo(f"note: {report.images_stale} images in the database are no longer listed in the CSVs "
                    "(left in place)")
