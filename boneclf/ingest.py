@@ -214,7 +214,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[
     return {identity: row[0] for identity, row in existing.items()}
 
 
-_FACT_COLUMNS = ("file_size", "width", "height", "content_hash")
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -112,5 +113,32 @@ class Image(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     content_hash: Mapped[str | None] = mapped_column(String(64), comment="sha256 of the file's bytes")
+    perceptual_hash: Mapped[str | None] = mapped_column(
+        String(64), comment="difference hash of the picture (hex), robust to resizing and re-encoding"
+    )
 
     study: Mapped[Study] = relationship(back_populates="images")
+
+
+class SplitVersion(Base):
+    """An immutable assignment of a dataset's images to train, val and test."""
+
+    __tablename__ = "split_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="bonedb (made by split create) or source (the dataset's own)")
+    parameters: Mapped[str] = mapped_column(Text, comment="JSON of the options that made it")
+    seed: Mapped[int | None] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64), comment="sha256 over sorted (image path, subset) pairs")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class SplitAssignment(Base):
+    __tablename__ = "split_assignments"
+    __table_args__ = (Index(None, "split_id", "subset"),)
+
+    split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    subset: Mapped[str] = mapped_column(String(8), comment="train, val or test")

@@ -6,7 +6,6 @@ without the cost of shipping bytes between processes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Callable, Iterable
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from .hashing import content_hash, perceptual_hash
 
 Progress = Callable[[int], None]
 
@@ -25,6 +26,7 @@ class FileFacts:
     width: int
     height: int
     content_hash: str
+    perceptual_hash: str
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,10 @@ def inspect_file(root: Path, relative: str) -> FileCheck:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # decode every pixel: verify() alone misses truncated data
             width, height = image.size
+            picture_hash = perceptual_hash(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return FileCheck(relative, None, f"cannot decode {full}: {exc}")
-    facts = FileFacts(len(data), width, height, hashlib.sha256(data).hexdigest())
+    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash)
     return FileCheck(relative, facts, None)
 
 

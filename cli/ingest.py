@@ -21,7 +21,7 @@ _WORD = {0: "normal", 1: "abnormal"}
 @click.option("--parts", metavar="PART,PART", help="Body parts to ingest, e.g. humerus,shoulder. Default: all seven.")
 @click.option("--split", "split", type=click.Choice(SOURCE_SPLITS), help="Only MURA's train or valid split.")
 @click.option("--verify", is_flag=True, help="Open every image: report missing or undecodable files; "
-              "record size, width, height and a sha256 content hash.")
+              "record size, width, height, a sha256 content hash and a perceptual hash.")
 @click.option("--labels-from", type=click.Choice(LABELS_FROM),
               help="When the labeled-studies CSV and the study folder names disagree, which wins. "
               "Default: refuse and list every conflict.")

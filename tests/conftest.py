@@ -62,7 +62,13 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bonedb.sqlite'}"
         return
-    server = make_url(request.getfixturevalue("mysql_server_url"))
+    yield request.getfixturevalue("db_url_mysql")
+
+
+@pytest.fixture
+def db_url_mysql(mysql_server_url):
+    """An empty MySQL database of its own, dropped afterwards."""
+    server = make_url(mysql_server_url)
     name = f"bonedb_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server)
     with admin.begin() as conn:
