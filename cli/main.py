@@ -89,6 +89,7 @@ def main():
 
 
 from cli import db as _db  # noqa: E402  (subcommands register themselves on `cli`)
+from cli import export as _export  # noqa: E402,F401
 from cli import ingest as _ingest  # noqa: E402,F401
 from cli import stats as _stats  # noqa: E402,F401
 from cli import split as _split  # noqa: E402,F401

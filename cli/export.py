@@ -1,0 +1,54 @@
+"""`bonedb export`: a split as class-directory trees or TFRecord shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from boneclf.bodyparts import parse_parts
+from boneclf.export import FORMATS, LINKS, STAGES, export_split
+from cli.main import cli
+from cli.output import print_json, progress_for
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--stage", type=click.Choice(STAGES), default="fracture", show_default=True,
+              help="bodypart: OUT/<subset>/<part>/; fracture: OUT/<part>/<subset>/{fractured,normal}/.")
+@click.option("--parts", metavar="PART,PART", help="Only these parts of the split.")
+@click.option("--combined", is_flag=True, help="With --stage fracture: one tree OUT/<subset>/{fractured,normal}/ "
+              "over the chosen parts instead of one per part.")
+@click.option("--link", type=click.Choice(LINKS), default="hardlink", show_default=True,
+              help="hardlink falls back to copy across filesystems.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="files", show_default=True,
+              help="tfrecord: sharded TFRecord files per subset instead of image files.")
+@click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export (never anything else).")
+@click.option("--json", "json_mode", is_flag=True)
+@click.pass_obj
+def export(obj, name, out, stage, parts, combined, link, fmt, force, json_mode):
+    """Write split NAME under OUT as class folders, with manifest.csv and split.json.
+
+    "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
+    OUT appears complete or not at all: the tree is built beside it and renamed into place.
+
+    \b
+    Examples:
+      bonedb export hs-v1 exports/stage1 --stage bodypart
+      bonedb export hs-v1 exports/stage2 --stage fracture --parts humerus,shoulder
+      bonedb export hs-v1 exports/shards --format tfrecord
+    """
+    report = export_split(
+        obj.engine, name, out, stage=stage, parts=parse_parts(parts) if parts else None, combined=combined,
+        link=link, fmt=fmt, force=force, progress=progress_for(json_mode),
+    )
+    if json_mode:
+        print_json(report.__dict__)
+        return
+    counts = ", ".join(f"{subset} {n}" for subset, n in report.per_subset.items())
+    click.echo(f"exported split {name!r} ({report.images} images: {counts}) to {report.out}")
+    if report.copied_instead_of_linked:
+        click.echo(f"note: {report.copied_instead_of_linked} files were copied: hard links are not possible there")
+    if report.replaced_previous:
+        click.echo("replaced the previous export")
