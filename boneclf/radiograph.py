@@ -68,9 +68,9 @@ def draw_radiograph(
     image = Image.new("L", (sw, sh), background)
     draw = ImageDraw.Draw(image)
 
-    angle = math.radians(rng.uniform(-12, 12))
-    scale = rng.uniform(0.85, 1.05)
-    shift = (rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05))
+    angle = math.radians(rng.uniform(-20, 20))
+    scale = rng.uniform(0.75, 1.05)
+    shift = (rng.uniform(-0.1, 0.1), rng.uniform(-0.08, 0.08))
 
     def to_pixels(x: float, y: float) -> tuple[float, float]:
         # Rotate and scale about the centre, then map the unit square onto the canvas.
@@ -81,8 +81,12 @@ def draw_radiograph(
 
     unit = min(sw, sh) * scale
     tissue = background + rng.randint(25, 45)
-    cx, cy = to_pixels(0.5, 0.5)
-    draw.ellipse([cx - 0.42 * sw, cy - 0.55 * sh, cx + 0.42 * sw, cy + 0.55 * sh], fill=tissue)
+    cx, cy = to_pixels(0.5 + rng.uniform(-0.08, 0.08), 0.5)
+    tw, th = rng.uniform(0.3, 0.48), rng.uniform(0.45, 0.62)
+    draw.ellipse([cx - tw * sw, cy - th * sh, cx + tw * sw, cy + th * sh], fill=tissue)
+    # A lead side marker ("L"/"R" plate) in a corner, as on most real films: same for both labels.
+    mx, my = rng.choice((0.08, 0.78)) * sw, rng.choice((0.05, 0.85)) * sh
+    draw.rectangle([mx, my, mx + 0.12 * sw, my + 0.08 * sh], fill=rng.randint(180, 255))
 
     bone = min(255, tissue + rng.randint(120, 170))
     for x, y, rx, ry in shape["blobs"]:

@@ -273,6 +273,21 @@ def split_summary(engine: Engine, name: str) -> dict:
     }
 
 
+def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:
+    """subset -> sorted image paths of split NAME."""
+    with engine.connect() as conn:
+        split = get_split(conn, name)
+        rows = conn.execute(
+            select(SplitAssignment.subset, Image.path)
+            .join(Image, Image.id == SplitAssignment.image_id)
+            .where(SplitAssignment.split_id == split.id)
+        ).all()
+    result: dict[str, list[str]] = defaultdict(list)
+    for subset, path in rows:
+        result[subset].append(path)
+    return {subset: sorted(paths) for subset, paths in result.items()}
+
+
 def delete_split(engine: Engine, name: str) -> None:
     require_head(engine)
     with engine.begin() as conn:

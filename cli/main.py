@@ -88,7 +88,8 @@ def main():
     cli(prog_name="bonedb")
 
 
-from cli import db as _db  # noqa: E402  (subcommands register themselves on `cli`)
+from cli import audit as _audit  # noqa: E402  (subcommands register themselves on `cli`)
+from cli import db as _db  # noqa: E402,F401
 from cli import export as _export  # noqa: E402,F401
 from cli import ingest as _ingest  # noqa: E402,F401
 from cli import stats as _stats  # noqa: E402,F401
