@@ -160,6 +160,8 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
         assignment = assign(records, options)
         content_hash = assignment_hash(records, assignment)
         existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
+        if existing is not None and existing.kind != kind:
+            raise BonedbError(f"split {name!r} already exists as a dataset's own ({existing.kind}) split: choose another name")
         if existing is not None:
             return _existing(existing, name, options, content_hash, conn)
         return _store(conn, name, dataset_id, kind, options.as_json(), options.seed, records, assignment, content_hash)
@@ -167,18 +169,20 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
 
 def store_assignment(
     conn: Connection, name: str, dataset_id: int, kind: str, parameters: str, seed: int | None,
-    records: list[Record], assignment: dict[int, str],
+    records: list[Record], assignment: dict[int, str], refuse_leaks: bool = True,
 ) -> SplitResult:
-    """Store an assignment made elsewhere (a folder dataset's own subsets), with the same checks."""
+    """Store an assignment made elsewhere (a folder dataset's own subsets). A source's own split is
+    kept even when it leaks (refuse_leaks=False), so that `bonedb audit` can show the leak."""
     return _store(conn, name, dataset_id, kind, parameters, seed, records, assignment,
-                  assignment_hash(records, assignment))
+                  assignment_hash(records, assignment), refuse_leaks)
 
 
-def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, content_hash) -> SplitResult:
+def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, content_hash,
+           refuse_leaks: bool = True) -> SplitResult:
     overlaps = group_overlaps(
         [(r.patient, assignment[r.image_id], r.path) for r in records],
         [(r.study_id, assignment[r.image_id], r.path) for r in records],
-    )
+    ) if refuse_leaks else []
     if overlaps:
         first = overlaps[0]
         raise BonedbError(f"split {name!r} would leak ({len(overlaps)} overlaps, e.g. {first['kind']} "

@@ -1,0 +1,123 @@
+"""Folder datasets: labels from folder names, junk skipped, bad images reported, the source's split audited."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image as PILImage
+
+from boneclf.audit import audit_split
+from boneclf.errors import BonedbError, InputProblems
+from boneclf.folder_dataset import ingest_folder, parse_label_map
+from boneclf.radiograph import draw_radiograph
+from boneclf.splits import list_splits, split_summary
+from cli.main import cli
+from conftest import snapshot
+
+
+def picture(path: Path, seed: int, abnormal: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image, _ = draw_radiograph("hand", abnormal, 72, 96, random.Random(seed))
+    image.save(path)
+
+
+@pytest.fixture
+def kaggle_tree(tmp_path) -> Path:
+    """train/val/test x fractured/not fractured, with junk, a truncated file and planted duplicates."""
+    root = tmp_path / "kaggle"
+    seed = 0
+    for subset, n in (("train", 12), ("val", 4), ("test", 4)):
+        for label_dir, abnormal in (("fractured", True), ("not fractured", False)):
+            for i in range(n):
+                seed += 1
+                picture(root / subset / label_dir / f"p{seed:03d}_{i}.png", seed, abnormal)
+    (root / "train" / "fractured" / "desktop.ini").write_text("[.ShellClassInfo]")
+    (root / "val" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "test" / "fractured" / "empty.png").write_bytes(b"")
+    (root / "train" / "fractured" / "notes.txt").write_text("scanned 2019")
+    truncated = root / "train" / "not fractured" / "broken.png"
+    truncated.write_bytes((root / "train" / "fractured" / "p001_0.png").read_bytes()[:120])
+    # The same image in train and test, and a resized re-encoded copy in val.
+    shutil.copyfile(root / "train" / "fractured" / "p001_0.png", root / "test" / "fractured" / "copy.png")
+    with PILImage.open(root / "train" / "fractured" / "p002_1.png") as original:
+        small = original.resize((60, 80))
+    buffer = io.BytesIO()
+    small.convert("RGB").save(buffer, "JPEG", quality=90)
+    PILImage.open(buffer).save(root / "val" / "fractured" / "resized.jpg")
+    return root
+
+
+def test_import_with_subsets_junk_and_bad_files(engine, kaggle_tree):
+    report = ingest_folder(engine, kaggle_tree, dataset="kaggle", part="hand")
+    assert report.images == 12 * 2 + 4 * 2 + 4 * 2 + 2  # + copy.png + resized.jpg
+    assert report.skipped == {"system file": 2, "empty file": 1, "not an image file": 1}
+    assert len(report.bad_images) == 1 and "broken.png" in report.bad_images[0]
+    assert report.per_subset_label["train/1"] == 12 and report.per_subset_label["train/0"] == 12
+    assert report.patients == report.images  # no pattern: one patient per image
+    assert [s["name"] for s in list_splits(engine)] == ["kaggle"]
+    summary = split_summary(engine, "kaggle")
+    assert summary["kind"] == "source"
+    assert {row["subset"] for row in summary["counts"]} == {"train", "val", "test"}
+    assert {row["part"] for row in summary["counts"]} == {"hand"}
+
+
+def test_audit_shows_the_sources_duplicates(engine, kaggle_tree):
+    ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    report = audit_split(engine, "kaggle")
+    assert report.leaks
+    assert [sorted(d["paths"]) for d in report.exact_duplicates] == [
+        ["test: test/fractured/copy.png", "train: train/fractured/p001_0.png"]]
+    assert ["train: train/fractured/p002_1.png", "val: val/fractured/resized.jpg"] in [
+        sorted(d["paths"]) for d in report.near_duplicates]
+
+
+def test_patient_pattern_groups_files(engine, tmp_path):
+    root = tmp_path / "flat"
+    for i in range(6):
+        picture(root / ("abnormal" if i % 2 else "normal") / f"patient{i // 3}_view{i}.png", i, bool(i % 2))
+    report = ingest_folder(engine, root, dataset="flat", patient_pattern=r"patient(?P<patient>\d+)_")
+    assert report.patients == 2 and report.images == 6
+    assert report.source_split is None  # no subset folders, no source split
+
+
+def test_reingest_is_a_noop_and_a_changed_tree_is_refused(engine, kaggle_tree):
+    ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    before = snapshot(engine)
+    assert ingest_folder(engine, kaggle_tree, dataset="kaggle").unchanged
+    picture(kaggle_tree / "train" / "fractured" / "new.png", 999, True)
+    with pytest.raises(BonedbError, match="new --dataset name"):
+        ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    assert snapshot(engine) == before
+
+
+def test_unknown_label_folder_is_named_with_remedy(engine, kaggle_tree):
+    (kaggle_tree / "train" / "maybe").mkdir()
+    before = snapshot(engine)
+    with pytest.raises(InputProblems) as caught:
+        ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    assert "--label-map 'maybe=1'" in str(caught.value.problems[0])
+    assert snapshot(engine) == before
+    report = ingest_folder(engine, kaggle_tree, dataset="kaggle", label_map=parse_label_map("maybe=1"))
+    assert report.images > 0
+
+
+def test_label_map_syntax():
+    assert parse_label_map("Broken_Bone=1, ok=0")["broken bone"] == 1
+    with pytest.raises(BonedbError, match="FOLDER=0 or FOLDER=1"):
+        parse_label_map("broken")
+
+
+def test_cli(tmp_path, kaggle_tree):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--database-url", url, "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(cli, ["--database-url", url, "ingest-folder", str(kaggle_tree), "--dataset", "k"])
+    assert result.exit_code == 0, result.output
+    assert "skipped: 1 empty file, 1 not an image file, 2 system file" in result.output
+    result = runner.invoke(cli, ["--database-url", url, "audit", "split", "k"])
+    assert result.exit_code == 1 and "LEAKS FOUND" in result.output
