@@ -124,5 +124,5 @@ def _draw_break(draw, bones: list[Segment], to_pixels, unit: float, tissue: int,
     half = 0.8 * w
     a = to_pixels(mx - nx * half, my - ny * half)
     b = to_pixels(mx + nx * half, my + ny * half)
-    draw.line([a, b], fill=tissue, width=max(2, round(0.035 * unit)))
+    draw.line([a, b], fill=tissue, width=max(2, round(0.06 * unit)))
     return to_pixels(mx, my)

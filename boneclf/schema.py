@@ -142,3 +142,37 @@ class SplitAssignment(Base):
     split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
     subset: Mapped[str] = mapped_column(String(8), comment="train, val or test")
+
+
+class TrainingRun(Base):
+    """One training job: what was trained on what, how it went, and where its files are."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), comment="bodypart or fracture")
+    parts: Mapped[str] = mapped_column(String(255), comment="comma-separated body parts the model covers")
+    architecture: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[str] = mapped_column(Text, comment="JSON of every training option")
+    # RESTRICT: a split that trained a model cannot be deleted from under it.
+    split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="RESTRICT"), index=True)
+    split_name: Mapped[str] = mapped_column(String(128))
+    split_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), comment="running, finished, failed or interrupted")
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host: Mapped[str] = mapped_column(String(255))
+    tf_version: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[str | None] = mapped_column(Text, comment="JSON of the final validation metrics")
+    artifact_dir: Mapped[str] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(8))
+    metrics: Mapped[str] = mapped_column(Text, comment="JSON: image- and study-level metrics per part and overall")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

@@ -294,7 +294,13 @@ def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:
 
 def delete_split(engine: Engine, name: str) -> None:
     require_head(engine)
+    from .runs import runs_using_split  # runs depend on splits, not the other way round
+
     with engine.begin() as conn:
         split = get_split(conn, name)
+        used = runs_using_split(engine, split.id)
+        if used:
+            raise BonedbError(f"split {name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "
+                              "while they exist")
         conn.execute(delete(SplitAssignment.__table__).where(SplitAssignment.split_id == split.id))
         conn.execute(delete(_versions).where(_versions.c.id == split.id))

@@ -33,7 +33,7 @@ def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
     if not rows:
         click.echo("(nothing)")
         return
-    columns = columns or list(rows[0])
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))  # every key, in first-seen order
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     numeric = [all(isinstance(row.get(c), (int, float)) for row in rows) for c in columns]
