@@ -114,6 +114,7 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
     data = load_stage_data(engine, config.split, config.stage, config.parts)
     parts = sorted(set(data.subsets["train"].parts))
     config = replace(config, parts=tuple(parts))
+    resuming = run_id is not None
     if run_id is None:
         run_id = create_run(engine, stage=config.stage, parts=tuple(parts), architecture=config.arch,
                             parameters=_jsonable(config), split=data.split, tf_version=tf.__version__,
@@ -121,6 +122,10 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
     else:
         set_status(engine, run_id, "running")
     run_dir = Path(get_run(engine, run_id).artifact_dir)
+    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
+        set_status(engine, run_id, "failed", error=f"{run_dir} already holds files")
+        raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
+                          "database?): pass another --runs-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(run_id, config.stage, parts, config.arch, "running", artifact_dir=str(run_dir))
     try:
@@ -129,7 +134,7 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
             keras.mixed_precision.set_global_policy("mixed_float16")
         _write_json(run_dir / "config.json", {**_jsonable(config), "run_id": run_id, "split_hash": data.split.content_hash})
         _write_json(run_dir / "class_names.json", data.class_names)
-        job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []))
+        job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming)
         result.metrics, result.skipped_images = job.run()
         result.status = "finished"
         set_status(engine, run_id, "finished", metrics=result.metrics)
@@ -158,8 +163,8 @@ def _write_json(path: Path, data) -> None:
 class _Job:
     """One model's training, phase by phase, checkpointing as it goes."""
 
-    def __init__(self, config: TrainConfig, data, run_dir: Path, progress, verbose, callbacks):
-        self.config, self.data, self.run_dir = config, data, run_dir
+    def __init__(self, config: TrainConfig, data, run_dir: Path, progress, verbose, callbacks, resuming: bool):
+        self.config, self.data, self.run_dir, self.resuming = config, data, run_dir, resuming
         self.progress, self.verbose, self.extra_callbacks = progress, verbose, callbacks
         self.backbone = get_backbone(config.arch)
         self.outputs = 1 if config.stage == "fracture" else len(data.class_names)
@@ -192,7 +197,7 @@ class _Job:
         keras = _keras()
         train_ds, train_ex, skipped_train = self._decoded("train")
         val_ds, val_ex, skipped_val = self._decoded("val")
-        state = self._state()
+        state = self._state() if self.resuming else {}
         pretrained = self.config.weights != "none"
         phase = "finetune" if pretrained else "end_to_end"
         # Resume from the last epoch's checkpoint (model, optimizer and trainable flags) when there is one.

@@ -1,0 +1,243 @@
+"""Real TensorFlow training on small synthetic data: it learns, and it fails to learn shuffled labels.
+
+Small images (64 px, 32 px for the plumbing), the from-scratch CNN, and a few hundred images:
+minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from boneclf import migrate
+from boneclf.backbones import REGISTRY, build_backbone, get_backbone
+from boneclf.bodyparts import BODY_PARTS
+from boneclf.database import make_engine
+from boneclf.errors import BonedbError
+from boneclf.evaluation import evaluate_run
+from boneclf.ingest import ingest_mura
+from boneclf.models import build_classifier
+from boneclf.runs import get_run, list_runs
+from boneclf.schema import TrainingRun
+from boneclf.splits import SplitOptions, create_split, delete_split
+from boneclf.synth import synth_mura
+from boneclf.tf_env import keras as _keras
+from boneclf.training import TrainConfig, resume, train
+from cli.main import cli
+
+FAST = dict(arch="cnn", weights="none", augment="flip", tensorboard=False, lr=1e-3)
+
+
+def _prepare(engine, root: Path, patients: int, size: int, shuffled: bool = False) -> None:
+    synth_mura(root, patients=patients, size=size, seed=3)
+    if shuffled:
+        # Same images, study labels permuted: the labels CSV then disagrees with the folders on purpose.
+        for split in ("train", "valid"):
+            path = root / "MURA-v1.1" / f"{split}_labeled_studies.csv"
+            rows = [line.split(",") for line in path.read_text().splitlines()]
+            labels = [label for _, label in rows]
+            random.Random(1).shuffle(labels)
+            path.write_text("".join(f"{study},{label}\n" for (study, _), label in zip(rows, labels)))
+    ingest_mura(engine, root, labels_from="csv" if shuffled else None)
+    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1))
+
+
+@pytest.fixture(scope="module")
+def learning_db(tmp_path_factory):
+    """300 synthetic patients at 64 px in SQLite, split 70/15/15 by patient."""
+    folder = tmp_path_factory.mktemp("learning")
+    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
+    migrate.upgrade(engine)
+    _prepare(engine, folder / "data", 300, 64)
+    yield engine, folder
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory):
+    """A small set at 32 px for plumbing tests."""
+    folder = tmp_path_factory.mktemp("small")
+    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
+    migrate.upgrade(engine)
+    _prepare(engine, folder / "data", 40, 32)
+    yield engine, folder
+    engine.dispose()
+
+
+def test_stage1_learns_the_body_part(learning_db):
+    engine, folder = learning_db
+    [run] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=64, epochs=10, patience=10,
+                                      runs_dir=str(folder / "runs"), **FAST), verbose=0)
+    result = evaluate_run(engine, run.run_id, "test")
+    assert result["overall"]["accuracy"] >= 0.95, result["overall"]["confusion"]
+
+
+def test_stage2_learns_breaks_and_not_shuffled_labels(learning_db, tmp_path):
+    engine, folder = learning_db
+    # Small batches and no early stop: the break is found after a plateau of 10 to 15 epochs.
+    config = TrainConfig(stage="fracture", split="s", shared=True, image_size=64, epochs=30, patience=30,
+                         batch_size=16, runs_dir=str(folder / "runs"), **FAST)
+    [run] = train(engine, config, verbose=0)
+    learned = evaluate_run(engine, run.run_id, "test")["overall"]
+    assert learned["image"]["accuracy"] >= 0.85
+    assert learned["study"]["kappa"] >= 0.7
+
+    control = make_engine(f"sqlite:///{tmp_path / 'shuffled.sqlite'}")
+    migrate.upgrade(control)
+    _prepare(control, tmp_path / "data", 300, 64, shuffled=True)
+    [run] = train(control, replace(config, runs_dir=str(tmp_path / "runs")), verbose=0)
+    chance = evaluate_run(control, run.run_id, "test")["overall"]
+    assert chance["image"]["accuracy"] < 0.75, chance["image"]
+    assert chance["study"]["kappa"] < 0.3
+    control.dispose()
+
+
+@pytest.mark.parametrize("arch", list(REGISTRY))
+def test_every_architecture_builds_trains_a_step_and_round_trips(arch, tmp_path):
+    keras = _keras()
+    backbone = get_backbone(arch)
+    size = max(32, backbone.min_size)
+    model = build_classifier(backbone, size, 1, weights=None, augment="paper")
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    loss = model.train_on_batch(images, np.array([0.0, 1.0]))
+    assert np.isfinite(loss)
+    assert model.get_layer("backbone").get_layer(backbone.gradcam_layer) is not None
+    path = tmp_path / f"{arch}.keras"
+    model.save(path)
+    from boneclf import layers  # noqa: F401
+
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
+                               atol=1e-5)
+
+
+def test_interrupted_run_resumes_to_the_end(small_db):
+    engine, folder = small_db
+    keras = _keras()
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    config = TrainConfig(stage="bodypart", split="s", image_size=32, epochs=4, patience=10,
+                         runs_dir=str(folder / "runs"), **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(engine, config, verbose=0, callbacks=[StopAfterTwo()])
+    run = list_runs(engine)[-1]
+    assert run["status"] == "interrupted" and "--resume" in run["error"]
+    state = json.loads((Path(run["artifact_dir"]) / "state.json").read_text())
+    assert state["epoch"] == 2
+
+    result = resume(engine, run["id"], verbose=0)
+    assert result.status == "finished" and get_run(engine, run["id"]).status == "finished"
+    history = json.loads((Path(run["artifact_dir"]) / "history.json").read_text())
+    assert len(history["loss"]) == 4, "two epochs before the interruption, two after"
+    with pytest.raises(BonedbError, match="already finished"):
+        resume(engine, run["id"], verbose=0)
+
+
+def test_run_is_recorded_and_protects_its_split(engine, tmp_path):
+    _prepare(engine, tmp_path / "data", 30, 32)
+    [result] = train(engine, TrainConfig(stage="fracture", split="s", shared=True, image_size=32, epochs=1,
+                                         runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
+    with engine.connect() as conn:
+        row = conn.execute(select(TrainingRun.__table__)).one()
+    assert row.status == "finished" and row.stage == "fracture" and row.architecture == "cnn"
+    assert row.split_name == "s" and len(row.split_hash) == 64 and row.finished_at >= row.started_at
+    assert json.loads(row.parameters)["image_size"] == 32 and row.tf_version
+    assert "image" in json.loads(row.metrics)
+    folder = Path(row.artifact_dir)
+    assert {"model.keras", "class_names.json", "history.json", "config.json"} <= {p.name for p in folder.iterdir()}
+    with pytest.raises(BonedbError, match="cannot be deleted"):
+        delete_split(engine, "s")
+
+
+def test_per_part_stage2_and_json_lines(small_db, tmp_path):
+    engine, folder = small_db
+    url = engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(cli, [
+        "--database-url", url, "train", "--stage", "fracture", "--split", "s", "--parts", "shoulder,wrist",
+        "--arch", "cnn", "--weights", "none", "--image-size", "32", "--epochs", "1", "--augment", "flip",
+        "--no-tensorboard", "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["parts"] for line in lines] == [["shoulder"], ["wrist"]]
+    assert all(line["status"] == "finished" and "image" in line["val_metrics"] for line in lines)
+
+
+def test_pretrained_path_precomputes_features_then_fine_tunes(small_db, tmp_path):
+    """Phase 1 on precomputed features, phase 2 fine-tuning, with a local weights file (no internet)."""
+    engine, folder = small_db
+    weights = tmp_path / "mobilenet_notop.weights.h5"
+    build_backbone(get_backbone("mobilenetv2"), 32, None).save_weights(weights)
+    [run] = train(engine, TrainConfig(stage="bodypart", split="s", arch="mobilenetv2", weights=str(weights),
+                                      image_size=32, epochs=1, head_epochs=2, tensorboard=False,
+                                      runs_dir=str(folder / "runs")), verbose=0)
+    history = json.loads((Path(run.artifact_dir) / "history.json").read_text())
+    assert len(history["head_loss"]) == 2 and len(history["loss"]) == 1
+
+
+def test_bad_input_is_a_clear_error(small_db, tmp_path, monkeypatch):
+    engine, folder = small_db
+    base = dict(split="s", runs_dir=str(folder / "runs"), tensorboard=False)
+    with pytest.raises(BonedbError, match="unknown architecture 'alexnet'"):
+        train(engine, TrainConfig(stage="bodypart", arch="alexnet", **base))
+    with pytest.raises(BonedbError, match="no split named 'nope'"):
+        train(engine, TrainConfig(stage="bodypart", arch="cnn", weights="none", **{**base, "split": "nope"}))
+    with pytest.raises(BonedbError, match="too small for densenet121"):
+        train(engine, TrainConfig(stage="bodypart", arch="densenet121", image_size=16, **base))
+    with pytest.raises(BonedbError, match="unknown body part 'knee'"):
+        from boneclf.bodyparts import parse_parts
+
+        parse_parts("knee")
+    # A weights file of another architecture.
+    other = tmp_path / "mobilenet.weights.h5"
+    build_backbone(get_backbone("mobilenetv2"), 32, None).save_weights(other)
+    with pytest.raises(BonedbError, match="does not fit densenet121"):
+        train(engine, TrainConfig(stage="bodypart", arch="densenet121", weights=str(other), image_size=32,
+                                  **base), verbose=0)
+    # ImageNet weights without a network: one line saying how to bring the file.
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(BonedbError, match="bonedb weights import densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+        train(engine, TrainConfig(stage="bodypart", arch="densenet121", weights="imagenet", image_size=32,
+                                  **base), verbose=0)
+    assert all(r["status"] in ("failed", "finished", "interrupted") for r in list_runs(engine))
+
+
+def test_one_class_split_is_refused(engine, tmp_path):
+    synth_mura(tmp_path / "data", patients=12, size=32, positive_rate=0.0, seed=2)
+    ingest_mura(engine, tmp_path / "data")
+    create_split(engine, "normals", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve"))
+    with pytest.raises(BonedbError, match="only one class"):
+        train(engine, TrainConfig(stage="fracture", split="normals", shared=True, **FAST))
+
+
+def test_undecodable_image_is_skipped_and_reported(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate.upgrade(engine)
+    _prepare(engine, tmp_path / "data", 30, 32)
+    from boneclf.splits import split_image_paths
+
+    victim = tmp_path / "data" / split_image_paths(engine, "s")["train"][0]
+    victim.write_bytes(victim.read_bytes()[:60])
+    [run] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=32, epochs=1,
+                                      runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
+    assert run.status == "finished"
+    assert run.skipped_images == [str(victim)]
+    assert run.metrics["skipped_images"] == 1
+    engine.dispose()
