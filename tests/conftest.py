@@ -8,8 +8,10 @@ MySQL tests never silently skip in CI.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,15 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from boneclf import migrate
+from boneclf.bodyparts import BODY_PARTS
 from boneclf.database import make_engine
+from boneclf.ingest import ingest_mura
 from boneclf.schema import Base
+from boneclf.splits import SplitOptions, create_split
 from boneclf.synth import synth_mura
+
+# The from-scratch CNN with light augmentation: what CPU tests can afford to train.
+FAST = dict(arch="cnn", weights="none", augment="flip", tensorboard=False, lr=1e-3)
 
 
 def _docker_available() -> bool:
@@ -116,3 +124,53 @@ def snapshot(engine) -> dict[str, list[tuple]]:
     with engine.connect() as conn:
         names = [t for t in Base.metadata.sorted_tables if inspect(conn).has_table(t.name)]
         return {t.name: sorted(tuple(map(str, row)) for row in conn.execute(select(t))) for t in names}
+
+
+def prepare_synth_split(engine, root: Path, patients: int, size: int, shuffled: bool = False) -> None:
+    synth_mura(root, patients=patients, size=size, seed=3)
+    if shuffled:
+        # Same images, study labels permuted: the labels CSV then disagrees with the folders on purpose.
+        for split in ("train", "valid"):
+            path = root / "MURA-v1.1" / f"{split}_labeled_studies.csv"
+            rows = [line.split(",") for line in path.read_text().splitlines()]
+            labels = [label for _, label in rows]
+            random.Random(1).shuffle(labels)
+            path.write_text("".join(f"{study},{label}\n" for (study, _), label in zip(rows, labels)))
+    ingest_mura(engine, root, labels_from="csv" if shuffled else None)
+    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1))
+
+
+@pytest.fixture(scope="session")
+def learning_db(tmp_path_factory):
+    """300 synthetic patients at 64 px in SQLite, split 70/15/15 by patient."""
+    folder = tmp_path_factory.mktemp("learning")
+    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
+    migrate.upgrade(engine)
+    prepare_synth_split(engine, folder / "data", 300, 64)
+    yield engine, folder
+    engine.dispose()
+
+
+@dataclass
+class Trained:
+    engine: object
+    folder: Path
+    bodypart_run: int
+    fracture_run: int
+    fracture_config: object
+
+
+@pytest.fixture(scope="session")
+def trained(learning_db) -> Trained:
+    """Stage 1 and a shared stage-2 model trained once on the 64 px synthetic set, for every test that
+    needs a model that has really learned (evaluation, prediction, Grad-CAM, reports)."""
+    from boneclf.training import TrainConfig, train
+
+    engine, folder = learning_db
+    [stage1] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=64, epochs=10, patience=10,
+                                         runs_dir=str(folder / "runs"), **FAST), verbose=0)
+    # Small batches and no early stop: the break is found after a plateau of 10 to 15 epochs.
+    config = TrainConfig(stage="fracture", split="s", shared=True, image_size=64, epochs=30, patience=30,
+                         batch_size=16, runs_dir=str(folder / "runs"), **FAST)
+    [stage2] = train(engine, config, verbose=0)
+    return Trained(engine, folder, stage1.run_id, stage2.run_id, config)

@@ -32,32 +32,7 @@ from boneclf.tf_env import keras as _keras
 from boneclf.training import TrainConfig, resume, train
 from cli.main import cli
 
-FAST = dict(arch="cnn", weights="none", augment="flip", tensorboard=False, lr=1e-3)
-
-
-def _prepare(engine, root: Path, patients: int, size: int, shuffled: bool = False) -> None:
-    synth_mura(root, patients=patients, size=size, seed=3)
-    if shuffled:
-        # Same images, study labels permuted: the labels CSV then disagrees with the folders on purpose.
-        for split in ("train", "valid"):
-            path = root / "MURA-v1.1" / f"{split}_labeled_studies.csv"
-            rows = [line.split(",") for line in path.read_text().splitlines()]
-            labels = [label for _, label in rows]
-            random.Random(1).shuffle(labels)
-            path.write_text("".join(f"{study},{label}\n" for (study, _), label in zip(rows, labels)))
-    ingest_mura(engine, root, labels_from="csv" if shuffled else None)
-    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1))
-
-
-@pytest.fixture(scope="module")
-def learning_db(tmp_path_factory):
-    """300 synthetic patients at 64 px in SQLite, split 70/15/15 by patient."""
-    folder = tmp_path_factory.mktemp("learning")
-    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
-    migrate.upgrade(engine)
-    _prepare(engine, folder / "data", 300, 64)
-    yield engine, folder
-    engine.dispose()
+from conftest import FAST, prepare_synth_split as _prepare
 
 
 @pytest.fixture(scope="module")
@@ -71,28 +46,21 @@ def small_db(tmp_path_factory):
     engine.dispose()
 
 
-def test_stage1_learns_the_body_part(learning_db):
-    engine, folder = learning_db
-    [run] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=64, epochs=10, patience=10,
-                                      runs_dir=str(folder / "runs"), **FAST), verbose=0)
-    result = evaluate_run(engine, run.run_id, "test")
+def test_stage1_learns_the_body_part(trained):
+    result = evaluate_run(trained.engine, trained.bodypart_run, "test")
     assert result["overall"]["accuracy"] >= 0.95, result["overall"]["confusion"]
 
 
-def test_stage2_learns_breaks_and_not_shuffled_labels(learning_db, tmp_path):
-    engine, folder = learning_db
-    # Small batches and no early stop: the break is found after a plateau of 10 to 15 epochs.
-    config = TrainConfig(stage="fracture", split="s", shared=True, image_size=64, epochs=30, patience=30,
-                         batch_size=16, runs_dir=str(folder / "runs"), **FAST)
-    [run] = train(engine, config, verbose=0)
-    learned = evaluate_run(engine, run.run_id, "test")["overall"]
+def test_stage2_learns_breaks_and_not_shuffled_labels(trained, tmp_path):
+    learned = evaluate_run(trained.engine, trained.fracture_run, "test")["overall"]
     assert learned["image"]["accuracy"] >= 0.85
     assert learned["study"]["kappa"] >= 0.7
 
     control = make_engine(f"sqlite:///{tmp_path / 'shuffled.sqlite'}")
     migrate.upgrade(control)
     _prepare(control, tmp_path / "data", 300, 64, shuffled=True)
-    [run] = train(control, replace(config, runs_dir=str(tmp_path / "runs")), verbose=0)
+    config = replace(trained.fracture_config, runs_dir=str(tmp_path / "runs"))
+    [run] = train(control, config, verbose=0)
     chance = evaluate_run(control, run.run_id, "test")["overall"]
     assert chance["image"]["accuracy"] < 0.75, chance["image"]
     assert chance["study"]["kappa"] < 0.3

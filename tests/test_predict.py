@@ -1,0 +1,109 @@
+"""Two-stage prediction: routing by the predicted part, study aggregation, Grad-CAM on the break, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from boneclf.bodyparts import BODY_PARTS
+from boneclf.errors import BonedbError
+from boneclf.evaluation import load_run_model
+from boneclf.gradcam import GradCam
+from boneclf.predict import Predictor
+from boneclf.radiograph import draw_radiograph
+from boneclf.splits import split_image_paths
+from boneclf.training import TrainConfig, train
+from cli.main import cli
+from conftest import FAST
+
+
+def test_gradcam_peak_falls_on_the_planted_break(trained):
+    _row, _params, _classes, model = load_run_model(trained.engine, trained.fracture_run)
+    explain = GradCam(model, "cnn")
+    distances = []
+    for part in BODY_PARTS:
+        for seed in range(4):
+            picture, break_at = draw_radiograph(part, True, 64, 64, random.Random(f"cam-{part}-{seed}"))
+            image = np.repeat(np.asarray(picture, np.float32)[..., None], 3, axis=2)[None]
+            heatmap, _ = explain(image, class_index=1)
+            y, x = np.unravel_index(np.argmax(heatmap[0]), heatmap[0].shape)
+            distances.append(np.hypot(x - break_at[0], y - break_at[1]))
+    distances = np.array(distances)
+    # The last convolution sees 8 x 8 cells of 8 px at this size: "on the break" is within 1.5 cells.
+    assert np.median(distances) <= 10, distances
+    assert (distances <= 12).mean() >= 0.8, distances
+    # A point picked at random would be about 25 px away on average.
+
+
+def test_routing_by_part_and_study_mean(trained, tmp_path):
+    root = trained.folder / "data"
+    test_paths = split_image_paths(trained.engine, "s")["test"]
+    sample = test_paths[:40]
+    prediction = Predictor(trained.engine).predict([root / p for p in sample])
+    right = [img.part == p.split("/")[2][3:].lower() for img, p in zip(prediction.images, sample)]
+    assert np.mean(right) >= 0.95
+    assert all(img.bodypart_run == trained.bodypart_run and img.fracture_run == trained.fracture_run
+               for img in prediction.images)
+    # A folder is one study: its probability is the mean over its views.
+    study = root / Path(test_paths[0]).parent
+    result = Predictor(trained.engine).predict([study])
+    [summary] = result.studies
+    views = [img.abnormal_probability for img in result.images]
+    assert summary.images == len(views) == len(list(study.glob("*.png")))
+    assert summary.abnormal_probability == pytest.approx(float(np.mean(views)))
+    assert summary.decision == ("abnormal" if np.mean(views) > 0.5 else "normal")
+
+
+def test_part_without_stage2_model_and_bad_files(trained, tmp_path):
+    engine = trained.engine
+    [shoulder] = train(engine, TrainConfig(stage="fracture", split="s", parts=("shoulder",), image_size=64, epochs=1,
+                                           runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
+    root = trained.folder / "data"
+    paths = split_image_paths(engine, "s")["test"]
+    shoulder_image = next(p for p in paths if "XR_SHOULDER" in p)
+    wrist_image = next(p for p in paths if "XR_WRIST" in p)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes((root / wrist_image).read_bytes()[:80])
+    prediction = Predictor(engine, fracture_run=shoulder.run_id).predict(
+        [root / shoulder_image, root / wrist_image, not_image, truncated], gradcam_dir=tmp_path / "cams")
+    first, second, third, fourth = prediction.images
+    assert first.error is None and first.fracture_run == shoulder.run_id and first.decision in ("normal", "abnormal")
+    assert Image.open(first.gradcam).size == Image.open(root / shoulder_image).size
+    assert "no stage-2 model for wrist" in second.error
+    assert "not a readable image" in third.error and "not a readable image" in fourth.error
+    assert prediction.failed
+
+
+def test_missing_and_wrong_stage_runs(trained):
+    with pytest.raises(BonedbError, match="no training run 999"):
+        Predictor(trained.engine, bodypart_run=999)
+    with pytest.raises(BonedbError, match="is a fracture run, not bodypart"):
+        Predictor(trained.engine, bodypart_run=trained.fracture_run)
+    with pytest.raises(BonedbError, match="is a bodypart run, not fracture"):
+        Predictor(trained.engine, fracture_run=trained.bodypart_run)
+
+
+def test_cli_json_and_exit_status(trained, tmp_path):
+    url = trained.engine.url.render_as_string(hide_password=False)
+    root = trained.folder / "data"
+    study = root / Path(split_image_paths(trained.engine, "s")["test"][0]).parent
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--database-url", url, "predict", str(copy), "--json", "--gradcam", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["kind"] for line in lines].count("study") == 1
+    assert all(Path(line["gradcam"]).is_file() for line in lines if line["kind"] == "image")
+    (copy / "junk.png").write_bytes(b"\x89PNG broken")
+    result = runner.invoke(cli, ["--database-url", url, "predict", str(copy)])
+    assert result.exit_code == 1 and "junk.png: not a readable image" in result.stderr
