@@ -33,7 +33,7 @@ class GradCam:
         """(heatmaps in [0, 1] at the input size, model outputs) for a batch of RGB 0..255 images.
 
         class_index None explains the predicted class; for a single sigmoid output, class 1 is
-        "abnormal" and class 0 "normal" (the score is then 1 - p).
+        "abnormal" and class 0 "normal" (the score is then the negated logit).
         """
         tf = tensorflow()
         x = tf.convert_to_tensor(images, tf.float32)
@@ -43,9 +43,15 @@ class GradCam:
                 h = layer(h)
             activation, h = self.features(h, training=False)
             for layer in self.after:
-                h = layer(h, training=False)
+                if layer.name == "head":
+                    # Score the logits, not the probabilities: a confident sigmoid or softmax
+                    # saturates and its gradient vanishes into noise.
+                    logits = tf.matmul(tf.cast(h, tf.float32), layer.kernel) + layer.bias
+                    h = layer.activation(logits)
+                else:
+                    h = layer(h, training=False)
             outputs = h
-            score = self._score(outputs, class_index)
+            score = self._score(logits, outputs, class_index)
         grads = tape.gradient(score, activation)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * activation, axis=-1))
@@ -55,15 +61,15 @@ class GradCam:
         return cam.numpy(), outputs.numpy()
 
     @staticmethod
-    def _score(outputs, class_index):
+    def _score(logits, outputs, class_index):
         tf = tensorflow()
         if outputs.shape[-1] == 1:
-            p = outputs[:, 0]
+            z = logits[:, 0]
             if class_index is None:
-                return tf.reduce_sum(tf.where(p > 0.5, p, 1 - p))
-            return tf.reduce_sum(p if class_index == 1 else 1 - p)
+                return tf.reduce_sum(tf.where(outputs[:, 0] > 0.5, z, -z))
+            return tf.reduce_sum(z if class_index == 1 else -z)
         chosen = tf.argmax(outputs, axis=-1) if class_index is None else tf.fill([tf.shape(outputs)[0]], class_index)
-        return tf.reduce_sum(tf.gather(outputs, chosen, axis=1, batch_dims=1))
+        return tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:

@@ -32,10 +32,13 @@ def test_gradcam_peak_falls_on_the_planted_break(trained):
         for seed in range(4):
             picture, break_at = draw_radiograph(part, True, 64, 64, random.Random(f"cam-{part}-{seed}"))
             image = np.repeat(np.asarray(picture, np.float32)[..., None], 3, axis=2)[None]
-            heatmap, _ = explain(image, class_index=1)
+            heatmap, output = explain(image, class_index=1)
+            if output[0][0] <= 0.5:
+                continue  # explain detections, not misses
             y, x = np.unravel_index(np.argmax(heatmap[0]), heatmap[0].shape)
             distances.append(np.hypot(x - break_at[0], y - break_at[1]))
     distances = np.array(distances)
+    assert len(distances) >= 20, "the model detects most planted breaks"
     # The last convolution sees 8 x 8 cells of 8 px at this size: "on the break" is within 1.5 cells.
     assert np.median(distances) <= 10, distances
     assert (distances <= 12).mean() >= 0.8, distances
