@@ -67,7 +67,7 @@ def learning_curves(history: dict) -> str:
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(f"head_{prefix}{metric}", []) + history.get(f"{prefix}{metric}", [])
             if values:
-                axis.plot(range(1, len(values) + 1), values, style, label=f"{prefix or 'train '}{metric}".strip("_"))
+                axis.plot(range(1, len(values) + 1), values, style, label=f"{'validation' if prefix else 'training'} {metric}")
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from .tf_env import tensorflow
 from .training_data import STAGES, load_stage_data, sample_weights
 
 CACHE_MODES = ("memory", "disk", "none")
+
+# Datasets that skip undecodable files have no known length, so Keras notes the end of every
+# epoch as "running out of data"; that is expected here, not a problem to show users.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
 @dataclass
@@ -216,6 +221,7 @@ class _Job:
                 validation_data=self._batches(val_ds, val_ex, training=False),
                 epochs=self.config.epochs, initial_epoch=state.get("epoch", 0) if resumed else 0,
                 verbose=self.verbose, callbacks=self._callbacks(phase, history),
+                shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
             )
         model.save(self.run_dir / "model.keras")
         _write_json(self.run_dir / "history.json", history)
@@ -243,7 +249,8 @@ class _Job:
             self._compile(model, "head")
             fit = model.fit(self._batches(train_ds, train_ex, training=True),
                             validation_data=self._batches(val_ds, val_ex, training=False),
-                            epochs=epochs, verbose=self.verbose, callbacks=self._callbacks("head", {}, save=False))
+                            epochs=epochs, verbose=self.verbose, callbacks=self._callbacks("head", {}, save=False),
+                            shuffle=False)
             return {f"head_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
         from .models import feature_extractor, head_model
 

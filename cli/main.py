@@ -94,6 +94,7 @@ from cli import export as _export  # noqa: E402,F401
 from cli import ingest as _ingest  # noqa: E402,F401
 from cli import ingest_folder as _ingest_folder  # noqa: E402,F401
 from cli import predict as _predict  # noqa: E402,F401
+from cli import report as _report  # noqa: E402,F401
 from cli import runs as _runs  # noqa: E402,F401
 from cli import stats as _stats  # noqa: E402,F401
 from cli import split as _split  # noqa: E402,F401

@@ -1,0 +1,64 @@
+"""The HTML report and the one-command demo."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+from click.testing import CliRunner
+
+from boneclf.report import build_report
+from cli.main import cli
+
+
+class _Outline(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.headings, self.images, self.scripts, self._in_heading = [], 0, 0, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("h2", "h3", "h4"):
+            self._in_heading = True
+            self.headings.append("")
+        if tag == "img":
+            assert attrs["src"].startswith("data:image/png;base64,"), "pictures are embedded"
+            self.images += 1
+        if tag == "script" or (tag == "link" and attrs.get("rel") == "stylesheet"):
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("h2", "h3", "h4"):
+            self._in_heading = False
+
+    def handle_data(self, data):
+        if self._in_heading:
+            self.headings[-1] += data
+
+
+def test_report_holds_every_section_with_embedded_pictures(trained, tmp_path):
+    path = build_report(trained.engine, [trained.bodypart_run, trained.fracture_run], tmp_path / "r.html")
+    outline = _Outline()
+    outline.feed(path.read_text())
+    headings = " | ".join(outline.headings)
+    for section in ("Dataset and split", "Comparison", "Learning curves", "Confusion matrix", "ROC curves",
+                    "Per body part", "Grad-CAM gallery", "true positives", "false positives", "false negatives",
+                    "true negatives"):
+        assert section in headings, section
+    assert outline.images >= 8 and outline.scripts == 0
+
+
+def test_demo_end_to_end_in_quick_mode_and_reuse(tmp_path):
+    workdir = tmp_path / "demo"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["demo", "--workdir", str(workdir), "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (workdir / "bonedb.sqlite").exists() and (workdir / "report.html").exists()
+    assert list((workdir / "gradcam").glob("*.png"))
+    assert summary["leaks"] is False and summary["predicted_studies"]
+    again = json.loads(runner.invoke(cli, ["demo", "--workdir", str(workdir), "--quick", "--json"]).output)
+    assert (again["bodypart_run"], again["fracture_run"]) == (summary["bodypart_run"], summary["fracture_run"])
+    # The demo's runs are what `bonedb predict` finds from inside the work folder.
+    runs = runner.invoke(cli, ["--database-url", f"sqlite:///{workdir / 'bonedb.sqlite'}", "runs", "list", "--json"])
+    assert [r["status"] for r in json.loads(runs.output)] == ["finished", "finished"]
