@@ -91,3 +91,19 @@ def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray
         for i in range(len(examples)):
             writer.writerow([examples.image_ids[i], examples.paths[i], examples.parts[i], examples.studies[i],
                              examples.labels[i], *(f"{p:.6f}" for p in probabilities[i])])
+
+
+def per_part_rows(result: dict) -> list[dict]:
+    """A stage-2 evaluation as one row per body part plus "overall": the paper's table, with intervals."""
+    rows = []
+    for part, m in [*result["per_part"].items(), ("overall", result["overall"])]:
+        image, study = m["image"], m["study"]
+        rows.append({"part": part, "images": image["n"], "image_acc": image["accuracy"], "image_auc": image["auc"],
+                     "studies": study["n"], "study_acc": study["accuracy"],
+                     "study_acc_95ci": format_interval(study["accuracy_ci"]), "kappa": study["kappa"],
+                     "kappa_95ci": format_interval(study["kappa_ci"]), "study_auc": study["auc"]})
+    return rows
+
+
+def format_interval(interval) -> str:
+    return f"{interval[0]:.3f} to {interval[1]:.3f}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import evaluate_run, load_run_model
+from .evaluation import evaluate_run, format_interval, load_run_model, per_part_rows
 from .metrics import THRESHOLD, roc_curve
 from .runs import get_run, latest_evaluation, run_as_dict
 from .splits import split_summary
@@ -187,17 +187,15 @@ def _comparison_row(run: dict, evaluation: dict | None) -> dict:
         return row
     overall = evaluation["overall"]
     if run["stage"] == "bodypart":
-        row.update({"accuracy": overall["accuracy"], "accuracy 95% CI": _ci(overall["accuracy_ci"])})
+        row.update({"accuracy": overall["accuracy"], "accuracy 95% CI": format_interval(overall["accuracy_ci"])})
     else:
         study = overall["study"]
         row.update({"image accuracy": overall["image"]["accuracy"], "image AUC": overall["image"]["auc"],
-                    "study kappa": study["kappa"], "kappa 95% CI": _ci(study["kappa_ci"]),
-                    "study AUC": study["auc"], "AUC 95% CI": _ci(study["auc_ci"])})
+                    "study kappa": study["kappa"], "kappa 95% CI": format_interval(study["kappa_ci"]),
+                    "study AUC": study["auc"], "AUC 95% CI": format_interval(study["auc_ci"])})
     return row
 
 
-def _ci(interval) -> str:
-    return f"{interval[0]:.3f} to {interval[1]:.3f}"
 
 
 def _run_section(engine, run: dict, evaluation: dict | None) -> str:
@@ -232,14 +230,7 @@ def _run_section(engine, run: dict, evaluation: dict | None) -> str:
                 auc = overall["image"]["auc"] if part == "overall" else evaluation["per_part"][part]["image"]["auc"]
                 curves[part] = (fpr, tpr, auc)
         parts.append("<h3>ROC curves (test images)</h3>" + _img(roc_picture(curves), "ROC"))
-    table = []
-    for part, m in [*evaluation["per_part"].items(), ("overall", overall)]:
-        table.append({"part": part, "images": m["image"]["n"], "image accuracy": m["image"]["accuracy"],
-                      "image AUC": m["image"]["auc"], "studies": m["study"]["n"],
-                      "study accuracy": m["study"]["accuracy"], "accuracy 95% CI": _ci(m["study"]["accuracy_ci"]),
-                      "study kappa": m["study"]["kappa"], "kappa 95% CI": _ci(m["study"]["kappa_ci"]),
-                      "study AUC": m["study"]["auc"]})
-    parts.append("<h3>Per body part (test)</h3>" + _table(table))
+    parts.append("<h3>Per body part (test)</h3>" + _table(per_part_rows(evaluation)))
     if rows:
         parts.append("<h3>Grad-CAM gallery (test)</h3>" + gallery(engine, run["id"], rows))
     return "".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -53,6 +54,15 @@ class BonedbGroup(click.Group):
             where = obj.masked_url if isinstance(obj, Context) else "the database"
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             click.echo(f"error: database {where}: {_scrub(ctx, detail)}", err=True)
+            sys.exit(1)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
+            if os.environ.get("BONEDB_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(f"error: unexpected {type(exc).__name__}: {_scrub(ctx, first)} "
+                       "(set BONEDB_DEBUG=1 to see the traceback)", err=True)
             sys.exit(1)
 
 

@@ -129,7 +129,7 @@ def evaluate_(obj, run_id, subset, json_mode):
     Example:
       bonedb evaluate 3 --subset test
     """
-    from boneclf.evaluation import evaluate_run
+    from boneclf.evaluation import evaluate_run, per_part_rows
     from boneclf.metrics import format_report
 
     result = evaluate_run(obj.engine, run_id, subset)
@@ -145,21 +145,16 @@ def evaluate_(obj, run_id, subset, json_mode):
         _confusion(overall["confusion"], overall["class_names"])
         return
     click.echo(format_report(overall["image"]["report"], overall["image"]["accuracy"]))
-    rows = []
-    for part, m in [*result["per_part"].items(), ("overall", overall)]:
-        rows.append({"part": part, "images": m["image"]["n"], "image_acc": m["image"]["accuracy"],
-                     "image_auc": m["image"]["auc"], "studies": m["study"]["n"],
-                     "study_acc": m["study"]["accuracy"], "study_acc_95ci": _ci(m["study"]["accuracy_ci"]),
-                     "kappa": m["study"]["kappa"], "kappa_95ci": _ci(m["study"]["kappa_ci"]),
-                     "study_auc": m["study"]["auc"]})
-    print_table(rows)
+    print_table(per_part_rows(result))
     _confusion(overall["image"]["confusion"], ["normal", "abnormal"])
     for path in result["skipped_images"]:
         click.echo(f"skipped (cannot decode): {path}", err=True)
 
 
 def _ci(interval) -> str:
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+    from boneclf.evaluation import format_interval
+
+    return format_interval(interval)
 
 
 def _confusion(matrix, names) -> None:
