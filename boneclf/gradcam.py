@@ -28,6 +28,9 @@ class GradCam:
         at = names.index("backbone")
         self.before = [layer for layer in model.layers[1:at] if not layer.name.startswith("aug_")]
         self.after = model.layers[at + 1:]
+        # Compiled once per batch shape and class: eager execution of a 400-layer backbone costs
+        # more in Python overhead than in arithmetic.
+        self._compiled = {}
 
     def __call__(self, images: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(heatmaps in [0, 1] at the input size, model outputs) for a batch of RGB 0..255 images.
@@ -36,7 +39,13 @@ class GradCam:
         "abnormal" and class 0 "normal" (the score is then the negated logit).
         """
         tf = tensorflow()
-        x = tf.convert_to_tensor(images, tf.float32)
+        if class_index not in self._compiled:
+            self._compiled[class_index] = tf.function(lambda x: self._cam(x, class_index), reduce_retracing=True)
+        cam, outputs = self._compiled[class_index](tf.convert_to_tensor(images, tf.float32))
+        return cam.numpy(), outputs.numpy()
+
+    def _cam(self, x, class_index):
+        tf = tensorflow()
         with tf.GradientTape() as tape:
             h = x
             for layer in self.before:
@@ -56,9 +65,8 @@ class GradCam:
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * activation, axis=-1))
         cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
-        size = images.shape[1:3]
-        cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
-        return cam.numpy(), outputs.numpy()
+        cam = tf.image.resize(cam[..., None], tf.shape(x)[1:3], method="bilinear")[..., 0]
+        return cam, outputs
 
     @staticmethod
     def _score(logits, outputs, class_index):
