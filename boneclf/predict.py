@@ -90,6 +90,16 @@ class _LoadedRun:
         self.pad = self.parameters.get("pad", False)
         # A compiled forward pass: eager calls spend more time in Python than in the network.
         self.infer = tensorflow().function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        """Grad-CAM for this run's model, built once so its compiled graph is reused across calls."""
+        if self._explainer is None:
+            from .gradcam import GradCam
+
+            self._explainer = GradCam(self.model, self.row.architecture)
+        return self._explainer
 
 
 class Predictor:
@@ -140,7 +150,7 @@ class Predictor:
                 image.bodypart_run = run.run_id
 
     def _stage_two(self, result: Prediction, pictures: dict[int, Image.Image], gradcam_dir: Path | None) -> None:
-        from .gradcam import GradCam, overlay
+        from .gradcam import overlay
 
         routes: dict[int, list[int]] = {}
         runs: dict[int, _LoadedRun] = {}
@@ -157,7 +167,7 @@ class Predictor:
             gradcam_dir.mkdir(parents=True, exist_ok=True)
         for run_id, indices in routes.items():
             run = runs[run_id]
-            explainer = GradCam(run.model, run.row.architecture) if gradcam_dir is not None else None
+            explainer = run.explainer if gradcam_dir is not None else None
             for start in range(0, len(indices), BATCH):
                 chunk = indices[start:start + BATCH]
                 batch = np.stack([_model_input(pictures[i], run.image_size, run.pad) for i in chunk])
