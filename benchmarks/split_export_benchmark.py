@@ -20,7 +20,6 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

@@ -89,12 +89,3 @@ def warm(ds, total: int, progress: ProgressFactory = silent, label: str = "Decod
             seen.update(batch)
             advance(len(batch))
     return seen
-
-
-def training_batches(ds, batch_size: int, *, shuffle: bool, seed: int, buffer: int = 4096):
-    """(images float32 RGB 0..255, labels) batches, reshuffled each epoch when shuffle is set."""
-    tf = tensorflow()
-    ds = ds.map(lambda i, x, y: (to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if shuffle:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -98,7 +98,8 @@ def main():
     cli(prog_name="bonedb")
 
 
-from cli import audit as _audit  # noqa: E402  (subcommands register themselves on `cli`)
+# Subcommand modules register themselves on `cli` when imported.
+from cli import audit as _audit  # noqa: E402,F401
 from cli import db as _db  # noqa: E402,F401
 from cli import export as _export  # noqa: E402,F401
 from cli import ingest as _ingest  # noqa: E402,F401

@@ -93,3 +93,10 @@ def test_every_command_documents_itself_with_an_example():
         result = run(list(path) + ["--help"])
         assert result.exit_code == 0
         assert "Example" in result.output, f"bonedb {' '.join(path)} --help has no example"
+
+
+def test_every_command_is_registered():
+    assert set(cli.commands) == {
+        "audit", "db", "demo", "evaluate", "export", "ingest", "ingest-folder", "predict", "report", "runs",
+        "split", "stats", "synth", "train", "weights",
+    }

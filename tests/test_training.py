@@ -7,7 +7,6 @@ minutes on two CPU cores.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 from pathlib import Path
 
