@@ -208,3 +208,25 @@ def test_undecodable_image_is_skipped_and_reported(tmp_path):
     assert run.skipped_images == [str(victim)]
     assert run.metrics["skipped_images"] == 1
     engine.dispose()
+
+
+def test_canny_pad_and_mixed_precision_options_train(small_db, tmp_path):
+    engine, folder = small_db
+    [run] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=32, epochs=1, canny=True, pad=True,
+                                      mixed_precision=True, runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
+    assert run.status == "finished"
+    config = json.loads((Path(run.artifact_dir) / "config.json").read_text())
+    assert config["canny"] and config["pad"] and config["mixed_precision"]
+    # The policy is restored for whatever trains next in this process.
+    assert _keras().mixed_precision.global_policy().name == "float32"
+
+
+def test_canny_gives_thin_binary_edges(small_db):
+    from boneclf.pipeline import decode_image
+    from boneclf.tf_env import tensorflow
+
+    _engine, folder = small_db
+    path = str(sorted((folder / "data" / "MURA-v1.1").rglob("*.png"))[0])
+    edges = np.asarray(decode_image(tensorflow().constant(path), 64, False, canny=True))
+    assert set(np.unique(edges)) <= {0, 255}
+    assert 0.01 < (edges == 255).mean() < 0.3, "edges outline the shapes, they do not fill them"
