@@ -59,9 +59,6 @@ class Prediction:
     def failed(self) -> bool:
         return any(image.error for image in self.images)
 
-    def as_dict(self) -> dict:
-        return {"images": [asdict(i) for i in self.images], "studies": [asdict(s) for s in self.studies]}
-
 
 def _score(run: dict) -> float:
     metrics = run["metrics"] or {}

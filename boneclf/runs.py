@@ -6,7 +6,7 @@ import json
 import platform
 from datetime import datetime, timezone
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from .errors import BonedbError
 from .migrate import require_head
@@ -74,9 +74,9 @@ def list_runs(engine: Engine, *, stage: str | None = None, status: str | None = 
         return [run_as_dict(row) for row in conn.execute(query)]
 
 
-def runs_using_split(engine: Engine, split_id: int) -> list[int]:
-    with engine.connect() as conn:
-        return list(conn.execute(select(_runs.c.id).where(_runs.c.split_id == split_id)).scalars())
+def runs_using_split(conn: Connection, split_id: int) -> list[int]:
+    """Ids of the runs trained on a split, read in the caller's transaction."""
+    return list(conn.execute(select(_runs.c.id).where(_runs.c.split_id == split_id)).scalars())
 
 
 def save_evaluation(engine: Engine, run_id: int, subset: str, metrics: dict) -> int:

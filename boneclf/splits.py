@@ -298,7 +298,7 @@ def delete_split(engine: Engine, name: str) -> None:
 
     with engine.begin() as conn:
         split = get_split(conn, name)
-        used = runs_using_split(engine, split.id)
+        used = runs_using_split(conn, split.id)
         if used:
             raise BonedbError(f"split {name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "
                               "while they exist")

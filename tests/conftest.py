@@ -140,13 +140,19 @@ def prepare_synth_split(engine, root: Path, patients: int, size: int, shuffled: 
     create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1))
 
 
+def synth_sqlite(folder: Path, patients: int, size: int, shuffled: bool = False):
+    """A migrated SQLite database in FOLDER holding a synthetic MURA (in FOLDER/data) and split "s"."""
+    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
+    migrate.upgrade(engine)
+    prepare_synth_split(engine, folder / "data", patients, size, shuffled)
+    return engine
+
+
 @pytest.fixture(scope="session")
 def learning_db(tmp_path_factory):
     """300 synthetic patients at 64 px in SQLite, split 70/15/15 by patient."""
     folder = tmp_path_factory.mktemp("learning")
-    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
-    migrate.upgrade(engine)
-    prepare_synth_split(engine, folder / "data", 300, 64)
+    engine = synth_sqlite(folder, 300, 64)
     yield engine, folder
     engine.dispose()
 

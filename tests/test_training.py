@@ -15,10 +15,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from boneclf import migrate
 from boneclf.backbones import REGISTRY, build_backbone, get_backbone
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.database import make_engine
 from boneclf.errors import BonedbError
 from boneclf.evaluation import evaluate_run
 from boneclf.ingest import ingest_mura
@@ -31,16 +29,15 @@ from boneclf.tf_env import keras as _keras
 from boneclf.training import TrainConfig, resume, train
 from cli.main import cli
 
-from conftest import FAST, prepare_synth_split as _prepare
+from conftest import FAST, synth_sqlite
+from conftest import prepare_synth_split as _prepare
 
 
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory):
     """A small set at 32 px for plumbing tests."""
     folder = tmp_path_factory.mktemp("small")
-    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
-    migrate.upgrade(engine)
-    _prepare(engine, folder / "data", 40, 32)
+    engine = synth_sqlite(folder, 40, 32)
     yield engine, folder
     engine.dispose()
 
@@ -55,9 +52,7 @@ def test_stage2_learns_breaks_and_not_shuffled_labels(trained, tmp_path):
     assert learned["image"]["accuracy"] >= 0.85
     assert learned["study"]["kappa"] >= 0.7
 
-    control = make_engine(f"sqlite:///{tmp_path / 'shuffled.sqlite'}")
-    migrate.upgrade(control)
-    _prepare(control, tmp_path / "data", 300, 64, shuffled=True)
+    control = synth_sqlite(tmp_path, 300, 64, shuffled=True)
     config = replace(trained.fracture_config, runs_dir=str(tmp_path / "runs"))
     [run] = train(control, config, verbose=0)
     chance = evaluate_run(control, run.run_id, "test")["overall"]
@@ -195,9 +190,7 @@ def test_one_class_split_is_refused(engine, tmp_path):
 
 
 def test_undecodable_image_is_skipped_and_reported(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    migrate.upgrade(engine)
-    _prepare(engine, tmp_path / "data", 30, 32)
+    engine = synth_sqlite(tmp_path, 30, 32)
     from boneclf.splits import split_image_paths
 
     victim = tmp_path / "data" / split_image_paths(engine, "s")["train"][0]
