@@ -33,12 +33,12 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneclf import migrate  # noqa: E402
-from boneclf.database import make_engine  # noqa: E402
-from boneclf.ingest import ingest_mura  # noqa: E402
-from boneclf.labels import resolve_labels  # noqa: E402
-from boneclf.mura_reader import read_manifest  # noqa: E402
-from boneclf.schema import Dataset, Image, Patient, Study  # noqa: E402
-from boneclf.synth import synth_mura  # noqa: E402
+from boneclf.data.ingest import ingest_mura  # noqa: E402
+from boneclf.data.labels import resolve_labels  # noqa: E402
+from boneclf.data.mura_reader import read_manifest  # noqa: E402
+from boneclf.data.synth import synth_mura  # noqa: E402
+from boneclf.store.engine import make_engine  # noqa: E402
+from boneclf.store.schema import Dataset, Image, Patient, Study  # noqa: E402
 
 
 @contextmanager

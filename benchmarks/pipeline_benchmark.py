@@ -26,18 +26,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneclf import migrate  # noqa: E402
-from boneclf.backbones import get_backbone  # noqa: E402
 from boneclf.bodyparts import BODY_PARTS  # noqa: E402
-from boneclf.database import make_engine  # noqa: E402
-from boneclf.export import export_split  # noqa: E402
-from boneclf.ingest import ingest_mura  # noqa: E402
-from boneclf.models import augmentation, build_classifier, feature_extractor, head_model  # noqa: E402
-from boneclf.pipeline import decoded_dataset, to_rgb  # noqa: E402
-from boneclf.splits import SplitOptions, create_split  # noqa: E402
-from boneclf.synth import synth_mura  # noqa: E402
-from boneclf.tf_env import keras as _keras  # noqa: E402
-from boneclf.tf_env import tensorflow  # noqa: E402
-from boneclf.training_data import load_stage_data  # noqa: E402
+from boneclf.data.export import export_split  # noqa: E402
+from boneclf.data.ingest import ingest_mura  # noqa: E402
+from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
+from boneclf.data.synth import synth_mura  # noqa: E402
+from boneclf.ml.backbones import get_backbone  # noqa: E402
+from boneclf.ml.image_spec import ImageSpec  # noqa: E402
+from boneclf.ml.models import augmentation, build_classifier, feature_extractor, head_model  # noqa: E402
+from boneclf.ml.pipeline import decoded_dataset  # noqa: E402
+from boneclf.ml.tf_env import keras as _keras  # noqa: E402
+from boneclf.ml.tf_env import tensorflow  # noqa: E402
+from boneclf.ml.training_data import load_stage_data  # noqa: E402
+from boneclf.store.engine import make_engine  # noqa: E402
 
 
 def images_per_second(dataset, total: int) -> float:
@@ -58,7 +59,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite'}")
+        engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite'}", create=True)
         migrate.upgrade(engine)
         patients = max(2, round(args.images / 3.3))  # synth averages about 3.3 images per patient
         start = time.perf_counter()
@@ -80,8 +81,9 @@ def main() -> None:
         recipe_2 = images_per_second(recipe, total)
 
         # 1b. bonedb: decode once in parallel, cache uint8, batches of RGB float.
-        cached = decoded_dataset(train, args.input, cache="memory")
-        ours = cached.map(lambda i, x, y: (to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE) \
+        spec = ImageSpec(args.input)
+        cached = decoded_dataset(train, spec, cache="memory")
+        ours = cached.map(lambda i, x, y: (spec.model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE) \
             .shuffle(4096, seed=0).batch(32).prefetch(tf.data.AUTOTUNE)
         ours_1 = images_per_second(ours, total)
         ours_2 = images_per_second(ours, total)
@@ -103,7 +105,7 @@ def main() -> None:
         model = build_classifier(backbone, args.input, len(BODY_PARTS), weights=None, augment="paper")
         start = time.perf_counter()
         features = feature_extractor(model).predict(
-            decoded_dataset(subset, args.input, cache=None).map(lambda i, x, y: to_rgb(x)).batch(64), verbose=0)
+            decoded_dataset(subset, spec, cache=None).map(lambda i, x, y: spec.model_input(x)).batch(64), verbose=0)
         head = head_model(model)
         head.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         head.fit(features, labels[: len(features)], epochs=5, batch_size=32, verbose=0)

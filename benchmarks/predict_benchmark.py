@@ -23,22 +23,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneclf import migrate  # noqa: E402
-from boneclf.backbones import get_backbone  # noqa: E402
 from boneclf.bodyparts import BODY_PARTS  # noqa: E402
-from boneclf.database import make_engine  # noqa: E402
-from boneclf.ingest import ingest_mura  # noqa: E402
-from boneclf.models import build_classifier  # noqa: E402
-from boneclf.predict import Predictor  # noqa: E402
-from boneclf.runs import create_run, set_status  # noqa: E402
-from boneclf.splits import SplitOptions, create_split, get_split  # noqa: E402
-from boneclf.synth import synth_mura  # noqa: E402
-from boneclf.tf_env import tensorflow  # noqa: E402
+from boneclf.data.ingest import ingest_mura  # noqa: E402
+from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
+from boneclf.data.synth import synth_mura  # noqa: E402
+from boneclf.ml.backbones import get_backbone  # noqa: E402
+from boneclf.ml.image_spec import spec_for  # noqa: E402
+from boneclf.ml.models import build_classifier  # noqa: E402
+from boneclf.ml.predict import Predictor  # noqa: E402
+from boneclf.ml.tf_env import tensorflow  # noqa: E402
+from boneclf.store.engine import make_engine  # noqa: E402
+from boneclf.store.queries import get_split  # noqa: E402
+from boneclf.store.runs import create_run, set_status  # noqa: E402
 
 
 def fake_run(engine, split, stage: str, arch: str, outputs: int, classes: list[str], runs_dir: Path) -> int:
     parameters = {"image_size": 224, "pad": False, "canny": False, "arch": arch}
     run_id = create_run(engine, stage=stage, parts=tuple(BODY_PARTS), architecture=arch, parameters=parameters,
-                        split=split, tf_version=tensorflow().__version__, runs_dir=str(runs_dir))
+                        image_spec=spec_for(arch, 224).to_dict(), split=split, tf_version=tensorflow().__version__,
+                        runs_dir=str(runs_dir))
     folder = runs_dir / str(run_id)
     folder.mkdir(parents=True)
     build_classifier(get_backbone(arch), 224, outputs, weights=None).save(folder / "model.keras")
@@ -54,7 +57,7 @@ def main() -> None:
     tf = tensorflow()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite'}")
+        engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite'}", create=True)
         migrate.upgrade(engine)
         report = synth_mura(tmp / "data", patients=max(2, args.images // 3 + 5), size=320, seed=0)
         ingest_mura(engine, tmp / "data")

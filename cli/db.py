@@ -4,57 +4,75 @@ from __future__ import annotations
 
 import click
 
-from boneclf import migrate
-from cli.main import cli
-from cli.output import print_json
+from boneclf.store import migrate
+
+from .context import Database, pass_db
+from .options import json_option
+from .output import emit
 
 
-@cli.group()
+@click.group()
 def db():
-    """Create or update the database schema (Alembic migrations)."""
+    """Create or update the database schema (Alembic migrations).
+
+    \b
+    Example:
+      bonedb db upgrade
+    """
 
 
 @db.command()
 @click.option("--revision", default="head", show_default=True, help="Migrate up to this revision.")
-@click.option("--json", "json_mode", is_flag=True, help="Print the result as JSON.")
-@click.pass_obj
-def upgrade(obj, revision, json_mode):
-    """Apply migrations; the only way bonedb creates tables.
+@json_option
+@pass_db
+def upgrade(database: Database, revision, json_mode):
+    """Apply migrations; the only way bonedb creates tables (and the SQLite file).
 
-    Example: bonedb --database-url mysql+pymysql://bonedb:bonedb@127.0.0.1:3306/bonedb db upgrade
+    \b
+    Example:
+      bonedb --database-url mysql+pymysql://bonedb:PASSWORD@127.0.0.1:3306/bonedb db upgrade
     """
-    before, after = migrate.upgrade(obj.engine, revision)
-    if json_mode:
-        print_json({"database": obj.masked_url, "before": before, "after": after})
-    elif before == after:
-        click.echo(f"{obj.masked_url}: already at {after}")
-    else:
-        click.echo(f"{obj.masked_url}: upgraded {before or '(empty)'} -> {after}")
+    change = migrate.upgrade(database.bare_engine(create=True), revision)
+
+    def human(c):
+        if c.before == c.after:
+            click.echo(f"{c.database}: already at {c.after}")
+        else:
+            click.echo(f"{c.database}: upgraded {c.before or '(empty)'} -> {c.after}")
+
+    emit(change, json_mode, human)
 
 
 @db.command()
 @click.argument("revision")
-@click.pass_obj
-def downgrade(obj, revision):
+@json_option
+@pass_db
+def downgrade(database: Database, revision, json_mode):
     """Revert migrations down to REVISION ('base' removes every bonedb table and view).
 
-    Example: bonedb db downgrade base
+    \b
+    Example:
+      bonedb db downgrade 0003
     """
-    before, after = migrate.downgrade(obj.engine, revision)
-    click.echo(f"{obj.masked_url}: downgraded {before or '(empty)'} -> {after or '(empty)'}")
+    change = migrate.downgrade(database.bare_engine(), revision)
+    emit(change, json_mode,
+         lambda c: click.echo(f"{c.database}: downgraded {c.before or '(empty)'} -> {c.after or '(empty)'}"))
 
 
 @db.command()
-@click.option("--json", "json_mode", is_flag=True, help="Print the result as JSON.")
-@click.pass_obj
-def current(obj, json_mode):
+@json_option
+@pass_db
+def current(database: Database, json_mode):
     """Show the schema revision of the database and the latest one bonedb knows.
 
-    Example: bonedb db current
+    \b
+    Example:
+      bonedb db current --json
     """
-    current_rev, head = migrate.current_revision(obj.engine), migrate.head_revision()
-    if json_mode:
-        print_json({"database": obj.masked_url, "current": current_rev, "head": head, "at_head": current_rev == head})
-        return
-    state = "up to date" if current_rev == head else "run `bonedb db upgrade`"
-    click.echo(f"{obj.masked_url}: {current_rev or '(empty)'} (head {head}, {state})")
+    state = migrate.state(database.bare_engine())
+
+    def human(s):
+        advice = "up to date" if s.at_head else "run `bonedb db upgrade`"
+        click.echo(f"{s.database}: {s.current or '(empty)'} (head {s.head}, {advice})")
+
+    emit(state, json_mode, human)

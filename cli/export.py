@@ -6,18 +6,19 @@ from pathlib import Path
 
 import click
 
-from boneclf.bodyparts import parse_parts
-from boneclf.export import FORMATS, LINKS, STAGES, export_split
-from cli.main import cli
-from cli.output import print_json, progress_for
+from boneclf.data.export import FORMATS, LINKS, STAGES, ExportReport, export_split
+
+from .context import Database, pass_db
+from .options import json_option, parts_option
+from .output import emit, progress_for
 
 
-@cli.command()
+@click.command()
 @click.argument("name")
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--stage", type=click.Choice(STAGES), default="fracture", show_default=True,
               help="bodypart: OUT/<subset>/<part>/; fracture: OUT/<part>/<subset>/{fractured,normal}/.")
-@click.option("--parts", metavar="PART,PART", help="Only these parts of the split.")
+@parts_option("Only these parts of the split. Default: all of them.")
 @click.option("--combined", is_flag=True, help="With --stage fracture: one tree OUT/<subset>/{fractured,normal}/ "
               "over the chosen parts instead of one per part.")
 @click.option("--link", type=click.Choice(LINKS), default="hardlink", show_default=True,
@@ -25,9 +26,9 @@ from cli.output import print_json, progress_for
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="files", show_default=True,
               help="tfrecord: sharded TFRecord files per subset instead of image files.")
 @click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export (never anything else).")
-@click.option("--json", "json_mode", is_flag=True)
-@click.pass_obj
-def export(obj, name, out, stage, parts, combined, link, fmt, force, json_mode):
+@json_option
+@pass_db
+def export(database: Database, name, out, stage, parts, combined, link, fmt, force, json_mode):
     """Write split NAME under OUT as class folders, with manifest.csv and split.json.
 
     "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
@@ -39,15 +40,20 @@ def export(obj, name, out, stage, parts, combined, link, fmt, force, json_mode):
       bonedb export hs-v1 exports/stage2 --stage fracture --parts humerus,shoulder
       bonedb export hs-v1 exports/shards --format tfrecord
     """
-    report = export_split(
-        obj.engine, name, out, stage=stage, parts=parse_parts(parts) if parts else None, combined=combined,
-        link=link, fmt=fmt, force=force, progress=progress_for(json_mode),
-    )
-    if json_mode:
-        print_json(report.__dict__)
-        return
+    progress = progress_for(json_mode)
+    if fmt == "tfrecord":
+        from boneclf.ml.tfrecords import export_shards  # TensorFlow loads only when asked for
+
+        report = export_shards(database.engine, name, out, stage=stage, parts=parts, force=force, progress=progress)
+    else:
+        report = export_split(database.engine, name, out, stage=stage, parts=parts, combined=combined, link=link,
+                              force=force, progress=progress)
+    emit(report, json_mode, _human)
+
+
+def _human(report: ExportReport) -> None:
     counts = ", ".join(f"{subset} {n}" for subset, n in report.per_subset.items())
-    click.echo(f"exported split {name!r} ({report.images} images: {counts}) to {report.out}")
+    click.echo(f"exported split {report.split!r} ({report.images} images: {counts}) to {report.out}")
     if report.copied_instead_of_linked:
         click.echo(f"note: {report.copied_instead_of_linked} files were copied: hard links are not possible there")
     if report.replaced_previous:

@@ -6,19 +6,21 @@ from pathlib import Path
 
 import click
 
-from boneclf.bodyparts import SOURCE_SPLITS, parse_parts
-from boneclf.ingest import DEFAULT_DATASET, ingest_mura, report_as_dict
-from boneclf.mura_reader import LABELS_FROM
-from cli.main import cli
-from cli.output import print_json, print_table, progress_for
+from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
+from boneclf.data.ingest import DEFAULT_DATASET, IngestReport, ingest_mura
+from boneclf.data.mura_reader import LABELS_FROM
+
+from .context import Database, pass_db
+from .options import json_option, parts_option
+from .output import emit, print_table, progress_for
 
 _WORD = {0: "normal", 1: "abnormal"}
 
 
-@cli.command()
+@click.command()
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Name to file the images under.")
-@click.option("--parts", metavar="PART,PART", help="Body parts to ingest, e.g. humerus,shoulder. Default: all seven.")
+@parts_option("Body parts to ingest, e.g. humerus,shoulder. Default: all seven.")
 @click.option("--split", "split", type=click.Choice(SOURCE_SPLITS), help="Only MURA's train or valid split.")
 @click.option("--verify", is_flag=True, help="Open every image: report missing or undecodable files; "
               "record size, width, height, a sha256 content hash and a perceptual hash.")
@@ -26,9 +28,9 @@ _WORD = {0: "normal", 1: "abnormal"}
               help="When the labeled-studies CSV and the study folder names disagree, which wins. "
               "Default: refuse and list every conflict.")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad rows (reported) instead of refusing the whole ingest.")
-@click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON.")
-@click.pass_obj
-def ingest(obj, root, dataset, parts, split, verify, labels_from, skip_bad, json_mode):
+@json_option
+@pass_db
+def ingest(database: Database, root, dataset, parts, split, verify, labels_from, skip_bad, json_mode):
     """Read MURA's CSV files under ROOT into the database, atomically.
 
     ROOT is the folder that holds MURA-v1.1/ (or MURA-v1.1/ itself). Each study's label is
@@ -43,39 +45,30 @@ def ingest(obj, root, dataset, parts, split, verify, labels_from, skip_bad, json
       bonedb ingest ~/relabeled --labels-from csv
     """
     report = ingest_mura(
-        obj.engine,
-        root,
-        dataset=dataset,
-        parts=parse_parts(parts),
-        splits=(split,) if split else SOURCE_SPLITS,
-        verify=verify,
-        labels_from=labels_from,
-        skip_bad=skip_bad,
+        database.engine, root, dataset=dataset, parts=parts or BODY_PARTS,
+        splits=(split,) if split else SOURCE_SPLITS, verify=verify, labels_from=labels_from, skip_bad=skip_bad,
         progress=progress_for(json_mode),
     )
-    data = report_as_dict(report)
-    if json_mode:
-        print_json(data)
-        return
-    for problem in data["skipped"]:
+    emit(report, json_mode, lambda r: _human(r, database))
+
+
+def _human(report: IngestReport, database: Database) -> None:
+    for problem in report.skipped:
         click.echo(f"skipped: {problem}", err=True)
     for conflict in report.conflicts_settled:
-        click.echo(
-            f"label conflict settled by --labels-from {labels_from}: {conflict.study.describe()} "
-            f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})"
-        )
+        click.echo(f"label conflict settled by --labels-from {report.labels_from}: {conflict.study.describe()} "
+                   f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})")
     for relabel in report.relabeled:
-        click.echo(
-            f"relabeled: {relabel.study.describe()} {relabel.old_label} ({_WORD[relabel.old_label]}) -> "
-            f"{relabel.new_label} ({_WORD[relabel.new_label]})"
-        )
+        click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({_WORD[relabel.old_label]}) -> "
+                   f"{relabel.new_label} ({_WORD[relabel.new_label]})")
     if report.root_changed_from:
         click.echo(f"dataset root moved: {report.root_changed_from} -> {report.root}")
-    print_table(data["summary"], ["part", "split", "label", "images", "studies", "patients"])
-    click.echo("")
+    if report.stats is not None:
+        print_table(report.stats.counts, ["part", "split", "label", "images", "studies", "patients"])
+        click.echo("")
     if not report.changed:
-        click.echo(f"nothing to do: {obj.masked_url} already holds these {report.images_unchanged} images "
-                   f"of dataset {dataset!r} exactly")
+        click.echo(f"nothing to do: {database.masked_url} already holds these {report.images_unchanged} images "
+                   f"of dataset {report.dataset!r} exactly")
     else:
         changes = [
             f"added {report.images_added} images, {report.studies_added} studies, {report.patients_added} patients",
@@ -84,7 +77,7 @@ def ingest(obj, root, dataset, parts, split, verify, labels_from, skip_bad, json
             f"{report.images_measured} images' file facts updated" if report.images_measured else "",
             f"{report.images_unchanged} images unchanged" if report.images_unchanged else "",
         ]
-        click.echo(f"dataset {dataset!r} in {obj.masked_url}: " + "; ".join(c for c in changes if c))
+        click.echo(f"dataset {report.dataset!r} in {database.masked_url}: " + "; ".join(c for c in changes if c))
     if report.images_stale:
         click.echo(f"note: {report.images_stale} images in the database are no longer listed in the CSVs "
                    "(left in place)")

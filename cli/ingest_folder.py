@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.folder_dataset import ingest_folder, parse_label_map
-from cli.main import cli
-from cli.output import print_json, progress_for
+from boneclf.data.folder_dataset import FolderReport, parse_label_map
+from boneclf.data.folder_dataset import ingest_folder as ingest_folder_dataset
+
+from .context import Database, pass_db
+from .options import json_option
+from .output import emit, progress_for
 
 
-@cli.command("ingest-folder")
+@click.command("ingest-folder")
 @click.argument("root", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--dataset", required=True, help="Name to file the images under.")
 @click.option("--part", type=click.Choice(BODY_PARTS), help="Body part of every image. Default: unknown.")
@@ -23,9 +25,9 @@ from cli.output import print_json, progress_for
 @click.option("--patient-pattern", metavar="REGEX",
               help="Regular expression on the file name whose group 'patient' (or first group) is the patient id. "
               "Default: every image is its own patient.")
-@click.option("--json", "json_mode", is_flag=True)
-@click.pass_obj
-def ingest_folder_(obj, root, dataset, part, label_map, patient_pattern, json_mode):
+@json_option
+@pass_db
+def ingest_folder(database: Database, root, dataset, part, label_map, patient_pattern, json_mode):
     """Import ROOT/<subset>/<label>/* (or ROOT/<label>/*) as dataset NAME.
 
     Subset folders (train, val, valid, test) become a split named after the dataset; check it
@@ -37,17 +39,18 @@ def ingest_folder_(obj, root, dataset, part, label_map, patient_pattern, json_mo
     Example:
       bonedb ingest-folder ~/FracAtlas-folders --dataset fracatlas --part hand --patient-pattern '^(\\d+)_'
     """
-    report = ingest_folder(
-        obj.engine, root, dataset=dataset, part=part, label_map=parse_label_map(label_map),
+    report = ingest_folder_dataset(
+        database.engine, root, dataset=dataset, part=part, label_map=parse_label_map(label_map),
         patient_pattern=patient_pattern, progress=progress_for(json_mode),
     )
-    if json_mode:
-        print_json(asdict(report))
-        return
+    emit(report, json_mode, _human)
+
+
+def _human(report: FolderReport) -> None:
     for problem in report.bad_images:
         click.echo(f"left out: {problem}", err=True)
     state = "already ingested, unchanged" if report.unchanged else "ingested"
-    click.echo(f"dataset {dataset!r} {state}: {report.images} images, {report.patients} patients "
+    click.echo(f"dataset {report.dataset!r} {state}: {report.images} images, {report.patients} patients "
                f"({', '.join(f'{k}: {v}' for k, v in report.per_subset_label.items())}; label 1 = abnormal)")
     if report.skipped:
         click.echo("skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items())))

@@ -1,4 +1,4 @@
-"""The `bonedb` command group: the database option, error handling, and the subcommands."""
+"""The `bonedb` command group: the database option, error handling, and the commands it holds."""
 
 from __future__ import annotations
 
@@ -8,28 +8,14 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from boneclf.database import make_engine, mask_url, resolve_url, scrub
+from boneclf import __version__
 from boneclf.errors import BonedbError, InputProblems
+from boneclf.store.engine import scrub
+
+from . import audit, db, demo, export, ingest, ingest_folder, predict, report, runs, split, stats, synth, train
+from .context import Database
 
 MAX_PROBLEMS_SHOWN = 50
-
-
-class Context:
-    """What every subcommand needs: the database URL (masked when shown) and an engine on demand."""
-
-    def __init__(self, url: str | None):
-        self.url = resolve_url(url)
-        self._engine = None
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            self._engine = make_engine(self.url)
-        return self._engine
-
-    @property
-    def masked_url(self) -> str:
-        return mask_url(self.url)
 
 
 class BonedbGroup(click.Group):
@@ -50,11 +36,14 @@ class BonedbGroup(click.Group):
             click.echo(f"error: {_scrub(ctx, str(exc))}", err=True)
             sys.exit(1)
         except SQLAlchemyError as exc:
-            obj = ctx.obj
-            where = obj.masked_url if isinstance(obj, Context) else "the database"
+            where = ctx.obj.masked_url if isinstance(ctx.obj, Database) else "the database"
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             click.echo(f"error: database {where}: {_scrub(ctx, detail)}", err=True)
             sys.exit(1)
+        except BrokenPipeError:
+            # `bonedb stats | head -1`: the reader left; exit quietly as Unix tools do.
+            _silence_stdout()
+            sys.exit(141)
         except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
@@ -66,9 +55,14 @@ class BonedbGroup(click.Group):
             sys.exit(1)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def _scrub(ctx, text: str) -> str:
-    obj = ctx.obj
-    return scrub(text, obj.url) if isinstance(obj, Context) else text
+    return scrub(text, ctx.obj.url) if isinstance(ctx.obj, Database) else text
 
 
 @click.group(cls=BonedbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +73,7 @@ def _scrub(ctx, text: str) -> str:
     help="SQLAlchemy URL, e.g. mysql+pymysql://bonedb:PASSWORD@127.0.0.1:3306/bonedb. "
     "Default: $BONEDB_DATABASE_URL, else the SQLite file ./bonedb.sqlite.",
 )
-@click.version_option(package_name="bonedb")
+@click.version_option(__version__, prog_name="bonedb")
 @click.pass_context
 def cli(ctx, database_url):
     """bonedb: MURA-style X-ray datasets in a database, leak-free splits, bone classifiers.
@@ -91,23 +85,19 @@ def cli(ctx, database_url):
       bonedb ingest demo-data
       bonedb stats
     """
-    ctx.obj = Context(database_url)
+    ctx.obj = Database(database_url)
 
 
-def main():
-    cli(prog_name="bonedb")
+for _command in (
+    db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, stats.stats, split.split, export.export,
+    audit.audit, train.train, train.weights, runs.runs, runs.evaluate, predict.predict, report.report, demo.demo,
+):
+    cli.add_command(_command)
 
 
-# Subcommand modules register themselves on `cli` when imported.
-from cli import audit as _audit  # noqa: E402,F401
-from cli import db as _db  # noqa: E402,F401
-from cli import export as _export  # noqa: E402,F401
-from cli import ingest as _ingest  # noqa: E402,F401
-from cli import ingest_folder as _ingest_folder  # noqa: E402,F401
-from cli import predict as _predict  # noqa: E402,F401
-from cli import report as _report  # noqa: E402,F401
-from cli import runs as _runs  # noqa: E402,F401
-from cli import stats as _stats  # noqa: E402,F401
-from cli import split as _split  # noqa: E402,F401
-from cli import synth as _synth  # noqa: E402,F401
-from cli import train as _train  # noqa: E402,F401
+def main() -> None:
+    try:
+        cli(prog_name="bonedb")
+    except BrokenPipeError:  # raised while click itself writes (help, usage)
+        _silence_stdout()
+        sys.exit(141)

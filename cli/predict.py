@@ -7,21 +7,23 @@ from pathlib import Path
 
 import click
 
-from boneclf.predict import Predictor, prediction_json_lines
-from cli.main import cli
-from cli.output import print_table
+from boneclf.ml.predict import Prediction, Predictor, prediction_json_lines
+
+from .context import Database, pass_db
+from .options import json_option
+from .output import print_table
 
 
-@cli.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--bodypart-run", type=int, metavar="RUN", help="Stage-1 run. Default: the best finished one.")
 @click.option("--fracture-run", type=int, metavar="RUN",
               help="Stage-2 run. Default: for each part, the best finished run covering it.")
 @click.option("--gradcam", "gradcam_dir", type=click.Path(path_type=Path, file_okay=False), metavar="OUTDIR",
               help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR.")
-@click.option("--json", "json_mode", is_flag=True, help="One JSON line per image, then one per study.")
-@click.pass_obj
-def predict(obj, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):
+@json_option
+@pass_db
+def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):
     """Say which bone each X-ray shows and whether it looks abnormal (MURA's sense: fracture,
     hardware or another finding). PATH is an image, or a folder holding one study's views.
 
@@ -30,22 +32,26 @@ def predict(obj, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):
       bonedb predict xray.png
       bonedb predict MURA-v1.1/valid/XR_HUMERUS/patient11186/study1_positive --gradcam heatmaps/
     """
-    prediction = Predictor(obj.engine, bodypart_run, fracture_run).predict(list(paths), gradcam_dir)
+    prediction = Predictor(database.engine, bodypart_run, fracture_run).predict(list(paths), gradcam_dir)
     if json_mode:
-        for line in prediction_json_lines(prediction):
+        for line in prediction_json_lines(prediction):  # a stream: one line per image, then per study
             click.echo(line)
     else:
-        rows = [{"image": i.path, "part": i.part or "", "p_part": i.part_probability,
-                 "p_abnormal": i.abnormal_probability, "decision": i.decision or "",
-                 "gradcam": i.gradcam or ""} for i in prediction.images if not i.error]
-        if rows:
-            print_table(rows)
-        for study in prediction.studies:
-            if study.abnormal_probability is not None:
-                click.echo(f"study {study.study}: {study.part}, {study.images} views, mean p(abnormal) "
-                           f"{study.abnormal_probability:.3f} -> {study.decision}")
+        _human(prediction)
     for image in prediction.images:
         if image.error:
             click.echo(f"error: {image.error}", err=True)
     if prediction.failed:
         sys.exit(1)
+
+
+def _human(prediction: Prediction) -> None:
+    rows = [{"image": i.path, "part": i.part or "", "p_part": i.part_probability,
+             "p_abnormal": i.abnormal_probability, "decision": i.decision or "", "gradcam": i.gradcam or ""}
+            for i in prediction.images if not i.error]
+    if rows:
+        print_table(rows)
+    for study in prediction.studies:
+        if study.abnormal_probability is not None:
+            click.echo(f"study {study.study}: {study.part}, {study.images} views, mean p(abnormal) "
+                       f"{study.abnormal_probability:.3f} -> {study.decision}")

@@ -1,68 +1,86 @@
-"""`bonedb runs`: the training runs recorded in the database."""
+"""`bonedb runs` and `bonedb evaluate`: the training runs recorded in the database, and their scores."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from boneclf.runs import get_run, latest_evaluation, list_runs, run_as_dict
-from cli.main import cli
-from cli.output import print_json, print_table
+from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
+from boneclf.ml.metrics import format_interval, format_report
+from boneclf.store.runs import STATUSES, get_run, list_runs
+
+from .context import Database, pass_db
+from .options import json_option
+from .output import emit, print_csv, print_json, print_table
 
 
-@cli.group()
+@click.group()
 def runs():
-    """List, show and compare training runs."""
-
-
-@runs.command("list")
-@click.option("--stage", type=click.Choice(["bodypart", "fracture"]))
-@click.option("--status", type=click.Choice(["running", "finished", "failed", "interrupted"]))
-@click.option("--json", "json_mode", is_flag=True)
-@click.pass_obj
-def list_(obj, stage, status, json_mode):
-    """Every run with its status and headline validation figure.
+    """List, show and compare training runs.
 
     \b
     Example:
       bonedb runs list --stage fracture
     """
-    rows = list_runs(obj.engine, stage=stage, status=status)
-    if json_mode:
-        print_json(rows)
-        return
-    print_table([{"id": r["id"], "stage": r["stage"], "parts": ",".join(r["parts"]), "arch": r["architecture"],
-                  "split": r["split_name"], "status": r["status"], "started": r["started_at"],
-                  "val": _headline(r["metrics"])} for r in rows])
+
+
+@runs.command("list")
+@click.option("--stage", type=click.Choice(["bodypart", "fracture"]), help="Only runs of this stage.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@json_option
+@pass_db
+def list_(database: Database, stage, status, json_mode):
+    """Every run with its status and headline validation figures.
+
+    \b
+    Example:
+      bonedb runs list --stage fracture
+    """
+    records = list_runs(database.engine, stage=stage, status=status)
+    emit(records, json_mode, lambda rs: print_table(
+        [{"id": r.id, "stage": r.stage, "parts": ",".join(r.parts), "arch": r.architecture, "split": r.split_name,
+          "status": r.status, "started": f"{r.started_at:%Y-%m-%d %H:%M}", "validation": r.headline()}
+         for r in rs]))
 
 
 @runs.command()
 @click.argument("run_id", type=int)
-@click.option("--json", "json_mode", is_flag=True)
-@click.pass_obj
-def show(obj, run_id, json_mode):
+@json_option
+@pass_db
+def show(database: Database, run_id, json_mode):
     """Everything recorded about run RUN_ID.
 
     \b
     Example:
       bonedb runs show 3
     """
-    data = run_as_dict(get_run(obj.engine, run_id))
-    data["latest_evaluation"] = latest_evaluation(obj.engine, run_id)
+    run = get_run(database.engine, run_id)
+    evaluation = latest_result(database.engine, run, None)
     if json_mode:
-        print_json(data)
+        print_json({**run.to_dict(), "latest_evaluation": evaluation})
         return
-    for key in ("id", "stage", "parts", "architecture", "split_name", "split_hash", "status", "started_at",
-                "finished_at", "host", "tf_version", "artifact_dir", "error"):
-        click.echo(f"{key:13s} {data[key]}")
-    click.echo(f"{'parameters':13s} {data['parameters']}")
-    click.echo(f"{'val metrics':13s} {_headline(data['metrics'])}")
+    for key in ("id", "stage", "architecture", "split_name", "split_hash", "status", "host", "tf_version",
+                "artifact_dir", "error"):
+        click.echo(f"{key:13s} {getattr(run, key) if getattr(run, key) is not None else ''}")
+    click.echo(f"{'parts':13s} {', '.join(run.parts)}")
+    for key in ("started_at", "finished_at"):
+        value = getattr(run, key)
+        click.echo(f"{key:13s} {value:%Y-%m-%d %H:%M:%S}" if value else f"{key:13s}")
+    click.echo(f"{'image spec':13s} {json.dumps(run.image_spec, sort_keys=True)}")
+    click.echo(f"{'parameters':13s} {json.dumps(run.parameters, sort_keys=True)}")
+    click.echo(f"{'validation':13s} {run.headline()}")
+    if evaluation is not None:
+        click.echo(f"{'evaluated':13s} on {evaluation.subset} (evaluation {evaluation.evaluation_id}): "
+                   f"`bonedb evaluate {run_id}` prints it in full")
 
 
 @runs.command()
 @click.argument("run_ids", type=int, nargs=-1, required=True)
-@click.option("--json", "json_mode", is_flag=True)
-@click.pass_obj
-def compare(obj, run_ids, json_mode):
+@json_option
+@click.option("--csv", "csv_mode", is_flag=True, help="Print the comparison as CSV (for spreadsheets).")
+@pass_db
+def compare(database: Database, run_ids, json_mode, csv_mode):
     """One row per run with its latest test evaluation (else validation): the paper's model comparison,
     with intervals.
 
@@ -70,37 +88,50 @@ def compare(obj, run_ids, json_mode):
     Example:
       bonedb runs compare 3 4 5
     """
-    rows = []
-    for run_id in run_ids:
-        run = run_as_dict(get_run(obj.engine, run_id))
-        evaluation = latest_evaluation(obj.engine, run_id, "test") or latest_evaluation(obj.engine, run_id)
-        rows.append(comparison_row(run, evaluation))
-    if json_mode:
-        print_json(rows)
+    rows = compare_runs(database.engine, list(run_ids))
+    if csv_mode:
+        print_csv(rows)
+        return
+    emit(rows, json_mode, print_table)
+
+
+@click.command("evaluate")
+@click.argument("run_id", type=int)
+@click.option("--subset", type=click.Choice(SUBSETS), default="test", show_default=True,
+              help="Which subset of the run's split to score.")
+@json_option
+@pass_db
+def evaluate(database: Database, run_id, subset, json_mode):
+    """Score finished run RUN_ID on its split's test subset, the way MURA is scored.
+
+    Image level: accuracy, per-class precision/recall/F1, ROC AUC, confusion matrix. Study level
+    (mean of a study's image probabilities, abnormal above 0.5): accuracy, Cohen's kappa and AUROC
+    with bootstrap 95% intervals over studies. Per body part and overall; stored with the run.
+
+    \b
+    Example:
+      bonedb evaluate 3 --subset test
+    """
+    result = evaluate_run(database.engine, run_id, subset)
+    emit(result, json_mode, _human_evaluation)
+
+
+def _human_evaluation(result: EvaluationResult) -> None:
+    overall = result.overall
+    click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset")
+    if result.stage == "bodypart":
+        click.echo(format_report(overall["report"], overall["accuracy"]))
+        click.echo(f"accuracy {overall['accuracy']:.3f} (95% CI {format_interval(overall['accuracy_ci'])}), "
+                   f"{overall['n']} images")
+        _confusion(overall["confusion"], overall["class_names"])
     else:
-        print_table(rows)
+        click.echo(format_report(overall["image"]["report"], overall["image"]["accuracy"]))
+        print_table(result.part_rows())
+        _confusion(overall["image"]["confusion"], ["normal", "abnormal"])
+    for path in result.skipped_images:
+        click.echo(f"skipped (cannot decode): {path}", err=True)
 
 
-def comparison_row(run: dict, evaluation: dict | None) -> dict:
-    row = {"run": run["id"], "stage": run["stage"], "arch": run["architecture"], "parts": ",".join(run["parts"]),
-           "image_size": run["parameters"].get("image_size"), "scored_on": evaluation["subset"] if evaluation else "val"}
-    overall = evaluation["overall"] if evaluation else run["metrics"] or {}
-    if "image" in overall:
-        study = overall["study"]
-        row.update(image_acc=overall["image"]["accuracy"], image_auc=overall["image"]["auc"],
-                   study_kappa=study["kappa"],
-                   kappa_95ci=f"{study['kappa_ci'][0]:.3f}-{study['kappa_ci'][1]:.3f}" if "kappa_ci" in study else "",
-                   study_auc=study["auc"])
-    elif overall:
-        row.update(accuracy=overall.get("accuracy"), kappa=overall.get("kappa"))
-        if "accuracy_ci" in overall:
-            row["accuracy_95ci"] = f"{overall['accuracy_ci'][0]:.3f}-{overall['accuracy_ci'][1]:.3f}"
-    return row
-
-
-def _headline(metrics) -> str:
-    if not metrics:
-        return ""
-    if "image" in metrics:
-        return f"acc {metrics['image']['accuracy']:.3f} kappa {metrics['study']['kappa']:.3f}"
-    return f"acc {metrics.get('accuracy', float('nan')):.3f}"
+def _confusion(matrix, names) -> None:
+    click.echo("confusion matrix (rows: truth, columns: prediction)")
+    print_table([{"truth": name, **{n: v for n, v in zip(names, row)}} for name, row in zip(names, matrix)])

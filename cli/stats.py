@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import click
 
-from boneclf.migrate import require_head
-from boneclf.stats import dataset_stats, dataset_totals
-from cli.main import cli
-from cli.output import print_json, print_table
+from boneclf.data.stats import PartCount, dataset_stats
+
+from .context import Database, pass_db
+from .options import json_option
+from .output import emit, print_csv, print_table
 
 
-@cli.command()
+@click.command()
 @click.option("--dataset", help="Only this dataset. Default: every dataset.")
-@click.option("--json", "json_mode", is_flag=True, help="Print the counts as JSON.")
-@click.pass_obj
-def stats(obj, dataset, json_mode):
+@json_option
+@click.option("--csv", "csv_mode", is_flag=True, help="Print the counts table as CSV (for spreadsheets).")
+@pass_db
+def stats(database: Database, dataset, json_mode, csv_mode):
     """Images, studies and patients per dataset x body part x MURA split x label.
 
     label is MURA's study label: 1 = abnormal (fracture, hardware or another finding), 0 = normal.
@@ -23,13 +25,15 @@ def stats(obj, dataset, json_mode):
     Example:
       bonedb stats --dataset mura-v1.1
     """
-    require_head(obj.engine)
-    rows = dataset_stats(obj.engine, dataset)
-    totals = dataset_totals(obj.engine, dataset)
-    if json_mode:
-        print_json({"counts": rows, "totals": totals})
+    result = dataset_stats(database.engine, dataset)
+    if csv_mode:
+        print_csv(result.counts, list(PartCount._fields))
         return
-    print_table(rows)
-    if totals:
-        click.echo("")
-        print_table(totals)
+
+    def human(r):
+        print_table(r.counts)
+        if r.totals:
+            click.echo("")
+            print_table(r.totals)
+
+    emit(result, json_mode, human)

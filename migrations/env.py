@@ -6,8 +6,8 @@ the plain `alembic` command uses `-x url=...` or BONEDB_DATABASE_URL.
 
 from alembic import context
 
-from boneclf.database import make_engine, resolve_url
-from boneclf.schema import Base
+from boneclf.store.engine import make_engine, resolve_url
+from boneclf.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

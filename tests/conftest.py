@@ -10,21 +10,29 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Test the package as installed (`pip install .` in CI, `pip install -e .` for development), never
+# the bare folders of the checkout: `python -m pytest` puts the checkout first on sys.path, where
+# `boneclf/` lacks the `cli` and `migrations` subpackages that installing maps into it.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _CHECKOUT]
+
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from boneclf import migrate
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.database import make_engine
-from boneclf.ingest import ingest_mura
-from boneclf.schema import Base
-from boneclf.splits import SplitOptions, create_split
-from boneclf.synth import synth_mura
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split
+from boneclf.data.synth import synth_mura
+from boneclf.store import migrate
+from boneclf.store.engine import make_engine
+from boneclf.store.schema import Base
 
 # The from-scratch CNN with light augmentation: what CPU tests can afford to train.
 FAST = dict(arch="cnn", weights="none", augment="flip", tensorboard=False, lr=1e-3)
@@ -91,7 +99,7 @@ def db_url_mysql(mysql_server_url):
 
 @pytest.fixture
 def bare_engine(db_url):
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, create=True)
     yield engine
     engine.dispose()
 
@@ -142,7 +150,7 @@ def prepare_synth_split(engine, root: Path, patients: int, size: int, shuffled: 
 
 def synth_sqlite(folder: Path, patients: int, size: int, shuffled: bool = False):
     """A migrated SQLite database in FOLDER holding a synthetic MURA (in FOLDER/data) and split "s"."""
-    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}")
+    engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}", create=True)
     migrate.upgrade(engine)
     prepare_synth_split(engine, folder / "data", patients, size, shuffled)
     return engine
@@ -170,7 +178,7 @@ class Trained:
 def trained(learning_db) -> Trained:
     """Stage 1 and a shared stage-2 model trained once on the 64 px synthetic set, for every test that
     needs a model that has really learned (evaluation, prediction, Grad-CAM, reports)."""
-    from boneclf.training import TrainConfig, train
+    from boneclf.ml.training import TrainConfig, train
 
     engine, folder = learning_db
     [stage1] = train(engine, TrainConfig(stage="bodypart", split="s", image_size=64, epochs=10, patience=10,

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from boneclf.audit import audit_dataset, audit_split
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.ingest import ingest_mura
-from boneclf.schema import Image
-from boneclf.splits import SplitOptions, create_split, split_image_paths
-from boneclf.synth import synth_mura
+from boneclf.data.audit import audit_dataset, audit_split
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split, split_image_paths
+from boneclf.data.synth import synth_mura
+from boneclf.store.schema import Image
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from boneclf import export as export_module
 from boneclf.bodyparts import BODY_PARTS
+from boneclf.data import export as export_module
+from boneclf.data.export import export_split
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError
-from boneclf.export import export_split
-from boneclf.ingest import ingest_mura
-from boneclf.splits import SplitOptions, create_split
 
 
 @pytest.fixture
@@ -140,12 +140,13 @@ def test_unknown_split_and_part(split_db, tmp_path):
 
 
 def test_tfrecord_shards_hold_every_image(split_db, tmp_path, monkeypatch):
-    from boneclf.tf_env import tensorflow
-    from boneclf.tfrecords import parse_example
+    from boneclf.ml import tfrecords
+    from boneclf.ml.tf_env import tensorflow
+    from boneclf.ml.tfrecords import parse_example
 
     tf = tensorflow()
-    monkeypatch.setattr(export_module, "SHARD_SIZE", 16)
-    report = export_split(split_db, "s", tmp_path / "tf", fmt="tfrecord")
+    monkeypatch.setattr(tfrecords, "SHARD_SIZE", 16)
+    report = tfrecords.export_shards(split_db, "s", tmp_path / "tf")
     shards = sorted((tmp_path / "tf" / "train").glob("*.tfrecord"))
     assert len(shards) == -(-report.per_subset["train"] // 16)
     records = [parse_example(r) for r in tf.data.TFRecordDataset([str(s) for s in shards])]

@@ -11,12 +11,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
-from boneclf.audit import audit_split
+from boneclf.cli.main import cli
+from boneclf.data.audit import audit_split
+from boneclf.data.folder_dataset import ingest_folder, parse_label_map
+from boneclf.data.radiograph import draw_radiograph
+from boneclf.data.splits import list_splits, split_summary
 from boneclf.errors import BonedbError, InputProblems
-from boneclf.folder_dataset import ingest_folder, parse_label_map
-from boneclf.radiograph import draw_radiograph
-from boneclf.splits import list_splits, split_summary
-from cli.main import cli
+
 from conftest import snapshot
 
 
@@ -59,11 +60,11 @@ def test_import_with_subsets_junk_and_bad_files(engine, kaggle_tree):
     assert len(report.bad_images) == 1 and "broken.png" in report.bad_images[0]
     assert report.per_subset_label["train/1"] == 12 and report.per_subset_label["train/0"] == 12
     assert report.patients == report.images  # no pattern: one patient per image
-    assert [s["name"] for s in list_splits(engine)] == ["kaggle"]
+    assert [s.name for s in list_splits(engine)] == ["kaggle"]
     summary = split_summary(engine, "kaggle")
-    assert summary["kind"] == "source"
-    assert {row["subset"] for row in summary["counts"]} == {"train", "val", "test"}
-    assert {row["part"] for row in summary["counts"]} == {"hand"}
+    assert summary.kind == "source"
+    assert {row.subset for row in summary.counts} == {"train", "val", "test"}
+    assert {row.part for row in summary.counts} == {"hand"}
 
 
 def test_audit_shows_the_sources_duplicates(engine, kaggle_tree):

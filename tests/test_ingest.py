@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.synth import plan_dataset
 from boneclf.errors import BonedbError, InputProblems
-from boneclf.ingest import ingest_mura
-from boneclf.schema import Image, Study
-from boneclf.synth import plan_dataset
+from boneclf.store.schema import Image, Study
+
 from conftest import snapshot
 
 
@@ -32,8 +33,8 @@ def test_ingest_counts_match_the_csvs(engine, mura):
     report = ingest_mura(engine, mura)
     images, studies, patients = synth_counts(mura)
     assert (report.images_added, report.studies_added, report.patients_added) == (images, studies, patients)
-    assert report.totals == [{"dataset": "mura-v1.1", "images": images, "studies": studies, "patients": patients}]
-    assert sum(row["images"] for row in report.summary) == images
+    assert [tuple(t) for t in report.stats.totals] == [("mura-v1.1", images, studies, patients)]
+    assert sum(row.images for row in report.stats.counts) == images
     assert report.changed
 
 
@@ -173,9 +174,12 @@ def test_parts_and_split_filters(engine, mura):
     assert report.images_unchanged == len(expected)
 
 
-def test_ingest_refuses_a_database_without_schema(bare_engine, mura):
+def test_a_database_without_schema_is_refused_when_opened(db_url):
+    from boneclf.store import open_database
+
+    # The schema is checked once, when a command opens the database, not in every library call.
     with pytest.raises(BonedbError, match="bonedb db upgrade"):
-        ingest_mura(bare_engine, mura)
+        open_database(db_url)
 
 
 def _prepend(path: Path, line: str, ending: str) -> None:

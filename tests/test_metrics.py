@@ -6,9 +6,16 @@ import math
 
 import pytest
 
-from boneclf.metrics import (
-    binary_metrics, bootstrap_interval, cohen_kappa, confusion, format_report, multiclass_metrics,
-    per_class_report, roc_auc, study_scores,
+from boneclf.ml.metrics import (
+    binary_metrics,
+    bootstrap_interval,
+    cohen_kappa,
+    confusion,
+    format_report,
+    multiclass_metrics,
+    per_class_report,
+    roc_auc,
+    study_scores,
 )
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from boneclf.data.labels import resolve_labels
+from boneclf.data.mura_reader import locate, read_manifest
 from boneclf.errors import BonedbError
-from boneclf.labels import resolve_labels
-from boneclf.mura_reader import locate, read_manifest
 
 P = "MURA-v1.1/train/XR_HUMERUS/patient00001/study1_positive"
 Q = "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_negative"

@@ -13,20 +13,20 @@ from click.testing import CliRunner
 from PIL import Image
 
 from boneclf.bodyparts import BODY_PARTS
+from boneclf.cli.main import cli
+from boneclf.data.radiograph import draw_radiograph
+from boneclf.data.splits import split_image_paths
 from boneclf.errors import BonedbError
-from boneclf.evaluation import load_run_model
-from boneclf.gradcam import GradCam
-from boneclf.predict import Predictor
-from boneclf.radiograph import draw_radiograph
-from boneclf.splits import split_image_paths
-from boneclf.training import TrainConfig, train
-from cli.main import cli
+from boneclf.ml.evaluation import load_run_model
+from boneclf.ml.gradcam import GradCam
+from boneclf.ml.predict import Predictor
+from boneclf.ml.training import TrainConfig, train
+
 from conftest import FAST
 
 
 def test_gradcam_peak_falls_on_the_planted_break(trained):
-    _row, _params, _classes, model = load_run_model(trained.engine, trained.fracture_run)
-    explain = GradCam(model, "cnn")
+    explain = GradCam(load_run_model(trained.engine, trained.fracture_run).model, "cnn")
     distances = []
     for part in BODY_PARTS:
         for seed in range(4):

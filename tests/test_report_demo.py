@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 from click.testing import CliRunner
 
-from boneclf.report import build_report
-from cli.main import cli
+from boneclf.cli.main import cli
+from boneclf.workflows.report import build_report
 
 
 class _Outline(HTMLParser):

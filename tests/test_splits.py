@@ -8,17 +8,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from boneclf import migrate
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.database import make_engine
-from boneclf.errors import BonedbError
-from boneclf.ingest import ingest_mura
-from boneclf.schema import Image, Patient, SplitAssignment, SplitVersion, Study
-from boneclf.splits import (
-    SplitOptions, create_split, dataset_id_of, delete_split, list_splits, load_records, split_summary,
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import (
+    SplitOptions,
+    create_split,
+    dataset_id_of,
+    delete_split,
+    list_splits,
+    load_records,
+    split_summary,
     store_assignment,
 )
-from boneclf.synth import synth_mura
+from boneclf.data.synth import synth_mura
+from boneclf.errors import BonedbError
+from boneclf.store import migrate
+from boneclf.store.engine import make_engine
+from boneclf.store.schema import Image, Patient, SplitAssignment, SplitVersion, Study
+
 from conftest import snapshot
 
 
@@ -96,7 +103,7 @@ def test_official_test_needs_held_out_images(engine, manifest_only):
 def test_same_split_on_sqlite_and_mysql(mysql_server_url, manifest_only, tmp_path, request):
     hashes = []
     for url in (f"sqlite:///{tmp_path / 'a.sqlite'}", request.getfixturevalue("db_url_mysql")):
-        engine = make_engine(url)
+        engine = make_engine(url, create=True)
         migrate.upgrade(engine)
         ingest_mura(engine, manifest_only)
         hashes.append(create_split(engine, "s", options(test_from="carve", seed=5)).content_hash)
@@ -146,9 +153,9 @@ def test_show_list_delete(engine, manifest_only):
     ingest_mura(engine, manifest_only, parts=("humerus", "shoulder"))
     create_split(engine, "hs", options(parts=("humerus", "shoulder")))
     summary = split_summary(engine, "hs")
-    assert {row["subset"] for row in summary["counts"]} == {"train", "val", "test"}
-    assert {row["part"] for row in summary["counts"]} == {"humerus", "shoulder"}
-    assert [row["name"] for row in list_splits(engine)] == ["hs"]
+    assert {row.subset for row in summary.counts} == {"train", "val", "test"}
+    assert {row.part for row in summary.counts} == {"humerus", "shoulder"}
+    assert [row.name for row in list_splits(engine)] == ["hs"]
     delete_split(engine, "hs")
     assert list_splits(engine) == []
     with pytest.raises(BonedbError, match="no split named 'hs'"):

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from boneclf.bodyparts import BODY_PARTS
+from boneclf.data.mura_reader import _IMAGE_PATH
+from boneclf.data.radiograph import draw_radiograph
+from boneclf.data.synth import plan_dataset, synth_mura
 from boneclf.errors import BonedbError
-from boneclf.mura_reader import _IMAGE_PATH
-from boneclf.radiograph import draw_radiograph
-from boneclf.synth import plan_dataset, synth_mura
 
 
 def tree_digest(root: Path) -> str:
@@ -31,8 +31,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     b = synth_mura(tmp_path / "b", patients=12, size=40, seed=3)
     c = synth_mura(tmp_path / "c", patients=12, size=40, seed=4)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b") != tree_digest(tmp_path / "c")
-    assert a.counts()["images"] == b.counts()["images"]
-    assert c.counts()["images"] > 0
+    assert a.counts().images == b.counts().images
+    assert c.counts().images > 0
 
 
 def test_csv_quirks_match_the_real_files(synth_template):

@@ -15,19 +15,19 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from boneclf.backbones import REGISTRY, build_backbone, get_backbone
 from boneclf.bodyparts import BODY_PARTS
+from boneclf.cli.main import cli
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split, delete_split
+from boneclf.data.synth import synth_mura
 from boneclf.errors import BonedbError
-from boneclf.evaluation import evaluate_run
-from boneclf.ingest import ingest_mura
-from boneclf.models import build_classifier
-from boneclf.runs import get_run, list_runs
-from boneclf.schema import TrainingRun
-from boneclf.splits import SplitOptions, create_split, delete_split
-from boneclf.synth import synth_mura
-from boneclf.tf_env import keras as _keras
-from boneclf.training import TrainConfig, resume, train
-from cli.main import cli
+from boneclf.ml.backbones import REGISTRY, build_backbone, get_backbone
+from boneclf.ml.evaluation import evaluate_run
+from boneclf.ml.models import build_classifier
+from boneclf.ml.tf_env import keras as _keras
+from boneclf.ml.training import TrainConfig, resume, train
+from boneclf.store.runs import get_run, list_runs
+from boneclf.store.schema import TrainingRun
 
 from conftest import FAST, synth_sqlite
 from conftest import prepare_synth_split as _prepare
@@ -44,18 +44,18 @@ def small_db(tmp_path_factory):
 
 def test_stage1_learns_the_body_part(trained):
     result = evaluate_run(trained.engine, trained.bodypart_run, "test")
-    assert result["overall"]["accuracy"] >= 0.95, result["overall"]["confusion"]
+    assert result.overall["accuracy"] >= 0.95, result.overall["confusion"]
 
 
 def test_stage2_learns_breaks_and_not_shuffled_labels(trained, tmp_path):
-    learned = evaluate_run(trained.engine, trained.fracture_run, "test")["overall"]
+    learned = evaluate_run(trained.engine, trained.fracture_run, "test").overall
     assert learned["image"]["accuracy"] >= 0.85
     assert learned["study"]["kappa"] >= 0.7
 
     control = synth_sqlite(tmp_path, 300, 64, shuffled=True)
     config = replace(trained.fracture_config, runs_dir=str(tmp_path / "runs"))
     [run] = train(control, config, verbose=0)
-    chance = evaluate_run(control, run.run_id, "test")["overall"]
+    chance = evaluate_run(control, run.run_id, "test").overall
     assert chance["image"]["accuracy"] < 0.75, chance["image"]
     assert chance["study"]["kappa"] < 0.3
     control.dispose()
@@ -95,16 +95,16 @@ def test_interrupted_run_resumes_to_the_end(small_db):
     with pytest.raises(KeyboardInterrupt):
         train(engine, config, verbose=0, callbacks=[StopAfterTwo()])
     run = list_runs(engine)[-1]
-    assert run["status"] == "interrupted" and "--resume" in run["error"]
-    state = json.loads((Path(run["artifact_dir"]) / "state.json").read_text())
+    assert run.status == "interrupted" and "--resume" in run.error
+    state = json.loads((Path(run.artifact_dir) / "state.json").read_text())
     assert state["epoch"] == 2
 
-    result = resume(engine, run["id"], verbose=0)
-    assert result.status == "finished" and get_run(engine, run["id"]).status == "finished"
-    history = json.loads((Path(run["artifact_dir"]) / "history.json").read_text())
+    result = resume(engine, run.id, verbose=0)
+    assert result.status == "finished" and get_run(engine, run.id).status == "finished"
+    history = json.loads((Path(run.artifact_dir) / "history.json").read_text())
     assert len(history["loss"]) == 4, "two epochs before the interruption, two after"
     with pytest.raises(BonedbError, match="already finished"):
-        resume(engine, run["id"], verbose=0)
+        resume(engine, run.id, verbose=0)
 
 
 def test_run_is_recorded_and_protects_its_split(engine, tmp_path):
@@ -115,8 +115,9 @@ def test_run_is_recorded_and_protects_its_split(engine, tmp_path):
         row = conn.execute(select(TrainingRun.__table__)).one()
     assert row.status == "finished" and row.stage == "fracture" and row.architecture == "cnn"
     assert row.split_name == "s" and len(row.split_hash) == 64 and row.finished_at >= row.started_at
-    assert json.loads(row.parameters)["image_size"] == 32 and row.tf_version
-    assert "image" in json.loads(row.metrics)
+    assert row.parameters["image_size"] == 32 and row.tf_version
+    assert row.image_spec == {"size": 32, "pad": False, "canny": False, "channels": 3, "normalization": "unit"}
+    assert "image" in row.metrics
     folder = Path(row.artifact_dir)
     assert {"model.keras", "class_names.json", "history.json", "config.json"} <= {p.name for p in folder.iterdir()}
     with pytest.raises(BonedbError, match="cannot be deleted"):
@@ -133,7 +134,7 @@ def test_per_part_stage2_and_json_lines(small_db, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["parts"] for line in lines] == [["shoulder"], ["wrist"]]
-    assert all(line["status"] == "finished" and "image" in line["val_metrics"] for line in lines)
+    assert all(line["status"] == "finished" and "image" in line["metrics"] for line in lines)
 
 
 def test_pretrained_path_precomputes_features_then_fine_tunes(small_db, tmp_path):
@@ -178,7 +179,7 @@ def test_bad_input_is_a_clear_error(small_db, tmp_path, monkeypatch):
     with pytest.raises(BonedbError, match="bonedb weights import densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"):
         train(engine, TrainConfig(stage="bodypart", arch="densenet121", weights="imagenet", image_size=32,
                                   **base), verbose=0)
-    assert all(r["status"] in ("failed", "finished", "interrupted") for r in list_runs(engine))
+    assert all(r.status in ("failed", "finished", "interrupted") for r in list_runs(engine))
 
 
 def test_one_class_split_is_refused(engine, tmp_path):
@@ -191,7 +192,7 @@ def test_one_class_split_is_refused(engine, tmp_path):
 
 def test_undecodable_image_is_skipped_and_reported(tmp_path):
     engine = synth_sqlite(tmp_path, 30, 32)
-    from boneclf.splits import split_image_paths
+    from boneclf.data.splits import split_image_paths
 
     victim = tmp_path / "data" / split_image_paths(engine, "s")["train"][0]
     victim.write_bytes(victim.read_bytes()[:60])
@@ -215,11 +216,10 @@ def test_canny_pad_and_mixed_precision_options_train(small_db, tmp_path):
 
 
 def test_canny_gives_thin_binary_edges(small_db):
-    from boneclf.pipeline import decode_image
-    from boneclf.tf_env import tensorflow
+    from boneclf.ml.image_spec import ImageSpec
 
     _engine, folder = small_db
-    path = str(sorted((folder / "data" / "MURA-v1.1").rglob("*.png"))[0])
-    edges = np.asarray(decode_image(tensorflow().constant(path), 64, False, canny=True))
+    path = sorted((folder / "data" / "MURA-v1.1").rglob("*.png"))[0]
+    edges = ImageSpec(64, canny=True).load(path.read_bytes())[1][..., 0]
     assert set(np.unique(edges)) <= {0, 255}
     assert 0.01 < (edges == 255).mean() < 0.3, "edges outline the shapes, they do not fill them"

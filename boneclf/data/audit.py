@@ -1,0 +1,160 @@
+"""`bonedb audit`: does a split leak, and does a dataset on disk still match the database?"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, bindparam, select, update
+
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.bulk import paused_gc
+from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
+from boneclf.store.schema import Image
+
+from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
+from .verify import inspect_files
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_images = Image.__table__
+
+
+@dataclass
+class SplitAudit(Result):
+    split: str
+    images: int
+    overlaps: list[dict] = field(default_factory=list)  # patients and studies in several subsets
+    exact_duplicates: list[dict] = field(default_factory=list)
+    near_duplicates: list[dict] = field(default_factory=list)
+    unhashed: list[str] = field(default_factory=list)  # files that could not be read to hash
+    near_bits: int = NEAR_DUPLICATE_BITS
+
+    computed = ("leaks",)
+
+    @property
+    def leaks(self) -> bool:
+        return bool(self.overlaps or self.exact_duplicates or self.near_duplicates)
+
+
+def audit_split(
+    engine: Engine, name: str, *, near_bits: int = NEAR_DUPLICATE_BITS, near: bool = True,
+    progress: ProgressFactory = silent,
+) -> SplitAudit:
+    """Patient and study overlap, exact and near-duplicate images across the subsets of split NAME.
+
+    Images ingested without --verify have no hashes yet: they are read and hashed now, and the
+    hashes stored, so the next audit is quick.
+    """
+    with paused_gc():
+        with engine.connect() as conn:
+            split = get_split(conn, name)
+            root = dataset_root(conn, split.dataset_id)
+        report = SplitAudit(name, 0, near_bits=near_bits)
+        rows = _split_rows(engine, split.id)
+        if any(r.content_hash is None or r.perceptual_hash is None for r in rows):
+            report.unhashed = _hash_missing(engine, root, rows, progress)
+            rows = _split_rows(engine, split.id)
+        report.images = len(rows)
+        report.overlaps = group_overlaps(
+            [(r.patient, r.subset, r.path) for r in rows],
+            [(r.study_id, r.subset, r.path) for r in rows],
+        )
+        report.exact_duplicates = exact_duplicates([(r.content_hash, r.subset, r.path) for r in rows])
+        if near:
+            found = near_duplicates([(r.perceptual_hash, r.subset, r.path) for r in rows], near_bits)
+            # A pair of identical files is already listed as an exact duplicate.
+            by_path = {f"{r.subset}: {r.path}": r.content_hash for r in rows}
+            report.near_duplicates = [f for f in found if by_path[f["paths"][0]] != by_path[f["paths"][1]]]
+    return report
+
+
+def _split_rows(engine: Engine, split_id: int) -> list:
+    with engine.connect() as conn:
+        return split_images(conn, split_id)
+
+
+def _hash_missing(engine: Engine, root: Path, rows, progress) -> list[str]:
+    todo = [r for r in rows if r.content_hash is None or r.perceptual_hash is None]
+    with progress(len(todo), "Hashing images") as advance:
+        checks = inspect_files(root, [r.path for r in todo], advance)
+    updates, failed = [], []
+    for row, check in zip(todo, checks):
+        if check.facts is None:
+            failed.append(check.error)
+            continue
+        f = check.facts
+        updates.append({"b_id": row.image_id, "b_size": f.file_size, "b_w": f.width, "b_h": f.height,
+                        "b_hash": f.content_hash, "b_phash": f.perceptual_hash})
+    if updates:
+        with engine.begin() as conn:
+            conn.execute(
+                update(_images).where(_images.c.id == bindparam("b_id")).values(
+                    file_size=bindparam("b_size"), width=bindparam("b_w"), height=bindparam("b_h"),
+                    content_hash=bindparam("b_hash"), perceptual_hash=bindparam("b_phash")),
+                updates,
+            )
+    return failed
+
+
+@dataclass
+class DatasetAudit(Result):
+    dataset: str
+    root: str
+    images: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    computed = ("clean",)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.changed or self.unreadable)
+
+
+def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
+                  progress: ProgressFactory = silent) -> DatasetAudit:
+    """Files on disk against the database: missing, unexpected, and changed since ingest.
+
+    quick compares sizes only; otherwise every file with a recorded hash is read and hashed again.
+    """
+    with engine.connect() as conn:
+        dataset_id = dataset_id_of(conn, dataset)
+        root = dataset_root(conn, dataset_id)
+        rows = conn.execute(
+            select(Image.path, Image.file_size, Image.content_hash).where(Image.dataset_id == dataset_id)
+        ).all()
+    report = DatasetAudit(dataset, str(root), len(rows))
+    known = {r.path for r in rows}
+    # Walk only the top-level folders the dataset's paths live in: the root may hold other data.
+    for top in sorted({p.split("/", 1)[0] for p in known if "/" in p}):
+        for folder, _dirs, files in os.walk(root / top):
+            for name in files:
+                relative = (Path(folder) / name).relative_to(root).as_posix()
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES and relative not in known:
+                    report.unexpected.append(relative)
+    present = []
+    for row in rows:
+        try:
+            size = (root / row.path).stat().st_size
+        except FileNotFoundError:
+            report.missing.append(row.path)
+            continue
+        if row.file_size is not None and size != row.file_size:
+            report.changed.append(row.path)
+        elif row.content_hash is not None and not quick:
+            present.append(row)
+    if present:
+        with progress(len(present), "Re-hashing images") as advance:
+            checks = inspect_files(root, [r.path for r in present], advance)
+        for row, check in zip(present, checks):
+            if check.facts is None:
+                report.unreadable.append(f"{row.path}: {check.error}")
+            elif check.facts.content_hash != row.content_hash:
+                report.changed.append(row.path)
+    report.unexpected.sort()
+    report.changed.sort()
+    return report

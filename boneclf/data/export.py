@@ -1,0 +1,263 @@
+"""`bonedb export`: a split as class-directory trees, built atomically.
+
+The tree is built in a hidden sibling folder and renamed into place, so OUT is either the old
+export, the new one, or absent: never half-written. Everything written is a function of the
+split and the options (sorted order, no timestamps), so the same export is the same bytes.
+TFRecord shards (`boneclf.ml.tfrecords`) reuse the planning, manifest and atomic swap here.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import Engine
+
+from boneclf.errors import BonedbError
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.queries import dataset_root, get_split, split_images
+
+from .splits import SUBSETS
+
+STAGES = ("bodypart", "fracture")
+LINKS = ("hardlink", "symlink", "copy")
+FORMATS = ("files", "tfrecord")  # tfrecord: boneclf.ml.tfrecords.export_shards
+CLASS_NAMES = {0: "normal", 1: "fractured"}  # MURA's label: 1 = abnormal (fracture, hardware, ...)
+MARKER_FILE = "split.json"
+MANIFEST_FILE = "manifest.csv"
+EXPORT_FORMAT_VERSION = 1
+SHARD_SIZE = 1024
+
+
+class Entry(NamedTuple):
+    image_id: int
+    source_path: str  # relative to the dataset root
+    exported_path: str  # relative to OUT
+    subset: str
+    part: str
+    label: int
+    patient: str
+    study: int
+
+
+@dataclass
+class ExportReport(Result):
+    out: str
+    split: str
+    stage: str
+    link: str
+    format: str
+    images: int = 0
+    per_subset: dict[str, int] = field(default_factory=dict)
+    copied_instead_of_linked: int = 0
+    replaced_previous: bool = False
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def export_split(
+    engine: Engine,
+    name: str,
+    out: Path,
+    *,
+    stage: str = "fracture",
+    parts: tuple[str, ...] | None = None,
+    combined: bool = False,
+    link: str = "hardlink",
+    force: bool = False,
+    progress: ProgressFactory = silent,
+) -> ExportReport:
+    """Split NAME as class folders under OUT, with manifest.csv and split.json."""
+    if stage not in STAGES or link not in LINKS:
+        raise BonedbError(f"unknown --stage {stage!r} or --link {link!r}")
+    out = Path(out).absolute()
+    split, root, entries = plan_export(engine, name, stage, parts, combined, "files")
+    check_target(out, force)
+    report = new_report(out, name, stage, link, "files", entries)
+    tree = AtomicTree(out)
+    with tree as partial:
+        report.copied_instead_of_linked = _write_files(partial, root, entries, link, progress)
+        write_manifest(partial, entries)
+        write_marker(partial, split, stage=stage, combined=combined, link=link, fmt="files", parts=parts)
+    report.replaced_previous = tree.replaced
+    return report
+
+
+def new_report(out: Path, name: str, stage: str, link: str, fmt: str, entries: list[Entry]) -> ExportReport:
+    report = ExportReport(str(out), name, stage, link, fmt, images=len(entries))
+    for entry in entries:
+        report.per_subset[entry.subset] = report.per_subset.get(entry.subset, 0) + 1
+    return report
+
+
+class AtomicTree:
+    """`with AtomicTree(out) as partial:` builds in a hidden sibling of OUT, renamed onto OUT when the
+    block ends without error; otherwise the partial tree is removed and OUT is left as it was."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.partial = out.parent / f".{out.name}.bonedb-partial-{os.getpid()}"
+        self.replaced = False  # whether a previous export was at OUT
+
+    def __enter__(self) -> Path:
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        return self.partial
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.replaced = _swap_into_place(self.partial, self.out)
+        finally:
+            if self.partial.exists():
+                shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fmt: str):
+    """(split row, dataset root, entries in their final order) for exporting split NAME."""
+    with engine.connect() as conn:
+        split = get_split(conn, name)
+        root = dataset_root(conn, split.dataset_id)
+        rows = split_images(conn, split.id)
+    available = {row.part for row in rows}
+    if parts:
+        missing = sorted(set(parts) - available)
+        if missing:
+            raise BonedbError(f"split {name!r} has no images of {', '.join(missing)} "
+                              f"(it has {', '.join(sorted(available))})")
+        rows = [row for row in rows if row.part in parts]
+    if stage == "bodypart" and "unknown" in available:
+        raise BonedbError(f"split {name!r} has images of unknown body part: --stage bodypart needs known parts")
+    entries = []
+    for row in rows:
+        filename = (f"{row.part}_patient{_safe(row.patient)}_study{row.study_number}_image{row.image_number}"
+                    f"{Path(row.path).suffix.lower()}")
+        if fmt == "tfrecord":
+            target = row.subset  # replaced by the shard path when written
+        elif stage == "bodypart":
+            target = f"{row.subset}/{row.part}/{filename}"
+        elif combined:
+            target = f"{row.subset}/{CLASS_NAMES[row.label]}/{filename}"
+        else:
+            target = f"{row.part}/{row.subset}/{CLASS_NAMES[row.label]}/{filename}"
+        entries.append(Entry(row.image_id, row.path, target, row.subset, row.part, row.label, row.patient,
+                             row.study_number))
+    entries.sort(key=lambda e: (SUBSETS.index(e.subset), e.exported_path, e.source_path))
+    if fmt == "files" and len({e.exported_path for e in entries}) != len(entries):
+        raise BonedbError(f"split {name!r}: two images would get the same exported name; report this as a bug")
+    return split, root, entries
+
+
+def check_target(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BonedbError(f"{out} exists and is not a folder: choose another OUT")
+    if not any(out.iterdir()):
+        return
+    if not is_export(out):
+        raise BonedbError(f"{out} is not empty and not a bonedb export: choose a new or empty folder")
+    if not force:
+        raise BonedbError(f"{out} holds a previous bonedb export: pass --force to replace it")
+
+
+def is_export(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MARKER_FILE).read_text()).get("bonedb_export") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_files(partial: Path, root: Path, entries: list[Entry], link: str, progress) -> int:
+    copied = 0
+    made: set[Path] = set()
+    with progress(len(entries), "Exporting images") as advance:
+        for entry in entries:
+            source = root / entry.source_path
+            target = partial / entry.exported_path
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            if not source.is_file():
+                raise BonedbError(f"{source}: missing (image {entry.image_id}); restore it, or find every "
+                                  "missing file with `bonedb audit dataset`; nothing was exported")
+            copied += _place(source, target, link)
+            advance(1)
+    return copied
+
+
+def _place(source: Path, target: Path, link: str) -> int:
+    """Link or copy one file; returns 1 when a hard link had to become a copy."""
+    if link == "symlink":
+        os.symlink(source, target)
+        return 0
+    if link == "hardlink":
+        try:
+            os.link(source, target)
+            return 0
+        except OSError as exc:
+            # Across filesystems (EXDEV) or where links are not allowed, copy instead.
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    shutil.copyfile(source, target)
+    return 1 if link == "hardlink" else 0
+
+
+def write_manifest(partial: Path, entries: list[Entry]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image_id", "source_path", "exported_path", "subset", "part", "label", "patient", "study"])
+    for e in entries:
+        writer.writerow([e.image_id, e.source_path, e.exported_path, e.subset, e.part, e.label, e.patient, e.study])
+    (partial / MANIFEST_FILE).write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def write_marker(partial: Path, split, *, stage: str, combined: bool, link: str, fmt: str, parts,
+                 extra: dict | None = None) -> None:
+    marker = {
+        "bonedb_export": EXPORT_FORMAT_VERSION,
+        "split": split.name,
+        "split_kind": split.kind,
+        "parameters": split.parameters,
+        "content_hash": split.content_hash,
+        "stage": stage,
+        "combined": combined,
+        "parts": sorted(parts) if parts else None,
+        "link": link,
+        "format": fmt,
+        "labels": {"0": "normal", "1": "abnormal (MURA: fracture, hardware or another finding)"},
+        **(extra or {}),
+    }
+    (partial / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _swap_into_place(partial: Path, out: Path) -> bool:
+    """Rename the finished tree onto OUT; a previous export is moved aside first, then removed."""
+    previous = None
+    if out.exists():
+        if any(out.iterdir()):
+            previous = out.parent / f".{out.name}.bonedb-old-{os.getpid()}"
+            out.rename(previous)
+        else:
+            out.rmdir()
+    try:
+        partial.rename(out)
+    except OSError:
+        if previous is not None:
+            previous.rename(out)  # put the old export back
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return previous is not None

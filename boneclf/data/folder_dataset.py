@@ -1,0 +1,231 @@
+"""`bonedb ingest-folder`: class-folder datasets (ROOT/<subset>/<label>/*.png) into the same schema.
+
+FracAtlas- and Kaggle-style sets come this way, without patient ids. The label comes from the
+folder name, the body part from an option, the patient from a file-name pattern or else one per
+image. Subset folders (train, val, test) become the source's own split, named after the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select
+
+from boneclf.bodyparts import BODY_PARTS
+from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.schema import Dataset, Image, Patient, Study
+
+from .leakage import group_overlaps
+from .splits import load_records, store_assignment
+from .verify import inspect_files
+
+UNKNOWN_PART = "unknown"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
+SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                "validation": "val", "test": "test", "testing": "test"}
+DEFAULT_LABELS = {
+    "fractured": 1, "fracture": 1, "abnormal": 1, "positive": 1, "1": 1,
+    "not fractured": 0, "non fractured": 0, "nonfractured": 0, "unfractured": 0,
+    "normal": 0, "negative": 0, "0": 0,
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[_-]", " ", name.strip().lower()))
+
+
+def parse_label_map(text: str | None) -> dict[str, int]:
+    """'broken=1,ok=0' added to (and overriding) the default names."""
+    mapping = dict(DEFAULT_LABELS)
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.rpartition("=")
+        if not sep or value.strip() not in ("0", "1") or not name.strip():
+            raise BonedbError(f"--label-map item {item.strip()!r}: write FOLDER=0 or FOLDER=1, e.g. 'broken=1,ok=0'")
+        mapping[_norm(name)] = int(value)
+    return mapping
+
+
+@dataclass
+class FolderImage:
+    path: str  # relative to ROOT
+    subset: str  # train/val/test, or "all" when the source has no subset folders
+    label: int
+    patient: str
+
+
+@dataclass
+class FolderReport(Result):
+    dataset: str
+    root: str
+    images: int = 0
+    patients: int = 0
+    per_subset_label: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    bad_images: list[str] = field(default_factory=list)  # truncated or undecodable: reported, not fatal
+    source_split: str | None = None
+    source_split_leaks: int = 0
+    unchanged: bool = False
+
+
+def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None) -> tuple[list[FolderImage], Counter]:
+    """Walk ROOT; returns the images and a count of skipped files by reason. Unknown label folders raise."""
+    if not root.is_dir():
+        raise BonedbError(f"{root}: no such folder")
+    tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    with_subsets = bool(tops) and all(_norm(p.name) in SUBSET_NAMES for p in tops)
+    pattern = re.compile(patient_pattern) if patient_pattern else None
+    images: list[FolderImage] = []
+    skipped: Counter = Counter()
+    problems: list[Problem] = []
+    subset_dirs = [(SUBSET_NAMES[_norm(p.name)], p) for p in tops] if with_subsets else [("all", root)]
+    for subset, subset_dir in subset_dirs:
+        for entry in sorted(subset_dir.iterdir()):
+            if entry.is_file():
+                skipped[_junk_reason(entry) or "file outside a label folder"] += 1
+                continue
+            if entry.name.startswith("."):
+                continue
+            label = label_map.get(_norm(entry.name))
+            if label is None:
+                problems.append(Problem(str(entry), None, f"unknown label folder {entry.name!r}: name its label "
+                                        f"with --label-map '{entry.name}=1' or '{entry.name}=0'"))
+                continue
+            for folder, dirs, files in os.walk(entry):
+                dirs.sort()
+                for name in sorted(files):
+                    full = Path(folder) / name
+                    reason = _junk_reason(full)
+                    if reason:
+                        skipped[reason] += 1
+                        continue
+                    relative = full.relative_to(root).as_posix()
+                    images.append(FolderImage(relative, subset, label, _patient(pattern, name, relative)))
+    if problems:
+        raise InputProblems(problems, f"{len(problems)} problem(s) in {root}; nothing was written")
+    return images, skipped
+
+
+def _junk_reason(path: Path) -> str | None:
+    if path.name.lower() in JUNK_NAMES or path.name.startswith("."):
+        return "system file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
+    if path.stat().st_size == 0:
+        return "empty file"
+    return None
+
+
+def _patient(pattern: re.Pattern | None, name: str, relative: str) -> str:
+    if pattern is not None:
+        match = pattern.search(name)
+        if match:
+            key = match.groupdict().get("patient") or (match.group(1) if match.re.groups else match.group(0))
+            return key[:64]
+    # No patient id: one per image, stable across re-ingests because it comes from the path.
+    return "img-" + hashlib.sha1(relative.encode()).hexdigest()[:16]
+
+
+def ingest_folder(
+    engine: Engine,
+    root: Path,
+    *,
+    dataset: str,
+    part: str | None = None,
+    label_map: dict[str, int] | None = None,
+    patient_pattern: str | None = None,
+    progress: ProgressFactory = silent,
+) -> FolderReport:
+    if part is not None and part not in BODY_PARTS:
+        raise BonedbError(f"unknown body part {part!r}: choose from {', '.join(BODY_PARTS)}, or leave it out")
+    root = Path(root).expanduser().resolve()
+    with paused_gc():
+        images, skipped = scan(root, label_map or DEFAULT_LABELS, patient_pattern)
+        report = FolderReport(dataset, str(root), skipped=dict(skipped))
+        with progress(len(images), "Reading images") as advance:
+            checks = inspect_files(root, [i.path for i in images], advance)
+        good = []
+        for image, check in zip(images, checks):
+            if check.facts is None:
+                report.bad_images.append(check.error)
+            else:
+                good.append((image, check.facts))
+        if not good:
+            raise BonedbError(f"{root}: no readable images under label folders (skipped: {dict(skipped) or 'none'})")
+        with engine.begin() as conn:
+            existing = conn.execute(select(Dataset.id, Dataset.kind).where(Dataset.name == dataset)).first()
+            if existing is not None:
+                _check_same(conn, existing, dataset, good)
+                report.unchanged = True
+            else:
+                _write(conn, dataset, root, part or UNKNOWN_PART, good, report)
+    report.images = len(good)
+    report.patients = len({image.patient for image, _ in good})
+    counts = Counter(f"{image.subset}/{image.label}" for image, _ in good)
+    report.per_subset_label = dict(sorted(counts.items()))
+    return report
+
+
+def _check_same(conn, existing, dataset: str, good) -> None:
+    """Re-ingesting the same tree is a no-op; a changed tree goes under a new name."""
+    if existing.kind != "folder":
+        raise BonedbError(f"dataset {dataset!r} is a {existing.kind} dataset: pass another --dataset name")
+    stored = set(conn.execute(
+        select(Image.path, Image.content_hash, Study.label)
+        .join(Study, Study.id == Image.study_id).where(Image.dataset_id == existing.id)
+    ).all())
+    found = {(image.path, facts.content_hash, image.label) for image, facts in good}
+    if stored != found:
+        raise BonedbError(
+            f"dataset {dataset!r} already holds a different version of this folder "
+            f"({len(found - stored)} new or changed, {len(stored - found)} gone): ingest it under a new --dataset name"
+        )
+
+
+def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport) -> None:
+    dataset_id = conn.execute(
+        insert(Dataset.__table__).values(name=dataset, root=str(root), kind="folder")
+    ).inserted_primary_key[0]
+    patients = sorted({image.patient for image, _ in good})
+    insert_rows(conn, Patient.__table__, ("dataset_id", "patient_key"), [(dataset_id, p) for p in patients])
+    patient_ids = dict(conn.execute(
+        select(Patient.patient_key, Patient.id).where(Patient.dataset_id == dataset_id)).all())
+    # One study per image (the source says nothing of studies), numbered per patient in path order.
+    numbers: Counter = Counter()
+    study_rows, keys = [], []
+    for image, _ in good:
+        numbers[image.patient] += 1
+        keys.append((patient_ids[image.patient], numbers[image.patient]))
+        study_rows.append((dataset_id, patient_ids[image.patient], part, image.subset,
+                           numbers[image.patient], image.label))
+    insert_rows(conn, Study.__table__,
+                ("dataset_id", "patient_id", "body_part", "source_split", "study_number", "label"), study_rows)
+    study_ids = {(r.patient_id, r.study_number): r.id for r in conn.execute(
+        select(Study.patient_id, Study.study_number, Study.id).where(Study.dataset_id == dataset_id))}
+    insert_rows(
+        conn, Image.__table__,
+        ("dataset_id", "study_id", "path", "image_number", "file_size", "width", "height",
+         "content_hash", "perceptual_hash"),
+        [(dataset_id, study_ids[key], image.path, 1, f.file_size, f.width, f.height, f.content_hash,
+          f.perceptual_hash) for (image, f), key in zip(good, keys)],
+    )
+    if any(image.subset != "all" for image, _ in good):
+        records = load_records(conn, dataset_id, (part,))
+        subset_of = {image.path: image.subset for image, _ in good}
+        assignment = {r.image_id: subset_of[r.path] for r in records}
+        parameters = {"source": "subset folders", "root": str(root)}
+        store_assignment(conn, dataset, dataset_id, "source", parameters, None, records, assignment,
+                         refuse_leaks=False)
+        report.source_split = dataset
+        report.source_split_leaks = len(group_overlaps(
+            [(r.patient, assignment[r.image_id], r.path) for r in records], []))

@@ -1,0 +1,278 @@
+"""`bonedb ingest`: MURA's CSVs into the database, atomically, idempotently, at bulk speed.
+
+Everything is read and checked before the first write; the writes then run in one
+transaction as a handful of set-based statements (one SELECT per table to learn what is
+there, executemany INSERTs for what is new, UPDATEs only for what changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+
+from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
+from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.schema import Dataset, Image, Patient, Study
+
+from .labels import LabelConflict, resolve_labels
+from .mura_reader import ImageRow, StudyKey, read_manifest
+from .stats import DatasetStats, dataset_stats
+from .verify import FileFacts, inspect_files
+
+DEFAULT_DATASET = "mura-v1.1"
+
+_datasets = Dataset.__table__
+_patients = Patient.__table__
+_studies = Study.__table__
+_images = Image.__table__
+
+
+@dataclass(frozen=True)
+class Relabel:
+    study: StudyKey
+    old_label: int
+    new_label: int
+
+    def to_dict(self) -> dict:
+        return {"study": self.study.describe(), "old_label": self.old_label, "new_label": self.new_label}
+
+
+@dataclass
+class IngestReport(Result):
+    dataset: str
+    root: str
+    parts: tuple[str, ...]
+    splits: tuple[str, ...]
+    patients_added: int = 0
+    studies_added: int = 0
+    images_added: int = 0
+    images_moved: int = 0  # same image (study, number), new path: a renamed study folder
+    images_measured: int = 0  # size, dimensions or hash recorded or changed by --verify
+    images_unchanged: int = 0
+    images_stale: int = 0  # in the database for these parts and splits, no longer listed
+    relabeled: list[Relabel] = field(default_factory=list)
+    conflicts_settled: list[LabelConflict] = field(default_factory=list)
+    labels_from: str | None = None
+    skipped: list[Problem] = field(default_factory=list)
+    unused_labels: int = 0
+    root_changed_from: str | None = None
+    stats: DatasetStats | None = None
+
+    computed = ("changed",)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.patients_added or self.studies_added or self.images_added or self.images_moved
+            or self.images_measured or self.relabeled or self.root_changed_from
+        )
+
+
+def ingest_mura(
+    engine: Engine,
+    root: Path,
+    *,
+    dataset: str = DEFAULT_DATASET,
+    parts: tuple[str, ...] = BODY_PARTS,
+    splits: tuple[str, ...] = SOURCE_SPLITS,
+    verify: bool = False,
+    labels_from: str | None = None,
+    skip_bad: bool = False,
+    progress: ProgressFactory = silent,
+) -> IngestReport:
+    """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
+    unless `skip_bad`, in which case bad rows are left out and listed in the report."""
+    with paused_gc():
+        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress)
+
+
+def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress) -> IngestReport:
+    manifest = read_manifest(root, parts, splits)
+    labels = resolve_labels(manifest, labels_from)
+    problems = manifest.problems + labels.problems
+    images = [image for image in manifest.images if image.study not in labels.bad_studies]
+
+    facts: dict[str, FileFacts] = {}
+    if verify:
+        with progress(len(images), "Verifying images") as advance:
+            checks = inspect_files(manifest.root, [image.path for image in images], advance)
+        failed = set()
+        for image, check in zip(images, checks):
+            if check.error is not None:
+                problems.append(Problem(image.file, image.line, f"{check.error}: restore the file, "
+                                        "or leave it out with --skip-bad"))
+                failed.add(image.path)
+            else:
+                facts[image.path] = check.facts
+        images = [image for image in images if image.path not in failed]
+
+    if problems and not skip_bad:
+        raise InputProblems(problems, f"{len(problems)} problem(s) in {manifest.dataset_dir}; nothing was written")
+
+    report = IngestReport(
+        dataset=dataset,
+        root=str(manifest.root),
+        parts=tuple(parts),
+        splits=tuple(splits),
+        conflicts_settled=labels.conflicts,
+        labels_from=labels_from,
+        skipped=problems,
+        unused_labels=len(labels.unused_labels),
+    )
+    with engine.begin() as conn:
+        _write(conn, report, images, labels.labels, facts)
+    report.stats = dataset_stats(engine, dataset, parts, splits)
+    return report
+
+
+def _write(
+    conn: Connection,
+    report: IngestReport,
+    images: list[ImageRow],
+    labels: dict[StudyKey, int],
+    facts: dict[str, FileFacts],
+) -> None:
+    dataset_id = _dataset_id(conn, report)
+
+    patient_ids = _patient_ids(conn, dataset_id)
+    new_patients = sorted({image.study.patient for image in images} - patient_ids.keys())
+    if new_patients:
+        insert_rows(conn, _patients, ("dataset_id", "patient_key"), [(dataset_id, key) for key in new_patients])
+        patient_ids = _patient_ids(conn, dataset_id)
+    report.patients_added = len(new_patients)
+
+    study_ids = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images}, labels)
+    _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+
+
+def _dataset_id(conn: Connection, report: IngestReport) -> int:
+    row = conn.execute(select(_datasets).where(_datasets.c.name == report.dataset)).first()
+    if row is None:
+        result = conn.execute(insert(_datasets).values(name=report.dataset, root=report.root, kind="mura"))
+        return result.inserted_primary_key[0]
+    if row.kind != "mura":
+        raise BonedbError(
+            f"dataset {report.dataset!r} holds a {row.kind} dataset, not MURA: pass another --dataset name"
+        )
+    if row.root != report.root:
+        # The same dataset read from a new place (moved disk, relabeled copy): keep identities, move the root.
+        conn.execute(update(_datasets).where(_datasets.c.id == row.id).values(root=report.root))
+        report.root_changed_from = row.root
+    return row.id
+
+
+def _patient_ids(conn: Connection, dataset_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        select(_patients.c.patient_key, _patients.c.id).where(_patients.c.dataset_id == dataset_id)
+    )
+    return dict(rows.all())
+
+
+def _study_rows(conn: Connection, dataset_id: int) -> dict[tuple[int, str, int], tuple[int, int, str]]:
+    """(patient id, part, study number) -> (study id, label, split)."""
+    rows = conn.execute(
+        select(
+            _studies.c.patient_id, _studies.c.body_part, _studies.c.study_number,
+            _studies.c.id, _studies.c.label, _studies.c.source_split,
+        ).where(_studies.c.dataset_id == dataset_id)
+    )
+    return {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}
+
+
+def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[tuple[int, str, int], int]:
+    existing = _study_rows(conn, dataset_id)
+    new_rows, relabels = [], []
+    for key in sorted(keys):
+        identity = (patient_ids[key.patient], key.part, key.number)
+        label = labels[key]
+        if identity not in existing:
+            new_rows.append((dataset_id, identity[0], key.part, key.split, key.number, label))
+            continue
+        study_id, old_label, old_split = existing[identity]
+        if old_split != key.split:
+            raise BonedbError(
+                f"{key.describe()} is recorded in the {old_split} split of dataset {report.dataset!r}; "
+                "MURA never moves a study between splits: ingest this copy under another --dataset name"
+            )
+        if old_label != label:
+            relabels.append({"b_id": study_id, "b_label": label})
+            report.relabeled.append(Relabel(key, old_label, label))
+    if new_rows:
+        insert_rows(
+            conn, _studies, ("dataset_id", "patient_id", "body_part", "source_split", "study_number", "label"),
+            new_rows,
+        )
+        existing = _study_rows(conn, dataset_id)
+    if relabels:
+        conn.execute(
+            update(_studies).where(_studies.c.id == bindparam("b_id")).values(label=bindparam("b_label")),
+            relabels,
+        )
+    report.studies_added = len(new_rows)
+    return {identity: row[0] for identity, row in existing.items()}
+
+
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash")
+
+
+def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> None:
+    # Only the columns needed to decide; the fact columns only when --verify measured something.
+    fact_columns = _FACT_COLUMNS if facts else ()
+    rows = conn.execute(
+        select(_images.c.study_id, _images.c.image_number, _images.c.id, _images.c.path,
+               *(_images.c[name] for name in fact_columns))
+        .where(_images.c.dataset_id == dataset_id)
+    ).all()
+    existing = {(r[0], r[1]): r for r in rows}
+    seen: set[int] = set()
+    new_rows, moves, measures = [], [], []
+    for image in images:
+        key = image.study
+        study_id = study_ids[(patient_ids[key.patient], key.part, key.number)]
+        measured = facts.get(image.path)
+        values = {name: getattr(measured, name) for name in _FACT_COLUMNS} if measured else {}
+        old = existing.get((study_id, image.image_number))
+        if old is None:
+            new_rows.append((dataset_id, study_id, image.path, image.image_number,
+                             *(values.get(name) for name in fact_columns)))
+            continue
+        seen.add(old.id)
+        changed = False
+        if old.path != image.path:
+            moves.append({"b_id": old.id, "b_path": image.path})
+            changed = True
+        if values and any(getattr(old, name) != value for name, value in values.items()):
+            measures.append({"b_id": old.id, **{f"b_{name}": value for name, value in values.items()}})
+            changed = True
+        report.images_unchanged += not changed
+    insert_rows(conn, _images, ("dataset_id", "study_id", "path", "image_number", *fact_columns), new_rows)
+    if moves:
+        conn.execute(update(_images).where(_images.c.id == bindparam("b_id")).values(path=bindparam("b_path")), moves)
+    if measures:
+        conn.execute(
+            update(_images).where(_images.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in _FACT_COLUMNS}),
+            measures,
+        )
+    report.images_stale = _count_stale(conn, report, dataset_id, rows, seen)
+    report.images_added, report.images_moved, report.images_measured = len(new_rows), len(moves), len(measures)
+
+
+def _count_stale(conn, report, dataset_id, rows, seen) -> int:
+    """Images of the ingested parts and splits that the database has and the CSVs no longer list."""
+    unseen = {r.study_id for r in rows if r.id not in seen}
+    if not unseen:
+        return 0
+    in_scope = set(conn.execute(
+        select(_studies.c.id).where(
+            _studies.c.dataset_id == dataset_id,
+            _studies.c.body_part.in_(report.parts),
+            _studies.c.source_split.in_(report.splits),
+        )
+    ).scalars())
+    return sum(1 for r in rows if r.id not in seen and r.study_id in in_scope)

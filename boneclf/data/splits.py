@@ -1,0 +1,311 @@
+"""Versioned, patient-level, stratified train/val/test splits, stored immutably in the database.
+
+A split groups images by patient *across body parts* (a patient with humerus and shoulder
+studies lands in one subset), keeps each (part, label) stratum's share close to the whole, and
+depends only on the data, the options and the seed: the order patients are considered in comes
+from a hash of (seed, patient id), never from row order or a platform's random generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import Connection, Engine, delete, distinct, func, insert, select
+
+from boneclf.errors import BonedbError
+from boneclf.results import Result
+from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.queries import dataset_id_of, get_split, split_images
+from boneclf.store.runs import runs_using_split
+from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
+
+from .leakage import group_overlaps
+
+SUBSETS = ("train", "val", "test")
+TEST_FROM = ("official", "carve")
+# Source splits that hold a dataset's own held-out images (MURA's valid; folder sets' val/test).
+OFFICIAL_TEST = {"valid", "test"}
+
+_versions = SplitVersion.__table__
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    dataset: str
+    parts: tuple[str, ...]
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 42
+    test_from: str = "official"
+
+    def validate(self) -> None:
+        if self.test_from not in TEST_FROM:
+            raise BonedbError(f"--test-from {self.test_from!r}: choose official or carve")
+        if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
+            raise BonedbError(f"--val {self.val} and --test {self.test} must be fractions in [0, 1) summing below 1")
+
+    def as_parameters(self) -> dict:
+        """The options as stored with the split (and compared when the same name is created again)."""
+        data = asdict(self)
+        data["parts"] = sorted(self.parts)
+        if self.test_from == "official":
+            data["test"] = None  # the source's held-out images are the test set; no fraction applies
+        return data
+
+
+class Record(NamedTuple):
+    image_id: int
+    path: str
+    patient: str
+    study_id: int
+    part: str
+    label: int
+    source_split: str
+
+
+@dataclass
+class SplitResult(Result):
+    name: str
+    created: bool
+    content_hash: str
+    images: int
+    note: str | None = None
+
+
+def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
+    rows = conn.execute(
+        select(Image.id, Image.path, Patient.patient_key, Study.id, Study.body_part, Study.label, Study.source_split)
+        .join(Study, Study.id == Image.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(Image.dataset_id == dataset_id, Study.body_part.in_(list(parts)))
+    )
+    return sorted((Record(*row) for row in rows), key=lambda r: r.path)
+
+
+def assign(records: list[Record], options: SplitOptions) -> dict[int, str]:
+    """image id -> subset. Pure and deterministic."""
+    options.validate()
+    if options.test_from == "official":
+        held_out = [r for r in records if r.source_split in OFFICIAL_TEST]
+        if not held_out:
+            raise BonedbError(
+                f"dataset {options.dataset!r} has no held-out images (MURA's valid split) for these parts: "
+                "ingest them, or carve a test set from the rest with --test-from carve"
+            )
+        pool = [r for r in records if r.source_split not in OFFICIAL_TEST]
+        crossing = sorted({r.patient for r in held_out} & {r.patient for r in pool})
+        if crossing:
+            raise BonedbError(
+                f"patients {', '.join(crossing[:5])} are in both the source's held-out and training images, so "
+                "its own test set leaks: use --test-from carve"
+            )
+        assignment = {r.image_id: "test" for r in held_out}
+        assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed))
+        return assignment
+    fractions = {"train": 1 - options.val - options.test, "val": options.val, "test": options.test}
+    return _stratified(records, fractions, options.seed)
+
+
+def _stratified(records: list[Record], fractions: dict[str, float], seed: int) -> dict[int, str]:
+    """Assign whole patients, largest first, each to the subset whose strata most lack its images."""
+    subsets = [s for s in SUBSETS if fractions.get(s, 0) > 0]
+    by_patient: dict[str, list[Record]] = defaultdict(list)
+    totals: dict[tuple, int] = defaultdict(int)
+    for record in records:
+        by_patient[record.patient].append(record)
+        totals[(record.part, record.label)] += 1
+    target = {s: {k: fractions[s] * n for k, n in totals.items()} for s in subsets}
+    have = {s: defaultdict(float) for s in subsets}
+
+    def order(patient: str) -> tuple:
+        digest = hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
+        return (-len(by_patient[patient]), digest)
+
+    assignment: dict[int, str] = {}
+    for patient in sorted(by_patient, key=order):
+        images = by_patient[patient]
+        counts: dict[tuple, int] = defaultdict(int)
+        for record in images:
+            counts[(record.part, record.label)] += 1
+
+        def need(subset: str, counts=counts) -> tuple:
+            score = sum(n * (target[subset][k] - have[subset][k]) / target[subset][k] for k, n in counts.items())
+            return (score, fractions[subset], -subsets.index(subset))
+
+        chosen = max(subsets, key=need)
+        for k, n in counts.items():
+            have[chosen][k] += n
+        for record in images:
+            assignment[record.image_id] = chosen
+    return assignment
+
+
+def assignment_hash(records: list[Record], assignment: dict[int, str]) -> str:
+    """sha256 over sorted 'path<TAB>subset' lines: the same on every backend and machine."""
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.path):
+        digest.update(f"{record.path}\t{assignment[record.image_id]}\n".encode())
+    return digest.hexdigest()
+
+
+def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "bonedb") -> SplitResult:
+    """Store a new split version; the same name and options again is a no-op, other options an error."""
+    options.validate()
+    with paused_gc(), engine.begin() as conn:
+        dataset_id = dataset_id_of(conn, options.dataset)
+        records = load_records(conn, dataset_id, options.parts)
+        if not records:
+            raise BonedbError(f"dataset {options.dataset!r} has no images of {', '.join(options.parts)}")
+        assignment = assign(records, options)
+        content_hash = assignment_hash(records, assignment)
+        existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
+        if existing is not None and existing.kind != kind:
+            raise BonedbError(f"split {name!r} already exists as a dataset's own ({existing.kind}) split: "
+                              "choose another name")
+        if existing is not None:
+            return _existing(existing, name, options, content_hash, conn)
+        return _store(conn, name, dataset_id, kind, options.as_parameters(), options.seed, records, assignment,
+                      content_hash)
+
+
+def store_assignment(
+    conn: Connection, name: str, dataset_id: int, kind: str, parameters: dict, seed: int | None,
+    records: list[Record], assignment: dict[int, str], refuse_leaks: bool = True,
+) -> SplitResult:
+    """Store an assignment made elsewhere (a folder dataset's own subsets). A source's own split is
+    kept even when it leaks (refuse_leaks=False), so that `bonedb audit` can show the leak."""
+    return _store(conn, name, dataset_id, kind, parameters, seed, records, assignment,
+                  assignment_hash(records, assignment), refuse_leaks)
+
+
+def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, content_hash,
+           refuse_leaks: bool = True) -> SplitResult:
+    overlaps = group_overlaps(
+        [(r.patient, assignment[r.image_id], r.path) for r in records],
+        [(r.study_id, assignment[r.image_id], r.path) for r in records],
+    ) if refuse_leaks else []
+    if overlaps:
+        first = overlaps[0]
+        raise BonedbError(f"split {name!r} would leak ({len(overlaps)} overlaps, e.g. {first['kind']} "
+                          f"{first['key']} in {', '.join(first['subsets'])}); nothing was stored")
+    split_id = conn.execute(
+        insert(_versions).values(
+            name=name, dataset_id=dataset_id, kind=kind, parameters=parameters, seed=seed,
+            content_hash=content_hash,
+        )
+    ).inserted_primary_key[0]
+    insert_rows(conn, SplitAssignment.__table__, ("split_id", "image_id", "subset"),
+                [(split_id, r.image_id, assignment[r.image_id]) for r in records])
+    return SplitResult(name, True, content_hash, len(records))
+
+
+def _existing(existing, name, options: SplitOptions, content_hash: str, conn) -> SplitResult:
+    if existing.parameters != options.as_parameters():
+        raise BonedbError(
+            f"split {name!r} already exists with other options ({existing.parameters}); splits are immutable: "
+            "choose another name, or `bonedb split delete` it first"
+        )
+    images = conn.execute(
+        select(func.count()).select_from(SplitAssignment).where(SplitAssignment.split_id == existing.id)
+    ).scalar_one()
+    note = None
+    if existing.content_hash != content_hash:
+        note = (f"the data changed since split {name!r} was made; the stored split is kept as it was "
+                "(create a new name to include the new data)")
+    return SplitResult(name, False, existing.content_hash, images, note)
+
+
+@dataclass
+class SplitInfo(Result):
+    name: str
+    dataset: str
+    kind: str
+    seed: int | None
+    images: int
+    content_hash: str
+    created_at: datetime
+    parameters: dict
+
+
+def list_splits(engine: Engine) -> list[SplitInfo]:
+    query = (
+        select(
+            SplitVersion.name, Dataset.name.label("dataset"), SplitVersion.kind, SplitVersion.seed,
+            func.count(SplitAssignment.image_id).label("images"), SplitVersion.content_hash,
+            SplitVersion.created_at, SplitVersion.parameters,
+        )
+        .join(Dataset, Dataset.id == SplitVersion.dataset_id)
+        .outerjoin(SplitAssignment, SplitAssignment.split_id == SplitVersion.id)
+        .group_by(SplitVersion.id, SplitVersion.name, Dataset.name, SplitVersion.kind, SplitVersion.seed,
+                  SplitVersion.created_at, SplitVersion.content_hash)
+        .order_by(SplitVersion.name)
+    )
+    with engine.connect() as conn:
+        return [SplitInfo(**row._mapping) for row in conn.execute(query)]
+
+
+class SubsetCount(NamedTuple):
+    subset: str
+    part: str
+    label: int
+    images: int
+    studies: int
+    patients: int
+
+
+@dataclass
+class SplitSummary(Result):
+    name: str
+    dataset: str
+    kind: str
+    seed: int | None
+    parameters: dict
+    content_hash: str
+    created_at: datetime
+    counts: list[SubsetCount]
+
+
+def split_summary(engine: Engine, name: str) -> SplitSummary:
+    """The split's record and its counts per subset x part x label."""
+    with engine.connect() as conn:
+        split = get_split(conn, name)
+        rows = conn.execute(
+            select(
+                SplitAssignment.subset, Study.body_part, Study.label,
+                func.count(Image.id), func.count(distinct(Study.id)), func.count(distinct(Study.patient_id)),
+            )
+            .join(Image, Image.id == SplitAssignment.image_id)
+            .join(Study, Study.id == Image.study_id)
+            .where(SplitAssignment.split_id == split.id)
+            .group_by(SplitAssignment.subset, Study.body_part, Study.label)
+        ).all()
+        dataset = conn.execute(select(Dataset.name).where(Dataset.id == split.dataset_id)).scalar_one()
+    counts = sorted((SubsetCount(*r) for r in rows), key=lambda r: (SUBSETS.index(r.subset), r.part, r.label))
+    return SplitSummary(split.name, dataset, split.kind, split.seed, split.parameters, split.content_hash,
+                        split.created_at, counts)
+
+
+def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:
+    """subset -> sorted image paths of split NAME."""
+    with engine.connect() as conn:
+        images = split_images(conn, get_split(conn, name).id)
+    result: dict[str, list[str]] = defaultdict(list)
+    for image in images:
+        result[image.subset].append(image.path)
+    return {subset: sorted(paths) for subset, paths in result.items()}
+
+
+def delete_split(engine: Engine, name: str) -> None:
+
+    with engine.begin() as conn:
+        split = get_split(conn, name)
+        used = runs_using_split(conn, split.id)
+        if used:
+            raise BonedbError(f"split {name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "
+                              "while they exist")
+        conn.execute(delete(SplitAssignment.__table__).where(SplitAssignment.split_id == split.id))
+        conn.execute(delete(_versions).where(_versions.c.id == split.id))

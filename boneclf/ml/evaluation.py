@@ -1,0 +1,204 @@
+"""`bonedb evaluate`: score a finished run on its split's test (or val) subset, the way MURA is scored."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from sqlalchemy import Engine
+
+from boneclf.errors import BonedbError
+from boneclf.results import Result
+from boneclf.store.runs import EvaluationRecord, RunRecord, get_run, latest_evaluation, save_evaluation
+
+from .image_spec import ImageSpec
+from .metrics import binary_metrics, format_interval, multiclass_metrics
+from .pipeline import Examples, decoded_dataset
+from .tf_env import keras as _keras
+from .tf_env import tensorflow
+from .training import TrainConfig
+from .training_data import load_stage_data
+
+SUBSETS = ("test", "val")
+
+
+@dataclass
+class LoadedRun:
+    """A finished run with its model loaded: what evaluation, prediction and Grad-CAM need."""
+
+    run: RunRecord
+    config: TrainConfig
+    spec: ImageSpec
+    class_names: list[str]
+    model: Any  # keras.Model
+
+
+def load_run_model(engine: Engine, run_id: int) -> LoadedRun:
+    from . import layers  # noqa: F401  (registers bonedb's custom layers for loading)
+
+    run = get_run(engine, run_id)
+    if run.status != "finished":
+        advice = "wait for it" if run.status == "running" else f"resume it with `bonedb train --resume {run_id}`"
+        raise BonedbError(f"run {run_id} is {run.status}, not finished: {advice}")
+    folder = Path(run.artifact_dir)
+    model_file = folder / "model.keras"
+    if not model_file.is_file():
+        raise BonedbError(f"run {run_id}: {model_file} is missing; the run's folder was moved or deleted")
+    class_names = json.loads((folder / "class_names.json").read_text())
+    model = _keras().models.load_model(model_file)
+    return LoadedRun(run, TrainConfig.from_parameters(run.parameters), ImageSpec.from_dict(run.image_spec),
+                     class_names, model)
+
+
+def predict_examples(model, examples: Examples, spec: ImageSpec,
+                     batch_size: int = 64) -> tuple[np.ndarray, list[int]]:
+    """(probabilities, indices of the examples that decoded): undecodable files are left out."""
+    tf = tensorflow()
+    ds = decoded_dataset(examples, spec, cache=None)
+    indices: list[int] = []
+    outputs = []
+    inputs = ds.map(lambda i, x, _y: (i, spec.model_input(x)), num_parallel_calls=tf.data.AUTOTUNE)
+    for batch_indices, images in inputs.batch(batch_size):
+        indices.extend(batch_indices.numpy().tolist())
+        outputs.append(model(images, training=False).numpy())
+    if not outputs:
+        return np.zeros((0, model.output_shape[-1])), []
+    return np.concatenate(outputs), indices
+
+
+class PartRow(NamedTuple):
+    """One body part (or "overall") of a stage-2 evaluation: the paper's table, with intervals."""
+
+    part: str
+    images: int
+    image_accuracy: float | None
+    image_auc: float | None
+    studies: int
+    study_accuracy: float | None
+    study_accuracy_ci: str
+    kappa: float | None
+    kappa_ci: str
+    study_auc: float | None
+
+
+@dataclass
+class EvaluationResult(Result):
+    run_id: int
+    subset: str
+    stage: str
+    architecture: str
+    overall: dict
+    per_part: dict[str, dict] = field(default_factory=dict)
+    skipped_images: list[str] = field(default_factory=list)
+    evaluation_id: int | None = None
+
+    @classmethod
+    def from_record(cls, run: RunRecord, record: EvaluationRecord) -> EvaluationResult:
+        metrics = record.metrics
+        return cls(run.id, record.subset, run.stage, run.architecture, metrics["overall"],
+                   metrics.get("per_part") or {}, metrics.get("skipped_images") or [], record.id)
+
+    def part_rows(self) -> list[PartRow]:
+        rows = []
+        for part, m in [*self.per_part.items(), ("overall", self.overall)]:
+            image, study = m["image"], m["study"]
+            rows.append(PartRow(part, image["n"], image["accuracy"], image["auc"], study["n"], study["accuracy"],
+                                format_interval(study.get("accuracy_ci")), study["kappa"],
+                                format_interval(study.get("kappa_ci")), study["auc"]))
+        return rows
+
+
+def evaluate_run(engine: Engine, run_id: int, subset: str = "test") -> EvaluationResult:
+    if subset not in SUBSETS:
+        raise BonedbError(f"--subset {subset!r}: choose test or val")
+    loaded = load_run_model(engine, run_id)
+    run = loaded.run
+    data = load_stage_data(engine, run.split_name, run.stage, tuple(run.parts))
+    examples = data.subsets[subset]
+    if not len(examples):
+        raise BonedbError(f"split {run.split_name!r} has no {subset} images for {', '.join(run.parts)}")
+    probabilities, kept = predict_examples(loaded.model, examples, loaded.spec)
+    used = examples.take(kept)
+    result = EvaluationResult(run_id, subset, run.stage, run.architecture, overall={},
+                              skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))])
+    if run.stage == "bodypart":
+        result.overall = multiclass_metrics(used.labels, probabilities, loaded.class_names)
+    else:
+        scores = probabilities.reshape(-1)
+        result.overall = binary_metrics(used.labels, scores, used.studies)
+        result.per_part = {
+            part: binary_metrics([y for y, p in zip(used.labels, used.parts) if p == part],
+                                 [s for s, p in zip(scores, used.parts) if p == part],
+                                 [k for k, p in zip(used.studies, used.parts) if p == part])
+            for part in sorted(set(used.parts))
+        }
+    _write_predictions(Path(run.artifact_dir) / f"predictions_{subset}.csv", used, probabilities,
+                       loaded.class_names)
+    stored = result.to_dict()
+    stored.pop("evaluation_id")
+    result.evaluation_id = save_evaluation(engine, run_id, subset, stored)
+    return result
+
+
+def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray, class_names: list[str]) -> None:
+    """Per-image predictions, for reports and galleries."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        columns = ["probability"] if probabilities.shape[1] == 1 else [f"p_{c}" for c in class_names]
+        writer.writerow(["image_id", "path", "part", "study", "label", *columns])
+        for i in range(len(examples)):
+            writer.writerow([examples.image_ids[i], examples.paths[i], examples.parts[i], examples.studies[i],
+                             examples.labels[i], *(f"{p:.6f}" for p in probabilities[i])])
+
+
+@dataclass
+class ComparisonRow(Result):
+    """One run in the paper's model comparison, scored on its latest test evaluation (else validation)."""
+
+    run: int
+    stage: str
+    architecture: str
+    parts: str
+    image_size: int | None
+    status: str
+    scored_on: str
+    accuracy: float | None = None  # stage 1: body-part accuracy; stage 2: image accuracy
+    accuracy_ci: str = ""
+    image_auc: float | None = None
+    study_kappa: float | None = None
+    kappa_ci: str = ""
+    study_auc: float | None = None
+    auc_ci: str = ""
+
+
+def comparison_row(run: RunRecord, evaluation: EvaluationResult | None) -> ComparisonRow:
+    row = ComparisonRow(run.id, run.stage, run.architecture, ",".join(run.parts), run.image_spec.get("size"),
+                        run.status, evaluation.subset if evaluation else ("val" if run.metrics else "none"))
+    overall = evaluation.overall if evaluation else (run.metrics or {})
+    if "image" in overall:
+        study = overall["study"]
+        row.accuracy, row.image_auc = overall["image"]["accuracy"], overall["image"]["auc"]
+        row.study_kappa, row.study_auc = study["kappa"], study["auc"]
+        row.kappa_ci, row.auc_ci = format_interval(study.get("kappa_ci")), format_interval(study.get("auc_ci"))
+    elif overall:
+        row.accuracy = overall.get("accuracy")
+        row.accuracy_ci = format_interval(overall.get("accuracy_ci"))
+    return row
+
+
+def latest_result(engine: Engine, run: RunRecord, subset: str | None = "test") -> EvaluationResult | None:
+    record = latest_evaluation(engine, run.id, subset)
+    return None if record is None else EvaluationResult.from_record(run, record)
+
+
+def compare_runs(engine: Engine, run_ids: list[int]) -> list[ComparisonRow]:
+    """The paper's model comparison: one row per run, with intervals."""
+    rows = []
+    for run_id in run_ids:
+        run = get_run(engine, run_id)
+        rows.append(comparison_row(run, latest_result(engine, run, "test") or latest_result(engine, run, None)))
+    return rows

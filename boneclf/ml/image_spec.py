@@ -1,0 +1,88 @@
+"""How a file becomes a model input, in one place, for training, evaluation, prediction and Grad-CAM.
+
+A run records its ImageSpec; every path that feeds its model goes through `decode` (file bytes
+to a cached uint8 picture) and `model_input` (that picture to the float RGB tensor the model
+takes), so a run trained with Canny edges or padding is scored and explained on exactly what it
+was trained on. The backbone's normalization (its `preprocess_input`) lives inside the model as
+layers; the spec names it so a run's record says what the model expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from boneclf.errors import BonedbError
+
+from .tf_env import tensorflow
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int  # square input side in pixels
+    pad: bool = False  # keep the aspect ratio, padding with black, instead of stretching
+    canny: bool = False  # Canny edge maps instead of the picture (the seed paper tried this)
+    channels: int = 3  # the grayscale picture repeated, as ImageNet backbones expect
+    normalization: str = "unit"  # the backbone's preprocess mode, applied by the model's own layers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageSpec:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise BonedbError(f"image spec has unknown fields {sorted(unknown)}: made by a newer bonedb?")
+        return cls(**data)
+
+    # -- TensorFlow ops, usable inside tf.data graphs and eagerly -----------------------------------
+    def decode(self, data):
+        """Encoded file bytes (a string tensor) -> (size, size, 1) uint8: what the pipeline caches."""
+        return self.resize(decode_full(data))
+
+    def resize(self, image):
+        """A full-size (H, W, 1) uint8 picture -> (size, size, 1) uint8, Canny applied if asked for."""
+        tf = tensorflow()
+        if self.pad:
+            image = tf.image.resize_with_pad(image, self.size, self.size, antialias=True)
+        else:
+            image = tf.image.resize(image, (self.size, self.size), antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        if self.canny:
+            from .edges import canny_tf
+
+            image = canny_tf(image)
+        return image
+
+    def model_input(self, image):
+        """(..., size, size, 1) uint8 -> (..., size, size, channels) float32 in 0..255."""
+        tf = tensorflow()
+        image = tf.cast(image, tf.float32)
+        return tf.repeat(image, self.channels, axis=-1) if self.channels != 1 else image
+
+    # -- Eager helpers for single files (prediction, Grad-CAM) ---------------------------------------
+    def load(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
+        bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes."""
+        tf = tensorflow()
+        try:
+            full = decode_full(tf.constant(data))
+            resized = self.resize(full)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
+            raise BonedbError(f"not a readable image ({exc.message.splitlines()[0][:120]})") from None
+        return full.numpy()[..., 0], self.model_input(resized).numpy()
+
+
+def decode_full(data):
+    """Encoded bytes (PNG, JPEG, GIF's first frame, BMP) -> (H, W, 1) uint8 at full size."""
+    tf = tensorflow()
+    image = tf.io.decode_image(data, channels=1, expand_animations=False)
+    image.set_shape([None, None, 1])
+    return image
+
+
+def spec_for(arch: str, size: int, *, pad: bool = False, canny: bool = False) -> ImageSpec:
+    from .backbones import get_backbone
+
+    return ImageSpec(size=size, pad=pad, canny=canny, channels=3, normalization=get_backbone(arch).mode)

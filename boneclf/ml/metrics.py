@@ -1,0 +1,179 @@
+"""Scores, in plain numpy: image-level metrics, MURA's study-level protocol, bootstrap intervals.
+
+MURA is scored per study: a study's probability is the mean of its images' probabilities,
+abnormal when above 0.5, and the headline figure is Cohen's kappa between those decisions and
+the radiologists' labels. On a few hundred studies any figure needs its confidence interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+THRESHOLD = 0.5
+BOOTSTRAP_ROUNDS = 1000
+
+
+def confusion(y_true, y_pred, k: int) -> np.ndarray:
+    """k x k counts, rows the truth, columns the prediction."""
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return matrix
+
+
+def cohen_kappa(y_true, y_pred, k: int = 2) -> float:
+    matrix = confusion(y_true, y_pred, k).astype(float)
+    total = matrix.sum()
+    if total == 0:
+        return float("nan")
+    observed = np.trace(matrix) / total
+    expected = (matrix.sum(0) * matrix.sum(1)).sum() / total**2
+    return 1.0 if expected == 1 else float((observed - expected) / (1 - expected))
+
+
+def roc_auc(y_true, scores) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count half)."""
+    y_true, scores = np.asarray(y_true, int), np.asarray(scores, float)
+    positives, negatives = scores[y_true == 1], scores[y_true == 0]
+    if len(positives) == 0 or len(negatives) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([positives, negatives])[order]
+    # Average ranks over ties.
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = ranks[: len(positives)].sum()
+    return float((rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)))
+
+
+def roc_curve(y_true, scores) -> tuple[list[float], list[float]]:
+    """(false positive rates, true positive rates) over every threshold, for plotting."""
+    y_true, scores = np.asarray(y_true, int), np.asarray(scores, float)
+    order = np.argsort(-scores, kind="mergesort")
+    tps = np.cumsum(y_true[order])
+    fps = np.cumsum(1 - y_true[order])
+    p, n = max(int(y_true.sum()), 1), max(int((1 - y_true).sum()), 1)
+    return [0.0, *(fps / n).tolist()], [0.0, *(tps / p).tolist()]
+
+
+def per_class_report(y_true, y_pred, class_names: list[str]) -> dict:
+    """precision, recall, f1 and support per class, with macro and weighted averages."""
+    matrix = confusion(y_true, y_pred, len(class_names))
+    report = {}
+    for index, name in enumerate(class_names):
+        tp = matrix[index, index]
+        predicted, actual = matrix[:, index].sum(), matrix[index].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                        "support": int(actual)}
+    supports = np.array([report[n]["support"] for n in class_names], float)
+    for average, weights in (("macro avg", np.ones(len(class_names))), ("weighted avg", supports)):
+        total = weights.sum() or 1.0
+        report[average] = {m: float(sum(report[n][m] * w for n, w in zip(class_names, weights)) / total)
+                           for m in ("precision", "recall", "f1")}
+        report[average]["support"] = int(supports.sum())
+    return report
+
+
+def format_report(report: dict, accuracy: float) -> str:
+    """The classification report laid out as in the seed paper's tables (and scikit-learn's)."""
+    names = [n for n in report if not n.endswith("avg")]
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'':>{width}}  precision    recall  f1-score   support", ""]
+    for name in names:
+        r = report[name]
+        lines.append(f"{name:>{width}}  {r['precision']:9.2f} {r['recall']:9.2f} {r['f1']:9.2f} {r['support']:9d}")
+    total = report["macro avg"]["support"]
+    lines += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.2f} {total:9d}"]
+    for name in ("macro avg", "weighted avg"):
+        r = report[name]
+        lines.append(f"{name:>{width}}  {r['precision']:9.2f} {r['recall']:9.2f} {r['f1']:9.2f} {r['support']:9d}")
+    return "\n".join(lines)
+
+
+def study_scores(studies, labels, probabilities) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(study keys, study labels, study probabilities): the mean over each study's images."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    truth: dict[str, int] = {}
+    for study, label, probability in zip(studies, labels, probabilities):
+        grouped[study].append(float(probability))
+        truth[study] = int(label)
+    keys = sorted(grouped)
+    return keys, np.array([truth[k] for k in keys]), np.array([np.mean(grouped[k]) for k in keys])
+
+
+def bootstrap_interval(statistic, *arrays, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> list[float]:
+    """95% percentile interval of statistic(*arrays) over resamples of the rows (studies)."""
+    n = len(arrays[0])
+    if n == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        index = rng.integers(0, n, n)
+        value = statistic(*(np.asarray(a)[index] for a in arrays))
+        if not np.isnan(value):
+            values.append(value)
+    if not values:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = True) -> dict:
+    """Image-level and study-level scores for a normal/abnormal model."""
+    labels, probabilities = np.asarray(labels, int), np.asarray(probabilities, float)
+    predictions = (probabilities > THRESHOLD).astype(int)
+    accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
+    report = per_class_report(labels, predictions, ["normal", "abnormal"])
+    image = {
+        "n": int(len(labels)), "accuracy": accuracy, "auc": roc_auc(labels, probabilities),
+        "kappa": cohen_kappa(labels, predictions), "confusion": confusion(labels, predictions, 2).tolist(),
+        "report": report,
+    }
+    keys, study_labels, study_probs = study_scores(studies, labels, probabilities)
+    study_pred = (study_probs > THRESHOLD).astype(int)
+    study = {
+        "n": len(keys),
+        "accuracy": float((study_pred == study_labels).mean()) if keys else float("nan"),
+        "kappa": cohen_kappa(study_labels, study_pred),
+        "auc": roc_auc(study_labels, study_probs),
+        "confusion": confusion(study_labels, study_pred, 2).tolist(),
+    }
+    if with_intervals:
+        study["accuracy_ci"] = bootstrap_interval(lambda y, p: float(((p > THRESHOLD) == y).mean()),
+                                                  study_labels, study_probs)
+        study["kappa_ci"] = bootstrap_interval(lambda y, p: cohen_kappa(y, (p > THRESHOLD).astype(int)),
+                                               study_labels, study_probs)
+        study["auc_ci"] = bootstrap_interval(roc_auc, study_labels, study_probs)
+    return {"image": image, "study": study}
+
+
+def multiclass_metrics(labels, probabilities, class_names: list[str]) -> dict:
+    """Stage 1: which body part. Accuracy, confusion matrix and per-part report."""
+    labels = np.asarray(labels, int)
+    predictions = np.asarray(probabilities).argmax(axis=1) if len(labels) else np.array([], int)
+    accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
+    return {
+        "n": int(len(labels)), "accuracy": accuracy,
+        "accuracy_ci": bootstrap_interval(lambda y, p: float((p == y).mean()), labels, predictions),
+        "kappa": cohen_kappa(labels, predictions, len(class_names)),
+        "confusion": confusion(labels, predictions, len(class_names)).tolist(),
+        "class_names": class_names,
+        "report": per_class_report(labels, predictions, class_names),
+    }
+
+
+def format_interval(interval) -> str:
+    """A 95% interval for people; empty where none was computed."""
+    if not interval or any(v is None or v != v for v in interval):
+        return ""
+    return f"{interval[0]:.3f} to {interval[1]:.3f}"

@@ -1,0 +1,247 @@
+"""`bonedb predict`: which bone, normal or abnormal, and where the network looked.
+
+Stage 1 names the body part; each image goes to the stage-2 model for that part (a per-part run
+or a shared one); a folder is one study, scored as MURA scores studies (mean of its views).
+Images are processed in batches through each model, so a folder costs far less per image than
+single calls. A bad file is reported and the others still processed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import Engine
+
+from boneclf.errors import BonedbError
+from boneclf.results import Result, plain
+from boneclf.store.runs import RunRecord, list_runs
+
+from .evaluation import load_run_model
+from .metrics import THRESHOLD
+from .tf_env import tensorflow
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+BATCH = 32
+
+
+@dataclass
+class ImageResult:
+    path: str
+    study: str | None = None
+    part: str | None = None
+    part_probability: float | None = None
+    abnormal_probability: float | None = None
+    decision: str | None = None  # "abnormal" or "normal" at the run's threshold
+    bodypart_run: int | None = None
+    fracture_run: int | None = None
+    gradcam: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class StudyResult:
+    study: str
+    images: int
+    part: str | None
+    abnormal_probability: float | None
+    decision: str | None
+    errors: int = 0
+
+
+@dataclass
+class Prediction(Result):
+    images: list[ImageResult] = field(default_factory=list)
+    studies: list[StudyResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(image.error for image in self.images)
+
+
+def best_run(runs: list[RunRecord], part: str | None = None) -> RunRecord | None:
+    """The finished run (covering PART) with the best validation figure; newest on ties."""
+    covering = [r for r in runs if part is None or part in r.parts]
+    return max(covering, key=lambda r: (r.validation_score, r.id)) if covering else None
+
+
+class _ReadyRun:
+    """A loaded run with a compiled forward pass and, on demand, its Grad-CAM explainer."""
+
+    def __init__(self, engine: Engine, run_id: int, stage: str):
+        loaded = load_run_model(engine, run_id)
+        if loaded.run.stage != stage:
+            raise BonedbError(f"run {run_id} is a {loaded.run.stage} run, not {stage}: pass a {stage} run")
+        self.run_id = run_id
+        self.run, self.spec, self.class_names, self.model = loaded.run, loaded.spec, loaded.class_names, loaded.model
+        self.parts = loaded.run.parts
+        # A compiled forward pass: eager calls spend more time in Python than in the network.
+        self.infer = tensorflow().function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        """Grad-CAM for this run's model, built once so its compiled graph is reused across calls."""
+        if self._explainer is None:
+            from .gradcam import GradCam
+
+            self._explainer = GradCam(self.model, self.run.architecture)
+        return self._explainer
+
+
+class Predictor:
+    """Two-stage prediction. The runs to use are chosen once, when the predictor is made."""
+
+    def __init__(self, engine: Engine, bodypart_run: int | None = None, fracture_run: int | None = None):
+        self.engine = engine
+        if bodypart_run is None:
+            best = best_run(list_runs(engine, stage="bodypart", status="finished"))
+            if best is None:
+                raise BonedbError("no finished body-part run: train one with `bonedb train --stage bodypart`")
+            bodypart_run = best.id
+        self.stage1 = _ReadyRun(engine, bodypart_run, "bodypart")
+        self.fixed_fracture = _ReadyRun(engine, fracture_run, "fracture") if fracture_run else None
+        # Read once per predictor, not once per image: the stage-2 candidates and the best per part.
+        self._candidates = [] if fracture_run else list_runs(engine, stage="fracture", status="finished")
+        self._best_for: dict[str, int | None] = {}
+        self._stage2: dict[int, _ReadyRun] = {}
+
+    def stage2_for(self, part: str) -> _ReadyRun | None:
+        if self.fixed_fracture is not None:
+            return self.fixed_fracture if part in self.fixed_fracture.parts else None
+        if part not in self._best_for:
+            best = best_run(self._candidates, part)
+            self._best_for[part] = best.id if best else None
+        run_id = self._best_for[part]
+        if run_id is None:
+            return None
+        if run_id not in self._stage2:
+            self._stage2[run_id] = _ReadyRun(self.engine, run_id, "fracture")
+        return self._stage2[run_id]
+
+    def predict(self, paths: list[Path], gradcam_dir: Path | None = None) -> Prediction:
+        images = _expand(paths)
+        result = Prediction(images=[ImageResult(str(p), study=s) for p, s in images])
+        files: dict[int, bytes] = {}
+        for index, (path, _study) in enumerate(images):
+            try:
+                files[index] = _read(path)
+            except BonedbError as exc:
+                result.images[index].error = str(exc)
+        pictures, inputs = self._stage_one(result, files)
+        self._stage_two(result, files, pictures, inputs, gradcam_dir)
+        result.studies = _studies(result.images)
+        return result
+
+    def _stage_one(self, result: Prediction, files: dict[int, bytes]) -> tuple[dict, dict]:
+        """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded."""
+        run = self.stage1
+        pictures: dict[int, np.ndarray] = {}
+        inputs: dict[int, np.ndarray] = {}
+        for i in sorted(files):
+            try:
+                pictures[i], inputs[i] = run.spec.load(files[i])
+            except BonedbError as exc:
+                result.images[i].error = f"{result.images[i].path}: {exc}"
+        order = sorted(inputs)
+        for start in range(0, len(order), BATCH):
+            chunk = order[start:start + BATCH]
+            probabilities = run.infer(np.stack([inputs[i] for i in chunk])).numpy()
+            for i, p in zip(chunk, probabilities):
+                image = result.images[i]
+                image.part = run.class_names[int(np.argmax(p))]
+                image.part_probability = float(np.max(p))
+                image.bodypart_run = run.run_id
+        return pictures, inputs
+
+    def _stage_two(self, result: Prediction, files: dict[int, bytes], pictures: dict[int, np.ndarray],
+                   inputs: dict[int, np.ndarray], gradcam_dir: Path | None) -> None:
+        from .gradcam import overlay
+
+        routes: dict[int, list[int]] = {}
+        runs: dict[int, _ReadyRun] = {}
+        for i in sorted(pictures):
+            image = result.images[i]
+            run = self.stage2_for(image.part)
+            if run is None:
+                image.error = (f"no stage-2 model for {image.part}: train one with "
+                               f"`bonedb train --stage fracture --parts {image.part}`")
+                continue
+            routes.setdefault(run.run_id, []).append(i)
+            runs[run.run_id] = run
+        if gradcam_dir is not None:
+            gradcam_dir.mkdir(parents=True, exist_ok=True)
+        for run_id, indices in routes.items():
+            run = runs[run_id]
+            explainer = run.explainer if gradcam_dir is not None else None
+            for start in range(0, len(indices), BATCH):
+                chunk = indices[start:start + BATCH]
+                # The stage-2 run's own image spec: it may differ from stage 1's (size, pad, Canny).
+                same = run.spec == self.stage1.spec
+                batch = np.stack([inputs[i] if same else run.spec.load(files[i])[1] for i in chunk])
+                if explainer is not None:
+                    heatmaps, outputs = explainer(batch)
+                else:
+                    heatmaps, outputs = None, run.infer(batch).numpy()
+                for k, i in enumerate(chunk):
+                    image = result.images[i]
+                    p = float(outputs[k][0])
+                    image.abnormal_probability = p
+                    image.decision = "abnormal" if p > THRESHOLD else "normal"
+                    image.fracture_run = run_id
+                    if heatmaps is not None:
+                        target = gradcam_dir / f"{i:04d}_{Path(image.path).stem}_gradcam.png"
+                        overlay(Image.fromarray(pictures[i]), heatmaps[k]).save(target)
+                        image.gradcam = str(target)
+
+
+def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
+    """Files stay single images; a folder is one study of the images directly inside it."""
+    images: list[tuple[Path, str | None]] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            views = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not views:
+                raise BonedbError(f"{path}: no .png or .jpg images in this folder")
+            images += [(view, str(path)) for view in views]
+        else:
+            images.append((path, None))
+    return images
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BonedbError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BonedbError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _studies(images: list[ImageResult]) -> list[StudyResult]:
+    grouped: dict[str, list[ImageResult]] = {}
+    for image in images:
+        if image.study:
+            grouped.setdefault(image.study, []).append(image)
+    studies = []
+    for study, views in grouped.items():
+        scored = [v for v in views if v.abnormal_probability is not None]
+        probability = float(np.mean([v.abnormal_probability for v in scored])) if scored else None
+        parts = [v.part for v in scored]
+        studies.append(StudyResult(
+            study=study, images=len(scored), part=max(set(parts), key=parts.count) if parts else None,
+            abnormal_probability=probability,
+            decision=None if probability is None else ("abnormal" if probability > THRESHOLD else "normal"),
+            errors=sum(1 for v in views if v.error),
+        ))
+    return studies
+
+
+def prediction_json_lines(prediction: Prediction) -> list[str]:
+    """One JSON line per image, then one per study (a stream a program can read as it comes)."""
+    return ([json.dumps({"kind": "image", **plain(i)}) for i in prediction.images]
+            + [json.dumps({"kind": "study", **plain(s)}) for s in prediction.studies])

@@ -1,0 +1,395 @@
+"""`bonedb train`: train a stage from a recorded split, record the run, leave its files in runs/<id>/.
+
+Pretrained backbones follow the Keras transfer-learning recipe: phase 1 trains the head on the
+frozen backbone (by default on features computed once, which on a CPU turns hours into
+minutes), phase 2 unfreezes the top of the backbone and trains on at a tenth of the learning
+rate with BatchNorm kept in inference mode. A backbone without pretrained weights (the custom
+CNN, or --weights none) trains end to end in one phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+
+from boneclf.errors import BonedbError
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.runs import create_run, get_run, headline, set_status
+
+from .backbones import STAGE_DEFAULTS, get_backbone
+from .image_spec import ImageSpec, spec_for
+from .metrics import binary_metrics, multiclass_metrics
+from .pipeline import Examples, decoded_dataset, warm
+from .tf_env import keras as _keras
+from .tf_env import tensorflow
+from .training_data import STAGES, load_stage_data, sample_weights
+
+CACHE_MODES = ("memory", "disk", "none")
+
+# Datasets that skip undecodable files have no known length, so Keras notes the end of every
+# epoch as "running out of data"; that is expected here, not a problem to show users.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    split: str
+    parts: tuple[str, ...] | None = None
+    shared: bool = False  # stage 2: one model over all chosen parts instead of one per part
+    arch: str | None = None
+    weights: str = "imagenet"  # imagenet | none | path to a no-top weights file
+    image_size: int | None = None
+    epochs: int = 10
+    head_epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 42
+    fine_tune_from: float = 0.3  # top fraction of the backbone unfrozen in phase 2
+    mixed_precision: bool = False
+    pad: bool = False
+    canny: bool = False
+    augment: str = "paper"
+    cache: str = "memory"
+    precompute: bool = True
+    patience: int = 5
+    tensorboard: bool = True
+    runs_dir: str = "runs"
+
+    def resolved(self) -> TrainConfig:
+        if self.stage not in STAGES:
+            raise BonedbError(f"--stage {self.stage!r}: choose bodypart or fracture")
+        arch = self.arch or STAGE_DEFAULTS[self.stage]
+        backbone = get_backbone(arch)
+        size = self.image_size or backbone.default_size
+        if size < backbone.min_size:
+            raise BonedbError(f"--image-size {size} is too small for {arch}: use {backbone.min_size} or more")
+        if self.cache not in CACHE_MODES:
+            raise BonedbError(f"--cache {self.cache!r}: choose memory, disk or none")
+        if not 0 < self.fine_tune_from <= 1:
+            raise BonedbError(f"--fine-tune-from {self.fine_tune_from}: a fraction of the backbone in (0, 1]")
+        if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
+            raise BonedbError(f"--weights {self.weights}: no such file (use imagenet, none or a weights file)")
+        return replace(self, arch=arch, image_size=size, parts=tuple(sorted(self.parts)) if self.parts else None)
+
+    def image_spec(self) -> ImageSpec:
+        """How this run's images become model inputs (on a resolved config)."""
+        return spec_for(self.arch, self.image_size, pad=self.pad, canny=self.canny)
+
+    def to_parameters(self) -> dict:
+        """The config as stored with the run."""
+        data = asdict(self)
+        data["parts"] = list(self.parts) if self.parts else None
+        return data
+
+    @classmethod
+    def from_parameters(cls, parameters: dict) -> TrainConfig:
+        """A stored run's config; options added to bonedb since it was recorded take their defaults."""
+        known = {k: v for k, v in parameters.items() if k in cls.__dataclass_fields__}
+        if known.get("parts"):
+            known["parts"] = tuple(known["parts"])
+        return cls(**known)
+
+
+@dataclass
+class RunResult(Result):
+    run_id: int
+    stage: str
+    parts: list[str]
+    architecture: str
+    status: str
+    metrics: dict = field(default_factory=dict)
+    skipped_images: list[str] = field(default_factory=list)
+    artifact_dir: str = ""
+
+    def headline(self) -> str:
+        return headline(self.metrics)
+
+
+def train(engine: Engine, config: TrainConfig, *, progress: ProgressFactory = silent, verbose="auto",
+          callbacks: list | None = None) -> list[RunResult]:
+    """Train what the config asks for: one run, or for stage 2 without --shared one run per part."""
+    config = config.resolved()
+    if config.stage == "fracture" and not config.shared:
+        data = load_stage_data(engine, config.split, "fracture", config.parts)
+        groups = [(part,) for part in sorted(set(data.subsets["train"].parts))]
+    else:
+        groups = [config.parts]
+    return [_train_group(engine, replace(config, parts=group), progress, verbose, callbacks) for group in groups]
+
+
+def resume(engine: Engine, run_id: int, *, progress: ProgressFactory = silent, verbose="auto",
+           callbacks: list | None = None) -> RunResult:
+    """Continue an interrupted or failed run from its last checkpoint."""
+    row = get_run(engine, run_id)
+    if row.status == "finished":
+        raise BonedbError(f"run {run_id} already finished: nothing to resume")
+    config = TrainConfig.from_parameters(row.parameters)
+    return _train_group(engine, config, progress, verbose, callbacks, run_id=run_id)
+
+
+def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_id: int | None = None) -> RunResult:
+    tf = tensorflow()
+    keras = _keras()
+    data = load_stage_data(engine, config.split, config.stage, config.parts)
+    parts = sorted(set(data.subsets["train"].parts))
+    config = replace(config, parts=tuple(parts))
+    resuming = run_id is not None
+    if run_id is None:
+        run_id = create_run(engine, stage=config.stage, parts=tuple(parts), architecture=config.arch,
+                            parameters=config.to_parameters(), image_spec=config.image_spec().to_dict(),
+                            split=data.split, tf_version=tf.__version__, runs_dir=str(Path(config.runs_dir).absolute()))
+    else:
+        set_status(engine, run_id, "running")
+    run_dir = Path(get_run(engine, run_id).artifact_dir)
+    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
+        set_status(engine, run_id, "failed", error=f"{run_dir} already holds files")
+        raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
+                          "database?): pass another --runs-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = RunResult(run_id, config.stage, parts, config.arch, "running", artifact_dir=str(run_dir))
+    try:
+        keras.utils.set_random_seed(config.seed)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        _write_json(run_dir / "config.json", {**config.to_parameters(), "run_id": run_id,
+                                              "image_spec": config.image_spec().to_dict(),
+                                              "split_hash": data.split.content_hash})
+        _write_json(run_dir / "class_names.json", data.class_names)
+        job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming)
+        result.metrics, result.skipped_images = job.run()
+        result.status = "finished"
+        set_status(engine, run_id, "finished", metrics=result.metrics)
+    except KeyboardInterrupt:
+        set_status(engine, run_id, "interrupted", error=f"interrupted; resume with bonedb train --resume {run_id}")
+        raise
+    except BaseException as exc:
+        set_status(engine, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+        raise
+    finally:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")
+    return result
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class _Job:
+    """One model's training, phase by phase, checkpointing as it goes."""
+
+    def __init__(self, config: TrainConfig, data, run_dir: Path, progress, verbose, callbacks, resuming: bool):
+        self.config, self.data, self.run_dir, self.resuming = config, data, run_dir, resuming
+        self.progress, self.verbose, self.extra_callbacks = progress, verbose, callbacks
+        self.backbone = get_backbone(config.arch)
+        self.spec = config.image_spec()
+        self.outputs = 1 if config.stage == "fracture" else len(data.class_names)
+        self.state_file = run_dir / "state.json"
+        self.checkpoint = run_dir / "checkpoint.keras"
+
+    # -- data ---------------------------------------------------------------------------------
+    def _decoded(self, subset: str):
+        examples = self.data.subsets[subset]
+        cache = {"memory": "memory", "none": None,
+                 "disk": str(self.run_dir / "cache" / f"{subset}.tfcache")}[self.config.cache]
+        ds = decoded_dataset(examples, self.spec, cache=cache)
+        seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
+        skipped = [examples.paths[i] for i in range(len(examples)) if i not in seen]
+        return ds, examples, skipped
+
+    def _batches(self, ds, examples: Examples, *, training: bool):
+        tf = tensorflow()
+        labels = tf.constant(np.asarray(examples.labels, np.float32 if self.outputs == 1 else np.int64))
+        weights = tf.constant(np.asarray(sample_weights(examples, self.config.stage), np.float32))
+        ds = ds.map(lambda i, x, _y: (self.spec.model_input(x), tf.gather(labels, i), tf.gather(weights, i)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        if training:
+            ds = ds.shuffle(4096, seed=self.config.seed, reshuffle_each_iteration=True)
+        return ds.batch(self.config.batch_size * _strategy().num_replicas_in_sync).prefetch(tf.data.AUTOTUNE)
+
+    # -- phases -------------------------------------------------------------------------------
+    def run(self) -> tuple[dict, list[str]]:
+        keras = _keras()
+        train_ds, train_ex, skipped_train = self._decoded("train")
+        val_ds, val_ex, skipped_val = self._decoded("val")
+        state = self._state() if self.resuming else {}
+        pretrained = self.config.weights != "none"
+        phase = "finetune" if pretrained else "end_to_end"
+        # Resume from the last epoch's checkpoint (model, optimizer and trainable flags) when there is one.
+        resumed = state.get("phase") == phase and state.get("epoch", 0) > 0 and self.checkpoint.exists()
+        history: dict[str, list] = state.get("history", {}) if resumed else {}
+        with _strategy().scope():
+            if resumed:
+                model = keras.models.load_model(self.checkpoint)
+            else:
+                model = self._build()
+                if pretrained:
+                    history = self._phase_head(model, train_ds, train_ex, val_ds, val_ex)
+                self._compile(model, phase)
+            model.fit(
+                self._batches(train_ds, train_ex, training=True),
+                validation_data=self._batches(val_ds, val_ex, training=False),
+                epochs=self.config.epochs, initial_epoch=state.get("epoch", 0) if resumed else 0,
+                verbose=self.verbose, callbacks=self._callbacks(phase, history),
+                shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
+            )
+        model.save(self.run_dir / "model.keras")
+        _write_json(self.run_dir / "history.json", history)
+        probabilities = model.predict(self._batches(val_ds, val_ex, training=False), verbose=0)
+        kept = [i for i in range(len(val_ex)) if val_ex.paths[i] not in set(skipped_val)]
+        metrics = self._metrics(val_ex.take(kept), probabilities)
+        metrics["skipped_images"] = len(skipped_train) + len(skipped_val)
+        return metrics, skipped_train + skipped_val
+
+    def _build(self):
+        weights = None if self.config.weights == "none" else self.config.weights
+        try:
+            return _build_classifier(self.backbone, self.config, self.outputs, weights)
+        except BonedbError:
+            raise
+        except Exception as exc:  # Keras' download or weight-loading errors, made actionable
+            raise _weights_error(self.backbone, self.config, weights, exc) from exc
+
+    def _phase_head(self, model, train_ds, train_ex, val_ds, val_ex) -> dict:
+        """Phase 1: the head alone, on the frozen backbone."""
+        keras = _keras()
+        model.get_layer("backbone").trainable = False
+        epochs = self.config.head_epochs
+        if not self.config.precompute:
+            self._compile(model, "head")
+            fit = model.fit(self._batches(train_ds, train_ex, training=True),
+                            validation_data=self._batches(val_ds, val_ex, training=False),
+                            epochs=epochs, verbose=self.verbose, callbacks=self._callbacks("head", {}, save=False),
+                            shuffle=False)
+            return {f"head_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
+        from .models import feature_extractor, head_model
+
+        extractor = feature_extractor(model)
+        train_x = extractor.predict(self._plain(train_ds), verbose=0)
+        val_x = extractor.predict(self._plain(val_ds), verbose=0)
+        head = head_model(model)
+        head.compile(optimizer=keras.optimizers.Adam(self.config.lr), loss=self._loss(), metrics=["accuracy"])
+        train_y = np.asarray(train_ex.labels)[self._indices(train_ds)]
+        weights = np.asarray(sample_weights(train_ex, self.config.stage))[self._indices(train_ds)]
+        val_y = np.asarray(val_ex.labels)[self._indices(val_ds)]
+        fit = head.fit(train_x, train_y, sample_weight=weights, validation_data=(val_x, val_y),
+                       epochs=epochs, batch_size=self.config.batch_size, shuffle=True, verbose=self.verbose)
+        return {f"head_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
+
+    def _plain(self, ds):
+        tf = tensorflow()
+        return ds.map(lambda i, x, y: self.spec.model_input(x), num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+
+    @staticmethod
+    def _indices(ds) -> np.ndarray:
+        return np.concatenate([i.numpy() for i, _x, _y in ds.batch(1024)])
+
+    def _loss(self):
+        return "binary_crossentropy" if self.outputs == 1 else "sparse_categorical_crossentropy"
+
+    def _compile(self, model, phase: str) -> None:
+        keras = _keras()
+        lr = self.config.lr
+        if phase == "finetune":
+            from .models import unfreeze_top
+
+            unfreeze_top(model, self.config.fine_tune_from)
+            lr = self.config.lr / 10
+        metrics = ["accuracy"] + ([keras.metrics.AUC(name="auc")] if self.outputs == 1 else [])
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=self._loss(), metrics=metrics)
+
+    def _callbacks(self, phase: str, history: dict, save: bool = True) -> list:
+        keras = _keras()
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.config.patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1,
+                                              patience=max(1, self.config.patience // 2)),
+            keras.callbacks.CSVLogger(str(self.run_dir / f"{phase}_log.csv"), append=True),
+        ]
+        if save:
+            callbacks += [keras.callbacks.ModelCheckpoint(str(self.checkpoint)),
+                          _StateWriter(self, phase, history)]
+        if self.config.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard" / phase)))
+        return callbacks + self.extra_callbacks
+
+    def _state(self) -> dict:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def _save_state(self, phase: str, epoch: int, history: dict) -> None:
+        _write_json(self.state_file, {"phase": phase, "epoch": epoch, "history": history})
+
+    def _metrics(self, examples: Examples, probabilities) -> dict:
+        if self.outputs == 1:
+            return binary_metrics(examples.labels, np.asarray(probabilities).reshape(-1), examples.studies,
+                                  with_intervals=False)
+        return multiclass_metrics(examples.labels, probabilities, self.data.class_names)
+
+
+def _state_writer_class():
+    keras = _keras()
+
+    class StateWriter(keras.callbacks.Callback):
+        """After each epoch (and its checkpoint), note where training stands, for --resume."""
+
+        def __init__(self, job: _Job, phase: str, history: dict):
+            super().__init__()
+            self.job, self.phase, self.history = job, phase, history
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            self.job._save_state(self.phase, epoch + 1, self.history)
+
+    return StateWriter
+
+
+def _StateWriter(job, phase, history):  # noqa: N802 (a callback factory: Keras loads only when training)
+    return _state_writer_class()(job, phase, history)
+
+
+def _strategy():
+    """Several workers when TF_CONFIG describes a cluster, all local GPUs when there are several."""
+    tf = tensorflow()
+    if os.environ.get("TF_CONFIG"):
+        return _cached_strategy("multi", tf.distribute.MultiWorkerMirroredStrategy)
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return _cached_strategy("mirrored", tf.distribute.MirroredStrategy)
+    return tf.distribute.get_strategy()
+
+
+_STRATEGIES: dict = {}
+
+
+def _cached_strategy(name, factory):
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = factory()
+    return _STRATEGIES[name]
+
+
+def _build_classifier(backbone, config: TrainConfig, outputs: int, weights):
+    from .models import build_classifier
+
+    return build_classifier(backbone, config.image_size, outputs, weights=weights, augment=config.augment)
+
+
+def _weights_error(backbone, config: TrainConfig, weights, exc: Exception) -> BonedbError:
+    filename = backbone.weights_filename(config.image_size)
+    if weights == "imagenet":
+        return BonedbError(
+            f"cannot get ImageNet weights for {backbone.name} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"on a machine with internet download {backbone.weights_url}{filename}, then run "
+            f"`bonedb weights import {filename} --arch {backbone.name}` here, or pass --weights PATH"
+        )
+    return BonedbError(f"weights file {weights} does not fit {backbone.name} at {config.image_size} px "
+                       f"({str(exc).splitlines()[0][:200]}): it must be Keras' no-top file {filename}")

@@ -1,0 +1,109 @@
+"""Schema management through Alembic: the only way bonedb creates or changes tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from boneclf.errors import SchemaNotAtHead
+from boneclf.results import Result
+
+from .engine import describe
+
+MIGRATIONS_PACKAGE = "boneclf.migrations"
+
+
+@dataclass
+class SchemaChange(Result):
+    database: str
+    before: str | None
+    after: str | None
+
+
+@dataclass
+class SchemaState(Result):
+    database: str
+    current: str | None
+    head: str
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    computed = ("at_head",)
+
+
+def alembic_config() -> Config:
+    """An Alembic config pointing at the migrations shipped inside the package."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files(MIGRATIONS_PACKAGE)))
+    return config
+
+
+@cache
+def head_revision() -> str:
+    """The newest revision; read from the scripts once per process (they do not change while it runs)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def state(engine: Engine) -> SchemaState:
+    return SchemaState(describe(engine), current_revision(engine), head_revision())
+
+
+def upgrade(engine: Engine, revision: str = "head") -> SchemaChange:
+    """Apply migrations up to `revision`."""
+    before = current_revision(engine)
+    _run(engine, command.upgrade, revision)
+    return SchemaChange(describe(engine), before, current_revision(engine))
+
+
+def downgrade(engine: Engine, revision: str) -> SchemaChange:
+    before = current_revision(engine)
+    _run(engine, command.downgrade, revision)
+    return SchemaChange(describe(engine), before, current_revision(engine))
+
+
+def _run(engine: Engine, action, revision: str) -> None:
+    config = alembic_config()
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite cannot ALTER a column, so batch mode copies the table and drops the old one; with
+            # foreign keys on, that DROP would cascade-delete every row referring to it. The pragma only
+            # takes effect outside a transaction, hence before begin().
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                config.attributes["connection"] = conn
+                action(config, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("a migration left rows whose foreign keys point nowhere; rolled back")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to work on a database whose schema is missing or out of date.
+
+    Called once when a command opens the database (`open_database`), not by library functions.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        what = "has no bonedb schema" if current is None else f"is at schema revision {current}"
+        raise SchemaNotAtHead(f"database {describe(engine)} {what}, bonedb needs {head}: run `bonedb db upgrade`")

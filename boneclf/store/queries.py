@@ -1,0 +1,71 @@
+"""Queries that several layers share: a dataset by name, its root, a split by name, a split's images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import Connection, select
+
+from boneclf.errors import BonedbError
+
+from .schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
+
+
+class SplitImage(NamedTuple):
+    """One image of a split with what training, export and audit need to know about it."""
+
+    image_id: int
+    path: str  # relative to the dataset root
+    subset: str
+    part: str
+    label: int
+    patient: str
+    study_id: int
+    study_number: int
+    image_number: int
+    content_hash: str | None
+    perceptual_hash: str | None
+
+    @property
+    def study_key(self) -> str:
+        """A study's identity as text: patient, part and number (the number alone is not unique)."""
+        return f"{self.patient}/{self.part}/{self.study_number}"
+
+
+def dataset_id_of(conn: Connection, dataset: str) -> int:
+    found = conn.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
+    if found is None:
+        names = conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars().all()
+        known = ", ".join(names) if names else "none yet: run `bonedb ingest` first"
+        raise BonedbError(f"no dataset named {dataset!r} (datasets: {known})")
+    return found
+
+
+def dataset_root(conn: Connection, dataset_id: int) -> Path:
+    return Path(conn.execute(select(Dataset.root).where(Dataset.id == dataset_id)).scalar_one())
+
+
+def get_split(conn: Connection, name: str):
+    """The split_versions row of NAME (a Core row: .id, .name, .parameters, ...)."""
+    table = SplitVersion.__table__
+    found = conn.execute(select(table).where(table.c.name == name)).first()
+    if found is None:
+        names = conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars().all()
+        known = ", ".join(names) if names else "none yet: run `bonedb split create NAME`"
+        raise BonedbError(f"no split named {name!r} (splits: {known})")
+    return found
+
+
+def split_images(conn: Connection, split_id: int) -> list[SplitImage]:
+    """Every image of a split, sorted by path (the order is part of what makes runs reproducible)."""
+    rows = conn.execute(
+        select(Image.id, Image.path, SplitAssignment.subset, Study.body_part, Study.label, Patient.patient_key,
+               Study.id, Study.study_number, Image.image_number, Image.content_hash, Image.perceptual_hash)
+        .join(Image, Image.id == SplitAssignment.image_id)
+        .join(Study, Study.id == Image.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(SplitAssignment.split_id == split_id)
+        .order_by(Image.path)
+    )
+    return [SplitImage(*row) for row in rows]

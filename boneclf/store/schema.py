@@ -1,0 +1,182 @@
+"""The ORM schema. Alembic migrations in `migrations/` create it; this module only describes it.
+
+MURA's label is per *study* and means normal (0) or abnormal (1). The seed paper called it
+`is_fractured`; abnormal also covers hardware, degenerative disease and other findings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+LABEL_COMMENT = (
+    "MURA study label: 1 = abnormal, 0 = normal, read by radiologists per study. "
+    "Abnormal includes fractures, hardware and other findings; the seed paper calls it is_fractured."
+)
+
+# Stable constraint names so that migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Dataset(Base):
+    """One source of images (MURA v1.1, a relabeled MURA, a folder dataset), side by side."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    root: Mapped[str] = mapped_column(String(1024), comment="folder the image paths are relative to")
+    kind: Mapped[str] = mapped_column(String(16), comment="mura or folder")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+    patients: Mapped[list[Patient]] = relationship(back_populates="dataset")
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("dataset_id", "patient_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    patient_key: Mapped[str] = mapped_column(
+        String(64), comment="the dataset's own patient id, e.g. 00001 for MURA's patient00001"
+    )
+
+    dataset: Mapped[Dataset] = relationship(back_populates="patients")
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    """A study is identified by (dataset, patient, body part, study number), never the number alone."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "patient_id", "body_part", "study_number"),
+        CheckConstraint("label IN (0, 1)", name="label_binary"),
+        Index(None, "dataset_id", "body_part", "source_split", "label"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    body_part: Mapped[str] = mapped_column(String(16))
+    source_split: Mapped[str] = mapped_column(String(16), comment="the source's own split: train or valid for MURA")
+    study_number: Mapped[int] = mapped_column(Integer, comment="numbered per patient and body part")
+    label: Mapped[int] = mapped_column(SmallInteger, comment=LABEL_COMMENT)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    images: Mapped[list[Image]] = relationship(back_populates="study")
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "path"),
+        UniqueConstraint("study_id", "image_number"),
+        Index(None, "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(512), comment="relative to the dataset root, / separated")
+    image_number: Mapped[int] = mapped_column(Integer)
+    file_size: Mapped[int | None] = mapped_column(BigInteger, comment="bytes; set by ingest --verify")
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), comment="sha256 of the file's bytes")
+    perceptual_hash: Mapped[str | None] = mapped_column(
+        String(64), comment="difference hash of the picture (hex), robust to resizing and re-encoding"
+    )
+
+    study: Mapped[Study] = relationship(back_populates="images")
+
+
+class SplitVersion(Base):
+    """An immutable assignment of a dataset's images to train, val and test."""
+
+    __tablename__ = "split_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="bonedb (made by split create) or source (the dataset's own)")
+    parameters: Mapped[dict] = mapped_column(JSON, comment="the options that made it")
+    seed: Mapped[int | None] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64), comment="sha256 over sorted (image path, subset) pairs")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class SplitAssignment(Base):
+    __tablename__ = "split_assignments"
+    __table_args__ = (Index(None, "split_id", "subset"),)
+
+    split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    subset: Mapped[str] = mapped_column(String(8), comment="train, val or test")
+
+
+class TrainingRun(Base):
+    """One training job: what was trained on what, how it went, and where its files are."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), comment="bodypart or fracture")
+    parts: Mapped[list] = mapped_column(JSON, comment="the body parts the model covers")
+    architecture: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict] = mapped_column(JSON, comment="every training option")
+    image_spec: Mapped[dict] = mapped_column(
+        JSON, comment="how images become model inputs: size, pad, canny, channels, normalization"
+    )
+    # RESTRICT: a split that trained a model cannot be deleted from under it.
+    split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="RESTRICT"), index=True)
+    split_name: Mapped[str] = mapped_column(String(128))
+    split_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), comment="running, finished, failed or interrupted")
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host: Mapped[str] = mapped_column(String(255))
+    tf_version: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict | None] = mapped_column(JSON, comment="the final validation metrics")
+    artifact_dir: Mapped[str] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(8))
+    metrics: Mapped[dict] = mapped_column(JSON, comment="image- and study-level metrics per part and overall")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

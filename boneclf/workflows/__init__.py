@@ -1,0 +1,1 @@
+"""Work that spans the layers: the offline demo and the HTML report."""
