@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf import migrate  # noqa: E402
 from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
@@ -32,6 +31,7 @@ from boneclf.ml.image_spec import spec_for  # noqa: E402
 from boneclf.ml.models import build_classifier  # noqa: E402
 from boneclf.ml.predict import Predictor  # noqa: E402
 from boneclf.ml.tf_env import tensorflow  # noqa: E402
+from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
 from boneclf.store.queries import get_split  # noqa: E402
 from boneclf.store.runs import create_run, set_status  # noqa: E402

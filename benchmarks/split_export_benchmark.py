@@ -128,7 +128,7 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
           f"python {platform.python_version()}")
-    print(f"dataset: {counts['images']} images, {counts['studies']} studies, {counts['patients']} patients; "
+    print(f"dataset: {counts.images} images, {counts.studies} studies, {counts.patients} patients; "
           f"ingest --verify {verify_s:.1f} s")
     rows = [
         ("split create", split_s, "naive ORM split", naive_split_s),
