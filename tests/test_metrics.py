@@ -107,6 +107,6 @@ def test_interval_caveats():
     assert interval_caveat(200, 80, [0.5, 0.7]) == ""
     assert "too few" in interval_caveat(12, 5, [0.2, 0.9])
     assert "too few" in interval_caveat(200, 3, [0.2, 0.9])
-    assert "all normal" in interval_caveat(40, 0)
+    assert "all normal" in interval_caveat(40, 0) and interval_caveat(1, 1).startswith("1 study, abnormal")
     assert "zero width" in interval_caveat(200, 80, [1.0, 1.0])
     assert interval_caveat(0, 0) == "no studies"

@@ -247,13 +247,14 @@ def expected_calibration_error(y_true, probabilities, bins: int = CALIBRATION_BI
 def interval_caveat(studies: int, abnormal: int, interval=None) -> str:
     """Why a study-level interval cannot be trusted, in words; "" when it can."""
     normal = studies - abnormal
+    counted = f"{studies} {'study' if studies == 1 else 'studies'}"
     if studies == 0:
         return "no studies"
     if abnormal == 0 or normal == 0:
         which = "normal" if abnormal == 0 else "abnormal"
-        return f"{studies} studies, all {which}: kappa and AUC are undefined"
+        return f"{counted}, {'all ' if studies > 1 else ''}{which}: with one class, kappa and AUC mean nothing"
     if studies < MIN_STUDIES_FOR_INTERVAL or min(abnormal, normal) < MIN_STUDIES_PER_CLASS:
-        return f"only {studies} studies ({abnormal} abnormal): too few for the interval to mean anything"
+        return f"only {counted} ({abnormal} abnormal): too few for the interval to mean anything"
     if interval and all(v is not None and v == v for v in interval) and interval[0] == interval[1]:
         return "the bootstrap interval has zero width: too few distinct resamples to mean anything"
     return ""

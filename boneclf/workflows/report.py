@@ -225,7 +225,7 @@ def _panels(count: int, columns: int = 4):
 
 
 def _panel_title(axis, sets: StudySet, text: str) -> None:
-    axis.set_title(f"{sets.name}: {text}\n{len(sets.labels)} studies, {int(sets.labels.sum())} abnormal",
+    axis.set_title(f"{sets.name}: {text}\n{_studies(len(sets.labels))}, {int(sets.labels.sum())} abnormal",
                    fontsize=9)
 
 
@@ -334,7 +334,7 @@ def forest_plot(rows: list[KappaRow]) -> str:
         if row.part in MURA_BASELINE_KAPPA:
             axis.plot([MURA_BASELINE_KAPPA[row.part]], [y], "D", markerfacecolor="white", markeredgecolor="black",
                       markersize=6)
-    labels = [f"{r.part}{' †' if r.caveat else ''} ({r.studies} studies)" for r in rows]
+    labels = [f"{r.part}{' †' if r.caveat else ''} ({_studies(r.studies)})" for r in rows]
     axis.set_yticks(positions, labels)
     axis.axvline(0, color="gray", linewidth=1)
     axis.axhline(0.5, color="#cccccc", linewidth=1)  # overall apart from the parts
@@ -344,6 +344,10 @@ def forest_plot(rows: list[KappaRow]) -> str:
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     axis.grid(axis="x", alpha=0.3)
     return _png(figure)
+
+
+def _studies(count: int) -> str:
+    return f"{count} {'study' if count == 1 else 'studies'}"
 
 
 def _finite(value) -> bool:
@@ -783,8 +787,8 @@ def _gallery_section(engine, run: RunRecord, rows: list[dict], problems: list) -
                     f"{html.escape(where)}<br>p(abnormal) {probability:.2f}, truth {truth_word}", kind="tile"))
             shown = f"<br><small>{len(tiles)} of {total}</small>" if total > len(tiles) else ""
             cells.append(f"<td>{''.join(tiles) or '<small>none</small>'}{shown}</td>")
-        body.append(f"<tr><th scope='row' style='color:{part_colour(part)}'>{html.escape(part)}</th>{''.join(cells)}"
-                    "</tr>")
+        swatch = f"<span class='swatch' style='background:{part_colour(part)}'></span>"
+        body.append(f"<tr><th scope='row'>{swatch} {html.escape(part)}</th>{''.join(cells)}</tr>")
     intro = (f"<p>Test images of each body part and outcome, up to {GALLERY_PER_CELL} per cell, picked by a hash of "
              "run and image id: the same images every time, typical rather than the most confident. Every heatmap "
              "explains the class <b>abnormal</b> (its logit), whatever the prediction: on a false negative it shows "
