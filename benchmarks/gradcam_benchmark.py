@@ -15,7 +15,7 @@ the way synth draws them (never in the database). Figures, in one process, same 
 
     python benchmarks/gradcam_benchmark.py --workdir bonedb-demo
 
-The demo runs first when WORKDIR holds none (about 1.5 min on an idle 2-core machine; a second run reuses it).
+The demo runs first when WORKDIR holds none (a few minutes on 2 cores; a second run reuses it).
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ Why not classic Grad-CAM ("gradcam": the gradient averaged over space weights ea
 custom CNN pools with global MAX, so the score depends only on each channel's strongest position;
 averaging spreads that credit over every position the channel fires at, bones cut off by the
 frame included. Per-position weighting credits only what reaches the score. Measured on planted
-breaks (benchmarks/gradcam_benchmark.py, BENCHMARKS.md), with the layer one block earlier (`relu3`,
-16 x 16 at 64 px, instead of `last_conv`, 8 x 8): pointing game 0.56 -> 1.00, border mass
-0.10 -> 0.04. For a backbone read at its output and followed by global average pooling the
-gradient is the same at every position and both methods give the same map.
+breaks (tests/test_gradcam.py on the test fixture's model; benchmarks/gradcam_benchmark.py on the
+demo's), with the layer one block earlier (`relu3`, 16 x 16 at 64 px, instead of `last_conv`,
+8 x 8): pointing game 0.56 -> 1.00, share of heat in the outer frame 0.10 -> 0.04. For a backbone
+read at its output and followed by global average pooling the gradient is the same at every
+position and both methods give the same map.
 """
 
 from __future__ import annotations
