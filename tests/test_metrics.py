@@ -7,13 +7,18 @@ import math
 import pytest
 
 from boneclf.ml.metrics import (
+    average_precision,
     binary_metrics,
     bootstrap_interval,
+    calibration_bins,
     cohen_kappa,
     confusion,
+    expected_calibration_error,
     format_report,
+    interval_caveat,
     multiclass_metrics,
     per_class_report,
+    precision_recall_curve,
     roc_auc,
     study_scores,
 )
@@ -68,3 +73,40 @@ def test_multiclass():
     m = multiclass_metrics([0, 1, 2, 2], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0, 0, 1]],
                            ["a", "b", "c"])
     assert m["accuracy"] == 0.75 and m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_precision_recall_by_hand():
+    # Ranked: 0.9 (abnormal), 0.8 (normal), 0.7 (abnormal), 0.1 (normal).
+    recalls, precisions = precision_recall_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+    assert recalls == pytest.approx([0, 0.5, 0.5, 1, 1])
+    assert precisions == pytest.approx([1, 1, 0.5, 2 / 3, 0.5])
+    # AP = 0.5 * 1 + 0.5 * 2/3 (recall only rises at the first and third thresholds).
+    assert average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.5 + 1 / 3)
+    # Tied scores are one threshold, not two.
+    assert precision_recall_curve([1, 0], [0.5, 0.5]) == ([0.0, 1.0], [1.0, 0.5])
+    assert average_precision([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
+    assert math.isnan(average_precision([0, 0], [0.2, 0.3]))
+    # A perfect ranking has AP 1 whatever the scores.
+    assert average_precision([0, 1, 1], [0.1, 0.6, 0.55]) == pytest.approx(1.0)
+
+
+def test_calibration_by_hand():
+    truth, probs = [0, 0, 1, 1], [0.05, 0.15, 0.95, 1.0]
+    table = calibration_bins(truth, probs)
+    assert len(table) == 10 and [b.count for b in table] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert table[9].mean_probability == pytest.approx(0.975) and table[9].observed_rate == 1.0
+    assert math.isnan(table[5].mean_probability)
+    # (1 * 0.05 + 1 * 0.15 + 2 * 0.025) / 4
+    assert expected_calibration_error(truth, probs) == pytest.approx(0.0625)
+    # Perfectly calibrated in every bin: probability 0.25 with 1 abnormal in 4.
+    assert expected_calibration_error([1, 0, 0, 0], [0.25] * 4) == pytest.approx(0.0)
+    assert math.isnan(expected_calibration_error([], []))
+
+
+def test_interval_caveats():
+    assert interval_caveat(200, 80, [0.5, 0.7]) == ""
+    assert "too few" in interval_caveat(12, 5, [0.2, 0.9])
+    assert "too few" in interval_caveat(200, 3, [0.2, 0.9])
+    assert "all normal" in interval_caveat(40, 0) and interval_caveat(1, 1).startswith("1 study, abnormal")
+    assert "zero width" in interval_caveat(200, 80, [1.0, 1.0])
+    assert interval_caveat(0, 0) == "no studies"

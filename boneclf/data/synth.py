@@ -167,11 +167,25 @@ def synth_mura(
     return SynthReport(str(out), images)
 
 
-def write_image(out: Path, image: SynthImage, size: int, seed: int) -> tuple[float, float] | None:
-    rng = random.Random(f"{seed}:{image.path}")
+def _draw(path: str, part: str, abnormal: bool, size: int, seed: int):
+    rng = random.Random(f"{seed}:{path}")
     # MURA images are mostly portrait; height is the long side.
     width = max(16, round(size * rng.uniform(0.72, 1.0)))
-    picture, break_at = draw_radiograph(image.part, bool(image.label), width, size, rng)
+    picture, break_at = draw_radiograph(part, abnormal, width, size, rng)
+    return picture, break_at, rng
+
+
+def planted_break(path: str, size: int, seed: int) -> tuple[float, float] | None:
+    """Where `synth_mura(..., size=SIZE, seed=SEED)` drew the break of the image at PATH (relative, as in
+    the CSVs), in that image's pixels; None for a normal study. Drawn again: synth stores no locations."""
+    folders = path.split("/")
+    part = folders[-4].removeprefix("XR_").lower()
+    abnormal = folders[-2].endswith("_positive")
+    return _draw(path, part, abnormal, size, seed)[1]
+
+
+def write_image(out: Path, image: SynthImage, size: int, seed: int) -> tuple[float, float] | None:
+    picture, break_at, rng = _draw(image.path, image.part, bool(image.label), size, seed)
     if rng.random() < _RGB_RATE:
         picture = picture.convert("RGB")
     target = out / image.path

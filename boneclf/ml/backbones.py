@@ -54,8 +54,10 @@ def _mobilenet_weights(size: int) -> str:
 REGISTRY: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("cnn", "", "", "unit", 128, "last_conv", min_size=16),
-        Backbone("vgg16", "VGG16", "vgg16", "caffe", 224, "block5_conv3",
+        # relu3, not last_conv: twice the resolution, and its gradient spreads around the pooled maximum.
+        Backbone("cnn", "", "", "unit", 128, "relu3", min_size=16),
+        # block5_pool, the output: block5_conv3 feeds a 2x2 max-pool whose gradient reaches one pixel in four.
+        Backbone("vgg16", "VGG16", "vgg16", "caffe", 224, "block5_pool",
                  weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                  weights_url=KERAS_WEIGHTS_BASE + "vgg16/"),
         Backbone("resnet50", "ResNet50", "resnet", "caffe", 224, "conv5_block3_out",

@@ -61,6 +61,17 @@ class ImageSpec:
         image = tf.cast(image, tf.float32)
         return tf.repeat(image, self.channels, axis=-1) if self.channels != 1 else image
 
+    def content_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of a height x width picture inside the model input: all of it,
+        unless pad=True shrank it and padded around (the arithmetic of tf.image.resize_with_pad, in float32)."""
+        if not self.pad:
+            return 0, 0, self.size, self.size
+        h, w, side = np.float32(height), np.float32(width), np.float32(self.size)
+        ratio = max(w / side, h / side)
+        new_h, new_w = h / ratio, w / ratio
+        top, left = max(0, int(np.floor((side - new_h) / 2))), max(0, int(np.floor((side - new_w) / 2)))
+        return top, left, int(np.floor(new_h)), int(np.floor(new_w))
+
     # -- Eager helpers for single files (prediction, Grad-CAM) ---------------------------------------
     def load(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file

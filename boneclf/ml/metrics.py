@@ -1,4 +1,5 @@
-"""Scores, in plain numpy: image-level metrics, MURA's study-level protocol, bootstrap intervals.
+"""Scores, in plain numpy: image-level metrics, MURA's study-level protocol, bootstrap intervals,
+precision-recall curves and calibration.
 
 MURA is scored per study: a study's probability is the mean of its images' probabilities,
 abnormal when above 0.5, and the headline figure is Cohen's kappa between those decisions and
@@ -8,11 +9,16 @@ the radiologists' labels. On a few hundred studies any figure needs its confiden
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
 THRESHOLD = 0.5
 BOOTSTRAP_ROUNDS = 1000
+CALIBRATION_BINS = 10
+# Below these a bootstrap interval over studies says more about the resampling than about the model.
+MIN_STUDIES_FOR_INTERVAL = 30
+MIN_STUDIES_PER_CLASS = 5
 
 
 def confusion(y_true, y_pred, k: int) -> np.ndarray:
@@ -177,3 +183,78 @@ def format_interval(interval) -> str:
     if not interval or any(v is None or v != v for v in interval):
         return ""
     return f"{interval[0]:.3f} to {interval[1]:.3f}"
+
+
+def precision_recall_curve(y_true, scores) -> tuple[list[float], list[float]]:
+    """(recalls, precisions) at every distinct threshold, highest first, from (0, 1): for plotting.
+
+    Tied scores move together (one point per distinct score). Empty lists without positives.
+    """
+    y_true, scores = np.asarray(y_true, int), np.asarray(scores, float)
+    positives = int(y_true.sum())
+    if positives == 0:
+        return [], []
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, truth = scores[order], y_true[order]
+    # The last index of each run of equal scores: a threshold takes all of them or none.
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tps = np.cumsum(truth)[ends]
+    predicted = ends + 1
+    return [0.0, *(tps / positives).tolist()], [1.0, *(tps / predicted).tolist()]
+
+
+def average_precision(y_true, scores) -> float:
+    """Area under the precision-recall curve as the step sum over thresholds, sum (R_k - R_k-1) P_k."""
+    recalls, precisions = precision_recall_curve(y_true, scores)
+    if not recalls:
+        return float("nan")
+    return float(np.sum(np.diff(recalls) * np.asarray(precisions[1:])))
+
+
+class CalibrationBin(NamedTuple):
+    """One bin of a reliability diagram: predictions in [low, high), the last bin closed."""
+
+    low: float
+    high: float
+    count: int
+    mean_probability: float  # NaN when empty
+    observed_rate: float  # share of abnormal cases; NaN when empty
+
+
+def calibration_bins(y_true, probabilities, bins: int = CALIBRATION_BINS) -> list[CalibrationBin]:
+    """Equal-width bins over [0, 1]: mean predicted probability against the observed rate of abnormal."""
+    y_true, probabilities = np.asarray(y_true, float), np.asarray(probabilities, float)
+    index = np.minimum((probabilities * bins).astype(int), bins - 1)
+    result = []
+    for b in range(bins):
+        inside = index == b
+        count = int(inside.sum())
+        mean = float(probabilities[inside].mean()) if count else float("nan")
+        rate = float(y_true[inside].mean()) if count else float("nan")
+        result.append(CalibrationBin(b / bins, (b + 1) / bins, count, mean, rate))
+    return result
+
+
+def expected_calibration_error(y_true, probabilities, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the gap between predicted probability and observed rate, averaged over bins by their counts."""
+    table = calibration_bins(y_true, probabilities, bins)
+    total = sum(b.count for b in table)
+    if total == 0:
+        return float("nan")
+    return float(sum(b.count * abs(b.mean_probability - b.observed_rate) for b in table if b.count) / total)
+
+
+def interval_caveat(studies: int, abnormal: int, interval=None) -> str:
+    """Why a study-level interval cannot be trusted, in words; "" when it can."""
+    normal = studies - abnormal
+    counted = f"{studies} {'study' if studies == 1 else 'studies'}"
+    if studies == 0:
+        return "no studies"
+    if abnormal == 0 or normal == 0:
+        which = "normal" if abnormal == 0 else "abnormal"
+        return f"{counted}, {'all ' if studies > 1 else ''}{which}: with one class, kappa and AUC mean nothing"
+    if studies < MIN_STUDIES_FOR_INTERVAL or min(abnormal, normal) < MIN_STUDIES_PER_CLASS:
+        return f"only {counted} ({abnormal} abnormal): too few for the interval to mean anything"
+    if interval and all(v is not None and v == v for v in interval) and interval[0] == interval[1]:
+        return "the bootstrap interval has zero width: too few distinct resamples to mean anything"
+    return ""

@@ -159,7 +159,7 @@ class Predictor:
 
     def _stage_two(self, result: Prediction, files: dict[int, bytes], pictures: dict[int, np.ndarray],
                    inputs: dict[int, np.ndarray], gradcam_dir: Path | None) -> None:
-        from .gradcam import overlay
+        from .gradcam import on_picture, overlay
 
         routes: dict[int, list[int]] = {}
         runs: dict[int, _ReadyRun] = {}
@@ -194,7 +194,8 @@ class Predictor:
                     image.fracture_run = run_id
                     if heatmaps is not None:
                         target = gradcam_dir / f"{i:04d}_{Path(image.path).stem}_gradcam.png"
-                        overlay(Image.fromarray(pictures[i]), heatmaps[k]).save(target)
+                        heat = on_picture(heatmaps[k], run.spec, pictures[i].shape)  # padding cut away
+                        overlay(Image.fromarray(pictures[i]), heat).save(target)
                         image.gradcam = str(target)
 
 

@@ -69,3 +69,29 @@ def split_images(conn: Connection, split_id: int) -> list[SplitImage]:
         .order_by(Image.path)
     )
     return [SplitImage(*row) for row in rows]
+
+
+class ImageIdentity(NamedTuple):
+    """Where an image comes from, in the words people use: dataset, patient, part, study, image."""
+
+    dataset: str
+    patient: str
+    part: str
+    study: int
+    image: int
+
+
+def image_identities(conn: Connection, image_ids) -> dict[int, ImageIdentity]:
+    """image id -> its identity, for the ids that exist."""
+    ids = sorted(set(image_ids))
+    found: dict[int, ImageIdentity] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        rows = conn.execute(
+            select(Image.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number, Image.image_number)
+            .join(Study, Study.id == Image.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Dataset, Dataset.id == Image.dataset_id)
+            .where(Image.id.in_(ids[start:start + 500]))
+        )
+        found.update({row[0]: ImageIdentity(*row[1:]) for row in rows})
+    return found

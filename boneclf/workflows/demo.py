@@ -110,7 +110,7 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     studies = sorted({str(data / Path(p).parent) for p in tests})[: settings.studies_to_predict]
     prediction = Predictor(engine, stage1, stage2).predict([Path(s) for s in studies], workdir / "gradcam")
     step(11, "report")
-    report_path = build_report(engine, [stage1, stage2], workdir / "report.html")
+    report_path = build_report(engine, [stage1, stage2], workdir / "report.html").path
 
     stage1_eval, stage2_eval = evaluations[stage1].overall, evaluations[stage2].overall
     summary.bodypart_run, summary.fracture_run = stage1, stage2
