@@ -18,7 +18,7 @@ from boneclf.data.radiograph import draw_radiograph
 from boneclf.data.splits import list_splits, split_summary
 from boneclf.errors import BonedbError, InputProblems
 
-from conftest import snapshot
+from conftest import ingest_outcomes, snapshot
 
 
 def picture(path: Path, seed: int, abnormal: bool) -> None:
@@ -88,21 +88,21 @@ def test_patient_pattern_groups_files(engine, tmp_path):
 
 def test_reingest_is_a_noop_and_a_changed_tree_is_refused(engine, kaggle_tree):
     ingest_folder(engine, kaggle_tree, dataset="kaggle")
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     assert ingest_folder(engine, kaggle_tree, dataset="kaggle").unchanged
     picture(kaggle_tree / "train" / "fractured" / "new.png", 999, True)
     with pytest.raises(BonedbError, match="new --dataset name"):
         ingest_folder(engine, kaggle_tree, dataset="kaggle")
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
 
 
 def test_unknown_label_folder_is_named_with_remedy(engine, kaggle_tree):
     (kaggle_tree / "train" / "maybe").mkdir()
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     with pytest.raises(InputProblems) as caught:
         ingest_folder(engine, kaggle_tree, dataset="kaggle")
     assert "--label-map 'maybe=1'" in str(caught.value.problems[0])
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
     report = ingest_folder(engine, kaggle_tree, dataset="kaggle", label_map=parse_label_map("maybe=1"))
     assert report.images > 0
 

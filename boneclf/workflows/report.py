@@ -18,9 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from boneclf.data.splits import split_summary
-from boneclf.ml.evaluation import EvaluationResult, comparison_row, evaluate_run, latest_result, load_run_model
+from boneclf.ml.evaluation import (
+    EvaluationResult,
+    comparison_row,
+    evaluate_run,
+    latest_result,
+    load_run_model,
+    predictions_file,
+)
 from boneclf.ml.metrics import THRESHOLD, roc_curve
 from boneclf.results import plain
+from boneclf.store.provenance import describe_version
 from boneclf.store.runs import RunRecord, get_run
 
 GALLERY_PER_KIND = 3
@@ -104,8 +112,8 @@ def roc_picture(curves: dict[str, tuple[list[float], list[float], float]]) -> st
     return _png(figure)
 
 
-def _predictions(folder: Path) -> list[dict]:
-    path = folder / "predictions_test.csv"
+def _predictions(folder: Path, labels: str | None) -> list[dict]:
+    path = predictions_file(folder, "test", labels)
     if not path.exists():
         return []
     with open(path, newline="") as fh:
@@ -148,8 +156,11 @@ def build_report(engine, run_ids: list[int], out: Path) -> Path:
         summary = split_summary(engine, split_name)
         sections.append(f"<h2>Dataset and split: {html.escape(split_name)}</h2>"
                         f"<p>dataset {html.escape(summary.dataset)}, content hash "
-                        f"<code>{summary.content_hash[:16]}</code>, parameters "
+                        f"<code>{summary.content_hash[:16]}</code>, labels pinned "
+                        f"{describe_version(summary.label_version)}, parameters "
                         f"<code>{html.escape(json.dumps(summary.parameters))}</code></p>"
+                        + (f"<p><strong>{html.escape(summary.label_changes.describe())}</strong></p>"
+                           if summary.label_changes and summary.label_changes.changed else "")
                         + _table([c._asdict() for c in summary.counts]))
     comparison, details = [], []
     for run in runs:
@@ -183,11 +194,20 @@ figure {{ margin: 0; font-size: 0.8em; text-align: center; }}
     return out
 
 
+def _scored_against(evaluation: EvaluationResult) -> str:
+    if evaluation.labels is None:
+        return "scored before bonedb recorded which labels an evaluation used"
+    which = "the split's pinned labels" if evaluation.labels == "pinned" else "today's labels"
+    split_hash = f" of split content hash <code>{evaluation.split_hash[:16]}</code>" if evaluation.split_hash else ""
+    return f"scored against {which} ({describe_version(evaluation.label_version)}){split_hash}"
+
+
 def _run_section(engine, run: RunRecord, evaluation: EvaluationResult | None) -> str:
     folder = Path(run.artifact_dir)
     title = f"<h2>Run {run.id}: {run.stage}, {run.architecture}, {', '.join(run.parts)}</h2>"
-    parts = [title, f"<p>status {run.status}, split {html.escape(run.split_name)}, started "
-             f"{run.started_at:%Y-%m-%d %H:%M:%S}, TensorFlow {run.tf_version}</p>"]
+    parts = [title, f"<p>status {run.status}, split {html.escape(run.split_name)} (content hash "
+             f"<code>{run.split_hash[:16]}</code>), trained on labels {describe_version(run.label_version)}, "
+             f"started {run.started_at:%Y-%m-%d %H:%M:%S}, TensorFlow {run.tf_version}</p>"]
     history_file = folder / "history.json"
     if history_file.exists():
         parts.append("<h3>Learning curves</h3>" + _img(learning_curves(json.loads(history_file.read_text())),
@@ -195,6 +215,7 @@ def _run_section(engine, run: RunRecord, evaluation: EvaluationResult | None) ->
     if not evaluation:
         return "".join(parts)
     overall = evaluation.overall
+    parts.append(f"<p>evaluation {evaluation.evaluation_id}: {_scored_against(evaluation)}</p>")
     if run.stage == "bodypart":
         parts.append("<h3>Confusion matrix (test)</h3>"
                      + _img(confusion_picture(overall["confusion"], overall["class_names"], "body part"), "confusion"))
@@ -203,7 +224,7 @@ def _run_section(engine, run: RunRecord, evaluation: EvaluationResult | None) ->
     parts.append("<h3>Confusion matrices (test)</h3>"
                  + _img(confusion_picture(overall["image"]["confusion"], ["normal", "abnormal"], "images"), "images")
                  + _img(confusion_picture(overall["study"]["confusion"], ["normal", "abnormal"], "studies"), "studies"))
-    rows = _predictions(folder)
+    rows = _predictions(folder, evaluation.labels)
     if rows:
         curves = {}
         for part in sorted({r["part"] for r in rows}) + ["overall"]:
