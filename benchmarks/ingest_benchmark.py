@@ -32,11 +32,11 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf import migrate  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.labels import resolve_labels  # noqa: E402
 from boneclf.data.mura_reader import read_manifest  # noqa: E402
 from boneclf.data.synth import synth_mura  # noqa: E402
+from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
 from boneclf.store.schema import Dataset, Image, Patient, Study  # noqa: E402
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf import migrate  # noqa: E402
 from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
@@ -32,6 +31,7 @@ from boneclf.ml.image_spec import spec_for  # noqa: E402
 from boneclf.ml.models import build_classifier  # noqa: E402
 from boneclf.ml.predict import Predictor  # noqa: E402
 from boneclf.ml.tf_env import tensorflow  # noqa: E402
+from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
 from boneclf.store.queries import get_split  # noqa: E402
 from boneclf.store.runs import create_run, set_status  # noqa: E402
@@ -40,7 +40,8 @@ from boneclf.store.runs import create_run, set_status  # noqa: E402
 def fake_run(engine, split, stage: str, arch: str, outputs: int, classes: list[str], runs_dir: Path) -> int:
     parameters = {"image_size": 224, "pad": False, "canny": False, "arch": arch}
     run_id = create_run(engine, stage=stage, parts=tuple(BODY_PARTS), architecture=arch, parameters=parameters,
-                        image_spec=spec_for(arch, 224).to_dict(), split=split, tf_version=tensorflow().__version__,
+                        image_spec=spec_for(arch, 224).to_dict(), split=split, label_version=split.label_version,
+                        tf_version=tensorflow().__version__,
                         runs_dir=str(runs_dir))
     folder = runs_dir / str(run_id)
     folder.mkdir(parents=True)
