@@ -110,10 +110,10 @@ def main() -> None:
         with fresh_database(args.server_url) as engine:
             full, report = timed(lambda: ingest_mura(engine, root))
             noop, again = timed(lambda: ingest_mura(engine, root))
-            assert report.images_added == synth["images"] and not again.changed
+            assert report.images_added == synth.images and not again.changed
         with fresh_database(args.server_url) as engine:
             naive, count = timed(lambda: naive_ingest(engine, root))
-            assert count == synth["images"]
+            assert count == synth.images
 
     with create_engine(args.server_url).connect() as conn:
         server_version = conn.execute(text("SELECT VERSION()")).scalar()
@@ -121,7 +121,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "server": server_version,
-        "images": synth["images"], "studies": synth["studies"], "patients": synth["patients"],
+        "images": synth.images, "studies": synth.studies, "patients": synth.patients,
         "full_ingest_s": round(full, 3),
         "noop_reingest_s": round(noop, 3),
         "naive_orm_s": round(naive, 3),
@@ -131,7 +131,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"machine: {results['machine']}; server {server_version}; python {results['python']}")
-    print(f"dataset: {synth['images']} images, {synth['studies']} studies, {synth['patients']} patients (CSV only)")
+    print(f"dataset: {synth.images} images, {synth.studies} studies, {synth.patients} patients (CSV only)")
     print(f"full ingest          {full:8.3f} s")
     print(f"no-op re-ingest      {noop:8.3f} s")
     print(f"naive ORM baseline   {naive:8.3f} s")
