@@ -51,8 +51,8 @@ def split_(database: Database, name, near_bits, no_near, json_mode):
 def _human_split(report: SplitAudit) -> None:
     click.echo(f"split {report.split!r}: {report.images} images")
     if report.label_changes is not None and report.label_changes.changed:
-        click.echo(f"note: {report.label_changes.describe()} (not a leak; `bonedb split create NEW --from "
-                   f"{report.split}` re-bases it on today's labels)")
+        click.echo(f"note: {report.label_changes.describe()}; not a leak: `bonedb split create NEW --from "
+                   f"{report.split}` re-bases it on today's labels")
     _section("patients or studies in several subsets", report.overlaps,
              lambda f: f"{f['kind']} {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     _section("identical files in several subsets", report.exact_duplicates,

@@ -20,8 +20,8 @@ def log(database: Database, dataset, json_mode):
 
     One row per `ingest` or `ingest-folder` run that changed anything, or was refused,
     interrupted or failed (a run that found nothing to do leaves no row). --json adds the sha256
-    of every CSV read, the options and the full message. An ingest's id is the label version of
-    the labels it left (see `bonedb history --since ID`).
+    of every CSV read, the options and the full message. The id of a run that added or relabeled
+    studies is the label version of the labels it left (see `bonedb history --since ID`).
 
     \b
     Examples:

@@ -104,7 +104,7 @@ def ingest_mura(
     changes anything, or is refused, interrupted or fails, leaves a row in the ingest log."""
     options = {"parts": sorted(parts), "splits": list(splits), "verify": verify, "labels_from": labels_from,
                "skip_bad": skip_bad}
-    record = IngestRecord("ingest", dataset, str(root), options)
+    record = IngestRecord("ingest", dataset, str(Path(root).expanduser().absolute()), options)
     with paused_gc(), logged_if_unapplied(engine, record):
         return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress, record)
 
