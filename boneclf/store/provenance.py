@@ -32,9 +32,6 @@ from .schema import Dataset, Image, IngestLog, LabelChange, Patient, SplitAssign
 
 _log = IngestLog.__table__
 _history = LabelChange.__table__
-OUTCOMES = ("applied", "refused", "interrupted", "failed")
-REASONS = ("folder rename", "labels csv", "labels-from csv", "labels-from folder")
-_WORD = {0: "normal", 1: "abnormal"}
 
 
 def now() -> datetime:
