@@ -53,19 +53,19 @@ def naive_split(engine, dataset_id: int) -> int:
     """Query ORM objects, shuffle patients, add one assignment object at a time."""
     with Session(engine) as session:
         images = session.execute(
-            select(Image, Patient.patient_key).join(Study, Study.id == Image.study_id)
+            select(Image, Patient.patient_key, Study.label).join(Study, Study.id == Image.study_id)
             .join(Patient, Patient.id == Study.patient_id).where(Image.dataset_id == dataset_id)
         ).all()
-        patients = sorted({key for _, key in images})
+        patients = sorted({key for _, key, _ in images})
         random.Random(42).shuffle(patients)
         cut = int(len(patients) * 0.8), int(len(patients) * 0.9)
         subset = {p: "train" if i < cut[0] else "val" if i < cut[1] else "test" for i, p in enumerate(patients)}
-        version = SplitVersion(name="naive", dataset_id=dataset_id, kind="bonedb", parameters="{}", seed=42,
-                               content_hash="-")
+        version = SplitVersion(name="naive", dataset_id=dataset_id, kind="bonedb", parameters={}, seed=42,
+                               content_hash="-", images=len(images))
         session.add(version)
         session.flush()
-        for image, key in images:
-            session.add(SplitAssignment(split_id=version.id, image_id=image.id, subset=subset[key]))
+        for image, key, label in images:
+            session.add(SplitAssignment(split_id=version.id, image_id=image.id, subset=subset[key], label=label))
             session.flush()
         session.commit()
     return len(images)

@@ -35,6 +35,7 @@ def audit():
 @pass_db
 def split_(database: Database, name, near_bits, no_near, json_mode):
     """Patients, studies, identical files and near-duplicate images shared by subsets of split NAME.
+    Also says, in one line, when labels changed in the dataset since the split was made.
 
     \b
     Example:
@@ -49,6 +50,9 @@ def split_(database: Database, name, near_bits, no_near, json_mode):
 
 def _human_split(report: SplitAudit) -> None:
     click.echo(f"split {report.split!r}: {report.images} images")
+    if report.label_changes is not None and report.label_changes.changed:
+        click.echo(f"note: {report.label_changes.describe()}; not a leak: `bonedb split create NEW --from "
+                   f"{report.split}` re-bases it on today's labels")
     _section("patients or studies in several subsets", report.overlaps,
              lambda f: f"{f['kind']} {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     _section("identical files in several subsets", report.exact_duplicates,

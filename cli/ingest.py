@@ -37,6 +37,8 @@ def ingest(database: Database, root, dataset, parts, split, verify, labels_from,
     MURA's: 1 = abnormal, 0 = normal, read per study by radiologists. Abnormal covers fractures,
     hardware and other findings; the per-bone views call it is_fractured, as the seed paper did.
     A second run over the same files changes nothing; a relabeled copy updates labels and paths.
+    Every run that changes anything (or is refused or interrupted) is logged: `bonedb log`; every
+    label change is kept with its reason and source: `bonedb history`.
 
     \b
     Examples:
@@ -60,7 +62,7 @@ def _human(report: IngestReport, database: Database) -> None:
                    f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})")
     for relabel in report.relabeled:
         click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({_WORD[relabel.old_label]}) -> "
-                   f"{relabel.new_label} ({_WORD[relabel.new_label]})")
+                   f"{relabel.new_label} ({_WORD[relabel.new_label]}) by {relabel.reason}: {relabel.source}")
     if report.root_changed_from:
         click.echo(f"dataset root moved: {report.root_changed_from} -> {report.root}")
     if report.stats is not None:
@@ -78,6 +80,8 @@ def _human(report: IngestReport, database: Database) -> None:
             f"{report.images_unchanged} images unchanged" if report.images_unchanged else "",
         ]
         click.echo(f"dataset {report.dataset!r} in {database.masked_url}: " + "; ".join(c for c in changes if c))
+        changes = f"; its label changes: bonedb history --ingest {report.ingest_id}" if report.relabeled else ""
+        click.echo(f"logged as ingest {report.ingest_id} (bonedb log){changes}")
     if report.images_stale:
         click.echo(f"note: {report.images_stale} images in the database are no longer listed in the CSVs "
                    "(left in place)")

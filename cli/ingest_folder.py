@@ -52,6 +52,8 @@ def _human(report: FolderReport) -> None:
     state = "already ingested, unchanged" if report.unchanged else "ingested"
     click.echo(f"dataset {report.dataset!r} {state}: {report.images} images, {report.patients} patients "
                f"({', '.join(f'{k}: {v}' for k, v in report.per_subset_label.items())}; label 1 = abnormal)")
+    if report.ingest_id is not None:
+        click.echo(f"logged as ingest {report.ingest_id} (bonedb log)")
     if report.skipped:
         click.echo("skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items())))
     if report.source_split:

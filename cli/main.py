@@ -12,7 +12,23 @@ from boneclf import __version__
 from boneclf.errors import BonedbError, InputProblems
 from boneclf.store.engine import scrub
 
-from . import audit, db, demo, export, ingest, ingest_folder, predict, report, runs, split, stats, synth, train
+from . import (
+    audit,
+    db,
+    demo,
+    export,
+    history,
+    ingest,
+    ingest_folder,
+    log,
+    predict,
+    report,
+    runs,
+    split,
+    stats,
+    synth,
+    train,
+)
 from .context import Database
 
 MAX_PROBLEMS_SHOWN = 50
@@ -89,8 +105,9 @@ def cli(ctx, database_url):
 
 
 for _command in (
-    db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, stats.stats, split.split, export.export,
-    audit.audit, train.train, train.weights, runs.runs, runs.evaluate, predict.predict, report.report, demo.demo,
+    db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, log.log, history.history, stats.stats,
+    split.split, export.export, audit.audit, train.train, train.weights, runs.runs, runs.evaluate, predict.predict,
+    report.report, demo.demo,
 ):
     cli.add_command(_command)
 

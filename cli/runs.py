@@ -8,6 +8,8 @@ import click
 
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
+from boneclf.ml.training_data import LABEL_SOURCES
+from boneclf.store.provenance import describe_version
 from boneclf.store.runs import STATUSES, get_run, list_runs
 
 from .context import Database, pass_db
@@ -64,6 +66,7 @@ def show(database: Database, run_id, json_mode):
                 "artifact_dir", "error"):
         click.echo(f"{key:13s} {getattr(run, key) if getattr(run, key) is not None else ''}")
     click.echo(f"{'parts':13s} {', '.join(run.parts)}")
+    click.echo(f"{'labels':13s} the split's pinned labels, {describe_version(run.label_version)}")
     for key in ("started_at", "finished_at"):
         value = getattr(run, key)
         click.echo(f"{key:13s} {value:%Y-%m-%d %H:%M:%S}" if value else f"{key:13s}")
@@ -71,8 +74,16 @@ def show(database: Database, run_id, json_mode):
     click.echo(f"{'parameters':13s} {json.dumps(run.parameters, sort_keys=True)}")
     click.echo(f"{'validation':13s} {run.headline()}")
     if evaluation is not None:
-        click.echo(f"{'evaluated':13s} on {evaluation.subset} (evaluation {evaluation.evaluation_id}): "
-                   f"`bonedb evaluate {run_id}` prints it in full")
+        click.echo(f"{'evaluated':13s} on {evaluation.subset} (evaluation {evaluation.evaluation_id}) "
+                   f"{scored_against(evaluation)}: `bonedb evaluate {run_id}` prints it in full")
+
+
+def scored_against(evaluation: EvaluationResult) -> str:
+    """Which labels and split an evaluation scored against, in words."""
+    if evaluation.labels is None:
+        return "against the labels of its day (not recorded)"
+    which = "the split's pinned labels" if evaluation.labels == "pinned" else "today's labels"
+    return f"against {which}, {describe_version(evaluation.label_version)}, split hash {evaluation.split_hash}"
 
 
 @runs.command()
@@ -99,26 +110,37 @@ def compare(database: Database, run_ids, json_mode, csv_mode):
 @click.argument("run_id", type=int)
 @click.option("--subset", type=click.Choice(SUBSETS), default="test", show_default=True,
               help="Which subset of the run's split to score.")
+@click.option("--labels", type=click.Choice(LABEL_SOURCES), default="pinned", show_default=True,
+              help="pinned: the labels the split pinned when it was made (the ones the run trained with); "
+              "current: today's labels of the same studies.")
 @json_option
 @pass_db
-def evaluate(database: Database, run_id, subset, json_mode):
+def evaluate(database: Database, run_id, subset, labels, json_mode):
     """Score finished run RUN_ID on its split's test subset, the way MURA is scored.
 
     Image level: accuracy, per-class precision/recall/F1, ROC AUC, confusion matrix. Study level
     (mean of a study's image probabilities, abnormal above 0.5): accuracy, Cohen's kappa and AUROC
-    with bootstrap 95% intervals over studies. Per body part and overall; stored with the run.
+    with bootstrap 95% intervals over studies. Per body part and overall; stored with the run,
+    with the split hash and which labels (pinned or current, and their label version) it used.
 
     \b
-    Example:
+    Examples:
       bonedb evaluate 3 --subset test
+      bonedb evaluate 3 --labels current      # against today's labels, after a relabel
     """
-    result = evaluate_run(database.engine, run_id, subset)
+    result = evaluate_run(database.engine, run_id, subset, labels)
     emit(result, json_mode, _human_evaluation)
 
 
 def _human_evaluation(result: EvaluationResult) -> None:
     overall = result.overall
-    click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset")
+    changes = result.label_changes
+    if changes is not None and changes.changed:
+        advice = ("scored against them (pinned); `--labels current` scores against today's"
+                  if result.labels == "pinned" else "scored against today's labels (--labels current)")
+        click.echo(f"warning: {changes.describe()}; {advice}", err=True)
+    click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
+               f"{scored_against(result)}")
     if result.stage == "bodypart":
         click.echo(format_report(overall["report"], overall["accuracy"]))
         click.echo(f"accuracy {overall['accuracy']:.3f} (95% CI {format_interval(overall['accuracy_ci'])}), "

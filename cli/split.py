@@ -8,7 +8,16 @@ import click
 
 from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import DEFAULT_DATASET
-from boneclf.data.splits import TEST_FROM, SplitOptions, create_split, delete_split, list_splits, split_summary
+from boneclf.data.splits import (
+    TEST_FROM,
+    SplitOptions,
+    create_split,
+    delete_split,
+    list_splits,
+    rebase_split,
+    split_summary,
+)
+from boneclf.store.provenance import describe_version
 
 from .context import Database, pass_db
 from .options import json_option, parts_option
@@ -36,24 +45,41 @@ def split():
 @click.option("--test-from", type=click.Choice(TEST_FROM), default="official", show_default=True,
               help="official: the source's own held-out images (MURA's valid split, comparable with "
               "published results); carve: a fraction of all images.")
+@click.option("--from", "from_split", metavar="SPLIT",
+              help="Re-base: the same subsets as split SPLIT, with today's labels pinned (after a relabel). "
+              "Takes no other split option.")
 @json_option
+@click.pass_context
 @pass_db
-def create(database: Database, name, dataset, parts, val, test, seed, test_from, json_mode):
+def create(database: Database, ctx, name, dataset, parts, val, test, seed, test_from, from_split, json_mode):
     """Create split NAME: every image of a patient in one subset, across body parts, stratified by
     part and label. The same data, options and seed give the same split on any machine and backend.
+    Each image's label is pinned as it is now; training and evaluation read the pinned labels.
 
     \b
-    Example:
+    Examples:
       bonedb split create hs-v1 --parts humerus,shoulder --val 0.1 --seed 42
+      bonedb split create hs-v2 --from hs-v1      # same subsets, today's labels
     """
-    options = SplitOptions(dataset, parts or BODY_PARTS, val, test, seed, test_from)
-    result = create_split(database.engine, name, options)
+    if from_split is not None:
+        given = [f"--{p.replace('_', '-')}" for p in ("dataset", "parts", "val", "test", "seed", "test_from")
+                 if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--from copies the subsets of split {from_split!r}; drop {', '.join(given)}")
+        result = rebase_split(database.engine, name, from_split)
+    else:
+        result = create_split(database.engine, name, SplitOptions(dataset, parts or BODY_PARTS, val, test, seed,
+                                                                  test_from))
 
     def human(r):
         if r.note:
             click.echo(f"warning: {r.note}", err=True)
         verb = "created" if r.created else "already exists, unchanged:"
         click.echo(f"split {name!r} {verb} {r.images} images, content hash {r.content_hash[:16]}")
+        if r.rebased_from:
+            changed = r.changes.describe() if r.changes.changed else \
+                f"no label changed since split {r.rebased_from!r} was made"
+            click.echo(f"re-based from split {r.rebased_from!r}: {changed}")
         if r.created:
             click.echo(f"next: bonedb split show {name}")
 
@@ -75,7 +101,8 @@ def list_(database: Database, json_mode):
     def human(rows):
         print_table([{**s.to_dict(), "content_hash": s.content_hash[:12], "parameters": json.dumps(s.parameters)}
                      for s in rows],
-                    ["name", "dataset", "kind", "seed", "images", "content_hash", "created_at", "parameters"])
+                    ["name", "dataset", "kind", "seed", "images", "content_hash", "label_version", "created_at",
+                     "parameters"])
 
     emit(splits, json_mode, human)
 
@@ -97,6 +124,9 @@ def show(database: Database, name, json_mode):
         click.echo(f"split {s.name} of dataset {s.dataset} ({s.kind}), created "
                    f"{s.created_at:%Y-%m-%d %H:%M:%S}, content hash {s.content_hash}")
         click.echo(f"parameters: {json.dumps(s.parameters, sort_keys=True)}")
+        click.echo(f"labels: pinned {describe_version(s.label_version)} (the counts below are by pinned label)")
+        if s.label_changes.changed:
+            click.echo(f"note: {s.label_changes.describe()}")
         print_table(s.counts)
 
     emit(summary, json_mode, human)

@@ -62,9 +62,10 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
           no_tensorboard, runs_dir, resume_id, json_mode):
     """Train stage 1 (body part) or stage 2 (normal/abnormal) on split NAME; record the run.
 
-    Every run is stored in the database (parameters, image spec, split and its hash, status,
-    metrics) with its files in runs/<id>/: model.keras, class_names.json, history.json,
-    config.json, logs.
+    Every run is stored in the database (parameters, image spec, split and its hash, label version,
+    status, metrics) with its files in runs/<id>/: model.keras, class_names.json, history.json,
+    config.json, logs. Stage 2 trains on the labels the split pinned when it was made; a warning
+    says when the dataset's labels changed since.
 
     \b
     Examples:
@@ -102,6 +103,10 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
 def _human(result: RunResult) -> None:
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}", err=True)
+    changes = result.label_changes
+    if changes is not None and changes.changed:
+        click.echo(f"warning: {changes.describe()}; run {result.run_id} trained on the split's pinned labels "
+                   f"(`bonedb split create NEW --from {changes.split}` re-bases it on today's)", err=True)
     click.echo(f"run {result.run_id} {result.status}: {result.stage} {result.architecture} on "
                f"{','.join(result.parts)}; {result.headline()}; files in {result.artifact_dir}")
 

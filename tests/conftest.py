@@ -127,11 +127,19 @@ def mura(tmp_path, synth_template) -> Path:
     return out
 
 
-def snapshot(engine) -> dict[str, list[tuple]]:
-    """Every row of every bonedb table, sorted: equal snapshots mean an unchanged database."""
+def snapshot(engine, *, log: bool = True) -> dict[str, list[tuple]]:
+    """Every row of every bonedb table, sorted: equal snapshots mean an unchanged database.
+    log=False leaves out the ingest log, which a refused ingest writes to on purpose."""
     with engine.connect() as conn:
-        names = [t for t in Base.metadata.sorted_tables if inspect(conn).has_table(t.name)]
+        names = [t for t in Base.metadata.sorted_tables if inspect(conn).has_table(t.name)
+                 and (log or t.name != "ingest_log")]
         return {t.name: sorted(tuple(map(str, row)) for row in conn.execute(select(t))) for t in names}
+
+
+def ingest_outcomes(engine) -> list[str]:
+    """The outcome of every logged ingest, oldest first."""
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT outcome FROM ingest_log ORDER BY id")).scalars())
 
 
 def prepare_synth_split(engine, root: Path, patients: int, size: int, shuffled: bool = False) -> None:

@@ -99,6 +99,6 @@ def test_every_command_documents_itself_with_an_example():
 
 def test_every_command_is_registered():
     assert set(cli.commands) == {
-        "audit", "db", "demo", "evaluate", "export", "ingest", "ingest-folder", "predict", "report", "runs",
-        "split", "stats", "synth", "train", "weights",
+        "audit", "db", "demo", "evaluate", "export", "history", "ingest", "ingest-folder", "log", "predict", "report",
+        "runs", "split", "stats", "synth", "train", "weights",
     }

@@ -17,8 +17,9 @@ from boneclf.data.folder_dataset import ingest_folder, parse_label_map
 from boneclf.data.radiograph import draw_radiograph
 from boneclf.data.splits import list_splits, split_summary
 from boneclf.errors import BonedbError, InputProblems
+from boneclf.store.provenance import list_ingests
 
-from conftest import snapshot
+from conftest import ingest_outcomes, snapshot
 
 
 def picture(path: Path, seed: int, abnormal: bool) -> None:
@@ -87,22 +88,29 @@ def test_patient_pattern_groups_files(engine, tmp_path):
 
 
 def test_reingest_is_a_noop_and_a_changed_tree_is_refused(engine, kaggle_tree):
-    ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    first = ingest_folder(engine, kaggle_tree, dataset="kaggle")
     before = snapshot(engine)
     assert ingest_folder(engine, kaggle_tree, dataset="kaggle").unchanged
+    assert snapshot(engine) == before, "a no-op leaves no trace, not even in the log"
     picture(kaggle_tree / "train" / "fractured" / "new.png", 999, True)
     with pytest.raises(BonedbError, match="new --dataset name"):
         ingest_folder(engine, kaggle_tree, dataset="kaggle")
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == {k: v for k, v in before.items() if k != "ingest_log"}
+    applied, refused = list_ingests(engine)
+    assert (applied.id, applied.command, applied.outcome) == (first.ingest_id, "ingest-folder", "applied")
+    assert applied.images_added == first.images and applied.options["part"] is None
+    assert len(applied.source_sha256["listing"]) == 64 and refused.source_sha256 != applied.source_sha256
+    assert (refused.outcome, refused.images_added) == ("refused", 1) and "new --dataset name" in refused.message
+    assert split_summary(engine, "kaggle").label_version == first.ingest_id
 
 
 def test_unknown_label_folder_is_named_with_remedy(engine, kaggle_tree):
     (kaggle_tree / "train" / "maybe").mkdir()
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     with pytest.raises(InputProblems) as caught:
         ingest_folder(engine, kaggle_tree, dataset="kaggle")
     assert "--label-map 'maybe=1'" in str(caught.value.problems[0])
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
     report = ingest_folder(engine, kaggle_tree, dataset="kaggle", label_map=parse_label_map("maybe=1"))
     assert report.images > 0
 

@@ -13,7 +13,7 @@ from boneclf.data.synth import plan_dataset
 from boneclf.errors import BonedbError, InputProblems
 from boneclf.store.schema import Image, Study
 
-from conftest import snapshot
+from conftest import ingest_outcomes, snapshot
 
 
 def csv_lines(path: Path) -> list[str]:
@@ -65,14 +65,14 @@ def test_verify_reports_missing_and_truncated_files_and_writes_nothing(engine, m
     (mura / lines[0]).unlink()
     truncated = mura / lines[3]
     truncated.write_bytes(truncated.read_bytes()[:100])
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     with pytest.raises(InputProblems) as caught:
         ingest_mura(engine, mura, verify=True)
     text = [str(p) for p in caught.value.problems]
     assert len(text) == 2
     assert text[0].startswith("MURA-v1.1/train_image_paths.csv:1: missing file")
     assert text[1].startswith("MURA-v1.1/train_image_paths.csv:4: cannot decode")
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
     # The steward may leave them out instead, and is told which.
     report = ingest_mura(engine, mura, verify=True, skip_bad=True)
     assert len(report.skipped) == 2
@@ -81,7 +81,7 @@ def test_verify_reports_missing_and_truncated_files_and_writes_nothing(engine, m
 
 def test_bad_input_lists_every_problem_and_writes_nothing(engine, mura):
     ingest_mura(engine, mura)
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     folder = mura / "MURA-v1.1"
     paths = folder / "train_image_paths.csv"
     good = csv_lines(paths)
@@ -95,13 +95,13 @@ def test_bad_input_lists_every_problem_and_writes_nothing(engine, mura):
         "MURA-v1.1/train_image_paths.csv:4",
     ]
     assert "nothing was written" in str(caught.value)
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
 
 
 def test_failure_during_write_rolls_back(engine, mura):
     """An error after some rows are written (here: a study that moved split) leaves no trace."""
     ingest_mura(engine, mura, splits=("train",))
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     folder = mura / "MURA-v1.1"
     # Copy one train patient's first study into valid: same identity, other split.
     train_line = csv_lines(folder / "train_image_paths.csv")[0]
@@ -114,7 +114,7 @@ def test_failure_during_write_rolls_back(engine, mura):
         fh.write(label_line.replace("/train/", "/valid/") + "\n")
     with pytest.raises(BonedbError, match="never moves a study between splits"):
         ingest_mura(engine, mura)  # new valid patients are inserted before the moved study is met
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
 
 
 def test_folder_rename_relabels_and_moves_paths(engine, mura):
@@ -147,12 +147,12 @@ def test_labels_csv_only_relabel(engine, mura):
     labels = labels_file.read_text().split("\n")
     flipped = [f"{l[:-1]}{1 - int(l[-1])}" if l else l for l in labels[:2]]
     labels_file.write_text("\n".join(flipped + labels[2:]))
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     with pytest.raises(InputProblems) as caught:
         ingest_mura(engine, mura)
     assert [p.line for p in caught.value.problems] == [1, 2]
     assert all("--labels-from" in p.message for p in caught.value.problems)
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"
 
     report = ingest_mura(engine, mura, labels_from="csv")
     assert len(report.relabeled) == 2 and len(report.conflicts_settled) == 2
@@ -219,7 +219,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_each_bad_input_is_named_and_changes_nothing(engine, mura, case):
     ingest_mura(engine, mura, splits=("valid",))
-    before = snapshot(engine)
+    before = snapshot(engine, log=False)
     damage, expected = BAD_INPUTS[case]
     damage(mura / "MURA-v1.1")
     with pytest.raises(InputProblems) as caught:
@@ -227,4 +227,4 @@ def test_each_bad_input_is_named_and_changes_nothing(engine, mura, case):
     found = [str(p) for p in caught.value.problems]
     assert len(found) == 1, found
     assert found[0].startswith("MURA-v1.1/") and expected in found[0], found[0]
-    assert snapshot(engine) == before
+    assert snapshot(engine, log=False) == before and ingest_outcomes(engine)[-1] == "refused"

@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from boneclf.cli.main import cli
+from boneclf.store.runs import get_run
 from boneclf.workflows.report import build_report
 
 
@@ -48,6 +49,10 @@ def test_report_holds_every_section_with_embedded_pictures(trained, tmp_path):
                     "precision-recall", "calibration", "Per body part", "Grad-CAM gallery"):
         assert section in headings, section
     assert outline.images >= 8 and outline.scripts == 0
+    page = path.read_text()
+    run = get_run(trained.engine, trained.fracture_run)
+    assert f"<code>{run.split_hash[:16]}</code>), trained on labels as of ingest 1" in page
+    assert "scored against the split's pinned labels (as of ingest 1)" in page
 
 
 def test_demo_end_to_end_in_quick_mode_and_reuse(tmp_path):

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import paused_gc
+from boneclf.store.provenance import LabelChanges, label_changes
 from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
 from boneclf.store.schema import Image
 
@@ -30,6 +31,7 @@ class SplitAudit(Result):
     near_duplicates: list[dict] = field(default_factory=list)
     unhashed: list[str] = field(default_factory=list)  # files that could not be read to hash
     near_bits: int = NEAR_DUPLICATE_BITS
+    label_changes: LabelChanges | None = None  # since the split was made (not a leak; said in one line)
 
     computed = ("leaks",)
 
@@ -51,7 +53,8 @@ def audit_split(
         with engine.connect() as conn:
             split = get_split(conn, name)
             root = dataset_root(conn, split.dataset_id)
-        report = SplitAudit(name, 0, near_bits=near_bits)
+            changes = label_changes(conn, split)
+        report = SplitAudit(name, 0, near_bits=near_bits, label_changes=changes)
         rows = _split_rows(engine, split.id)
         if any(r.content_hash is None or r.perceptual_hash is None for r in rows):
             report.unhashed = _hash_missing(engine, root, rows, progress)

@@ -232,6 +232,7 @@ def write_marker(partial: Path, split, *, stage: str, combined: bool, link: str,
         "split_kind": split.kind,
         "parameters": split.parameters,
         "content_hash": split.content_hash,
+        "label_version": split.label_version,  # labels are the split's pinned ones
         "stage": stage,
         "combined": combined,
         "parts": sorted(parts) if parts else None,

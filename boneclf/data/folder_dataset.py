@@ -21,6 +21,7 @@ from boneclf.errors import BonedbError, InputProblems, Problem
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
 from .leakage import group_overlaps
@@ -76,6 +77,7 @@ class FolderReport(Result):
     source_split: str | None = None
     source_split_leaks: int = 0
     unchanged: bool = False
+    ingest_id: int | None = None  # its row in the ingest log, when it changed anything
 
 
 def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None) -> tuple[list[FolderImage], Counter]:
@@ -149,26 +151,42 @@ def ingest_folder(
     if part is not None and part not in BODY_PARTS:
         raise BonedbError(f"unknown body part {part!r}: choose from {', '.join(BODY_PARTS)}, or leave it out")
     root = Path(root).expanduser().resolve()
-    with paused_gc():
-        images, skipped = scan(root, label_map or DEFAULT_LABELS, patient_pattern)
-        report = FolderReport(dataset, str(root), skipped=dict(skipped))
-        with progress(len(images), "Reading images") as advance:
-            checks = inspect_files(root, [i.path for i in images], advance)
-        good = []
-        for image, check in zip(images, checks):
-            if check.facts is None:
-                report.bad_images.append(check.error)
-            else:
-                good.append((image, check.facts))
-        if not good:
-            raise BonedbError(f"{root}: no readable images under label folders (skipped: {dict(skipped) or 'none'})")
-        with engine.begin() as conn:
-            existing = conn.execute(select(Dataset.id, Dataset.kind).where(Dataset.name == dataset)).first()
-            if existing is not None:
-                _check_same(conn, existing, dataset, good)
-                report.unchanged = True
-            else:
-                _write(conn, dataset, root, part or UNKNOWN_PART, good, report)
+    label_map = label_map or DEFAULT_LABELS
+    extra_labels = {name: value for name, value in label_map.items() if DEFAULT_LABELS.get(name) != value}
+    record = IngestRecord("ingest-folder", dataset, str(root),
+                          {"part": part, "label_map": extra_labels, "patient_pattern": patient_pattern})
+    with paused_gc(), logged_if_unapplied(engine, record):
+        return _ingest(engine, root, dataset, part, label_map, patient_pattern, progress, record)
+
+
+def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progress,
+            record: IngestRecord) -> FolderReport:
+    images, skipped = scan(root, label_map, patient_pattern)
+    report = FolderReport(dataset, str(root), skipped=dict(skipped))
+    with progress(len(images), "Reading images") as advance:
+        checks = inspect_files(root, [i.path for i in images], advance)
+    good = []
+    for image, check in zip(images, checks):
+        if check.facts is None:
+            report.bad_images.append(check.error)
+        else:
+            good.append((image, check.facts))
+    if not good:
+        raise BonedbError(f"{root}: no readable images under label folders (skipped: {dict(skipped) or 'none'})")
+    record.source_sha256 = {"listing": _listing_hash(good)}
+    record.counts.rows_skipped = sum(skipped.values()) + len(report.bad_images)
+    with engine.begin() as conn:
+        existing = conn.execute(select(Dataset.id, Dataset.kind).where(Dataset.name == dataset)).first()
+        if existing is not None:
+            _check_same(conn, existing, dataset, good, record.counts)
+            report.unchanged = True
+        else:
+            patients = len({image.patient for image, _ in good})
+            record.counts = IngestCounts(patients_added=patients, studies_added=len(good), images_added=len(good),
+                                         rows_skipped=record.counts.rows_skipped)
+            # Logged first: the source's own split pins its labels at this ingest's label version.
+            report.ingest_id = log_applied(conn, record)
+            _write(conn, dataset, root, part or UNKNOWN_PART, good, report)
     report.images = len(good)
     report.patients = len({image.patient for image, _ in good})
     counts = Counter(f"{image.subset}/{image.label}" for image, _ in good)
@@ -176,7 +194,15 @@ def ingest_folder(
     return report
 
 
-def _check_same(conn, existing, dataset: str, good) -> None:
+def _listing_hash(good) -> str:
+    """sha256 over the sorted (path, content hash, label) of every readable image: the tree's fingerprint."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{image.path}\t{facts.content_hash}\t{image.label}\n" for image, facts in good):
+        digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> None:
     """Re-ingesting the same tree is a no-op; a changed tree goes under a new name."""
     if existing.kind != "folder":
         raise BonedbError(f"dataset {dataset!r} is a {existing.kind} dataset: pass another --dataset name")
@@ -186,6 +212,7 @@ def _check_same(conn, existing, dataset: str, good) -> None:
     ).all())
     found = {(image.path, facts.content_hash, image.label) for image, facts in good}
     if stored != found:
+        counts.images_added, counts.images_unchanged = len(found - stored), len(found & stored)
         raise BonedbError(
             f"dataset {dataset!r} already holds a different version of this folder "
             f"({len(found - stored)} new or changed, {len(stored - found)} gone): ingest it under a new --dataset name"

@@ -2,7 +2,9 @@
 
 Everything is read and checked before the first write; the writes then run in one
 transaction as a handful of set-based statements (one SELECT per table to learn what is
-there, executemany INSERTs for what is new, UPDATEs only for what changed).
+there, executemany INSERTs for what is new, UPDATEs only for what changed). A run that changes
+anything is logged in that transaction (one row), with one history row per relabeled study
+(one executemany); a refused, interrupted or failed run is logged after the rollback.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from boneclf.errors import BonedbError, InputProblems, Problem
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.provenance import (
+    IngestCounts,
+    IngestRecord,
+    LabelChangeRow,
+    log_applied,
+    log_label_changes,
+    logged_if_unapplied,
+)
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
 from .labels import LabelConflict, resolve_labels
-from .mura_reader import ImageRow, StudyKey, read_manifest
+from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .stats import DatasetStats, dataset_stats
 from .verify import FileFacts, inspect_files
 
@@ -37,9 +47,12 @@ class Relabel:
     study: StudyKey
     old_label: int
     new_label: int
+    reason: str = ""  # folder rename, labels csv, labels-from csv or labels-from folder
+    source: str = ""  # the CSV file:line or the study folder the new label came from
 
     def to_dict(self) -> dict:
-        return {"study": self.study.describe(), "old_label": self.old_label, "new_label": self.new_label}
+        return {"study": self.study.describe(), "old_label": self.old_label, "new_label": self.new_label,
+                "reason": self.reason, "source": self.source}
 
 
 @dataclass
@@ -62,6 +75,7 @@ class IngestReport(Result):
     unused_labels: int = 0
     root_changed_from: str | None = None
     stats: DatasetStats | None = None
+    ingest_id: int | None = None  # its row in the ingest log, when it changed anything
 
     computed = ("changed",)
 
@@ -86,13 +100,19 @@ def ingest_mura(
     progress: ProgressFactory = silent,
 ) -> IngestReport:
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
-    unless `skip_bad`, in which case bad rows are left out and listed in the report."""
-    with paused_gc():
-        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress)
+    unless `skip_bad`, in which case bad rows are left out and listed in the report. Every run that
+    changes anything, or is refused, interrupted or fails, leaves a row in the ingest log."""
+    options = {"parts": sorted(parts), "splits": list(splits), "verify": verify, "labels_from": labels_from,
+               "skip_bad": skip_bad}
+    record = IngestRecord("ingest", dataset, str(Path(root).expanduser().absolute()), options)
+    with paused_gc(), logged_if_unapplied(engine, record):
+        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress, record)
 
 
-def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress) -> IngestReport:
+def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress,
+            record: IngestRecord) -> IngestReport:
     manifest = read_manifest(root, parts, splits)
+    record.source_root, record.source_sha256 = str(manifest.root), manifest.csv_sha256
     labels = resolve_labels(manifest, labels_from)
     problems = manifest.problems + labels.problems
     images = [image for image in manifest.images if image.study not in labels.bad_studies]
@@ -125,9 +145,22 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
         unused_labels=len(labels.unused_labels),
     )
     with engine.begin() as conn:
-        _write(conn, report, images, labels.labels, facts)
+        changes = _write(conn, report, images, labels.labels, facts, manifest.labels)
+        if report.changed:
+            record.counts = _counts(report)
+            report.ingest_id = log_applied(conn, record)
+            log_label_changes(conn, report.ingest_id, changes)
     report.stats = dataset_stats(engine, dataset, parts, splits)
     return report
+
+
+def _counts(report: IngestReport) -> IngestCounts:
+    return IngestCounts(
+        patients_added=report.patients_added, studies_added=report.studies_added, images_added=report.images_added,
+        studies_relabeled=len(report.relabeled), images_moved=report.images_moved,
+        images_measured=report.images_measured, images_unchanged=report.images_unchanged,
+        rows_skipped=len(report.skipped),
+    )
 
 
 def _write(
@@ -136,7 +169,9 @@ def _write(
     images: list[ImageRow],
     labels: dict[StudyKey, int],
     facts: dict[str, FileFacts],
-) -> None:
+    label_rows: dict[StudyKey, LabelRow],
+) -> list[LabelChangeRow]:
+    """Write what is new or changed; returns the label changes for the history."""
     dataset_id = _dataset_id(conn, report)
 
     patient_ids = _patient_ids(conn, dataset_id)
@@ -146,8 +181,39 @@ def _write(
         patient_ids = _patient_ids(conn, dataset_id)
     report.patients_added = len(new_patients)
 
-    study_ids = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images}, labels)
-    _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+    study_ids, relabels = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images},
+                                         labels)
+    moved_studies = _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+    if not relabels:
+        return []
+    report.relabeled = _explain(relabels, moved_studies, report, label_rows, images)
+    return [(study_id, r.old_label, r.new_label, r.reason, r.source)
+            for (study_id, *_), r in zip(relabels, report.relabeled)]
+
+
+def _explain(relabels, moved_studies: set[int], report: IngestReport, label_rows: dict[StudyKey, LabelRow],
+             images: list[ImageRow]) -> list[Relabel]:
+    """Why each study's label changed, and the CSV line or study folder its new label came from."""
+    wanted = {key for _, key, _, _ in relabels}
+    folders: dict[StudyKey, str] = {}
+    for image in images:
+        if image.study in wanted and image.study not in folders:
+            folders[image.study] = image.path.rpartition("/")[0] + "/"
+    settled = {conflict.study for conflict in report.conflicts_settled}
+    explained = []
+    for study_id, key, old, new in relabels:
+        row = label_rows[key]
+        csv_line = f"{row.file}:{row.line}"
+        if key in settled:
+            # The CSV and the folder disagree; --labels-from chose.
+            reason = f"labels-from {report.labels_from}"
+            source = csv_line if report.labels_from == "csv" else folders[key]
+        elif study_id in moved_studies:
+            reason, source = "folder rename", folders[key]
+        else:
+            reason, source = "labels csv", csv_line
+        explained.append(Relabel(key, old, new, reason, source))
+    return explained
 
 
 def _dataset_id(conn: Connection, report: IngestReport) -> int:
@@ -184,7 +250,8 @@ def _study_rows(conn: Connection, dataset_id: int) -> dict[tuple[int, str, int],
     return {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}
 
 
-def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[tuple[int, str, int], int]:
+def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
+    """Insert new studies, update changed labels; returns ({identity: study id}, [(id, key, old, new)])."""
     existing = _study_rows(conn, dataset_id)
     new_rows, relabels = [], []
     for key in sorted(keys):
@@ -200,8 +267,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[
                 "MURA never moves a study between splits: ingest this copy under another --dataset name"
             )
         if old_label != label:
-            relabels.append({"b_id": study_id, "b_label": label})
-            report.relabeled.append(Relabel(key, old_label, label))
+            relabels.append((study_id, key, old_label, label))
     if new_rows:
         insert_rows(
             conn, _studies, ("dataset_id", "patient_id", "body_part", "source_split", "study_number", "label"),
@@ -211,16 +277,17 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels) -> dict[
     if relabels:
         conn.execute(
             update(_studies).where(_studies.c.id == bindparam("b_id")).values(label=bindparam("b_label")),
-            relabels,
+            [{"b_id": study_id, "b_label": label} for study_id, _, _, label in relabels],
         )
     report.studies_added = len(new_rows)
-    return {identity: row[0] for identity, row in existing.items()}
+    return {identity: row[0] for identity, row in existing.items()}, relabels
 
 
 _FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash")
 
 
-def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> None:
+def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> set[int]:
+    """Insert, move and measure images; returns the ids of studies whose images moved (renamed folders)."""
     # Only the columns needed to decide; the fact columns only when --verify measured something.
     fact_columns = _FACT_COLUMNS if facts else ()
     rows = conn.execute(
@@ -261,6 +328,10 @@ def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, fact
         )
     report.images_stale = _count_stale(conn, report, dataset_id, rows, seen)
     report.images_added, report.images_moved, report.images_measured = len(new_rows), len(moves), len(measures)
+    if not moves:
+        return set()
+    study_of = {r.id: r.study_id for r in rows}
+    return {study_of[move["b_id"]] for move in moves}
 
 
 def _count_stale(conn, report, dataset_id, rows, seen) -> int:

@@ -7,6 +7,7 @@ at once; nothing here touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class Manifest:
     images: list[ImageRow] = field(default_factory=list)
     labels: dict[StudyKey, LabelRow] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    csv_sha256: dict[str, str] = field(default_factory=dict)  # each CSV read, for the ingest log
 
 
 def locate(root: Path) -> tuple[Path, Path]:
@@ -121,8 +123,10 @@ class _Reader:
                 f"or leave out this split with --split {'valid' if split == 'train' else 'train'}"
             )
             return name, []
+        data = path.read_bytes()
+        self.manifest.csv_sha256[name] = hashlib.sha256(data).hexdigest()
         try:
-            text = path.read_bytes().decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             self.problem(name, None, f"not UTF-8 text ({exc.reason} at byte {exc.start}): is this a CSV file?")
             return name, []

@@ -4,6 +4,11 @@ A split groups images by patient *across body parts* (a patient with humerus and
 studies lands in one subset), keeps each (part, label) stratum's share close to the whole, and
 depends only on the data, the options and the seed: the order patients are considered in comes
 from a hash of (seed, patient id), never from row order or a platform's random generator.
+
+A split pins its labels: each assignment keeps the label its image's study had when the split
+was made, and the content hash covers (path, subset, label). Training and evaluation read the
+pinned labels, so a relabel of the dataset never changes a split under a run; `rebase_split`
+makes a new split with the same subsets and today's labels.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sqlalchemy import Connection, Engine, delete, distinct, func, insert, selec
 from boneclf.errors import BonedbError
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import dataset_id_of, get_split, split_images
 from boneclf.store.runs import runs_using_split
 from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
@@ -63,7 +69,7 @@ class Record(NamedTuple):
     patient: str
     study_id: int
     part: str
-    label: int
+    label: int  # the study's label when the split is made: the one it pins
     source_split: str
 
 
@@ -74,6 +80,8 @@ class SplitResult(Result):
     content_hash: str
     images: int
     note: str | None = None
+    rebased_from: str | None = None
+    changes: LabelChanges | None = None  # re-based: what differs from the split it came from
 
 
 def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
@@ -145,10 +153,11 @@ def _stratified(records: list[Record], fractions: dict[str, float], seed: int) -
 
 
 def assignment_hash(records: list[Record], assignment: dict[int, str]) -> str:
-    """sha256 over sorted 'path<TAB>subset' lines: the same on every backend and machine."""
+    """sha256 over sorted 'path<TAB>subset<TAB>label' lines (the label pinned): the same on every backend
+    and machine, and different when only a label differs."""
     digest = hashlib.sha256()
     for record in sorted(records, key=lambda r: r.path):
-        digest.update(f"{record.path}\t{assignment[record.image_id]}\n".encode())
+        digest.update(f"{record.path}\t{assignment[record.image_id]}\t{record.label}\n".encode())
     return digest.hexdigest()
 
 
@@ -167,9 +176,43 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
             raise BonedbError(f"split {name!r} already exists as a dataset's own ({existing.kind}) split: "
                               "choose another name")
         if existing is not None:
-            return _existing(existing, name, options, content_hash, conn)
+            return _existing(existing, name, options.as_parameters(), content_hash, conn)
         return _store(conn, name, dataset_id, kind, options.as_parameters(), options.seed, records, assignment,
                       content_hash)
+
+
+def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
+    """A new split NAME with exactly the subsets of split SOURCE and today's labels: how a steward
+    "re-bases" after a relabel. Images removed from the dataset since SOURCE was made are left out."""
+    if name == source:
+        raise BonedbError(f"split {source!r} cannot be re-based onto itself: name the new split")
+    with paused_gc(), engine.begin() as conn:
+        old = get_split(conn, source)
+        rows = conn.execute(
+            select(Image.id, Image.path, Patient.patient_key, Study.id, Study.body_part, Study.label,
+                   Study.source_split, SplitAssignment.subset)
+            .select_from(SplitAssignment)
+            .join(Image, Image.id == SplitAssignment.image_id)
+            .join(Study, Study.id == Image.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .where(SplitAssignment.split_id == old.id)
+        ).all()
+        if not rows:
+            raise BonedbError(f"split {source!r} has no images left in its dataset: nothing to re-base")
+        records = sorted((Record(*row[:7]) for row in rows), key=lambda r: r.path)
+        assignment = {row[0]: row[7] for row in rows}
+        parameters = {"from": source, "from_hash": old.content_hash, "from_parameters": old.parameters}
+        content_hash = assignment_hash(records, assignment)
+        changes = label_changes(conn, old)
+        existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
+        if existing is not None:
+            result = _existing(existing, name, parameters, content_hash, conn)
+        else:
+            # A dataset's own split may leak (the audit shows it); its re-base keeps the same subsets.
+            result = _store(conn, name, old.dataset_id, "bonedb", parameters, old.seed, records, assignment,
+                            content_hash, refuse_leaks=old.kind != "source")
+    result.rebased_from, result.changes = source, changes
+    return result
 
 
 def store_assignment(
@@ -195,16 +238,16 @@ def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, 
     split_id = conn.execute(
         insert(_versions).values(
             name=name, dataset_id=dataset_id, kind=kind, parameters=parameters, seed=seed,
-            content_hash=content_hash,
+            content_hash=content_hash, images=len(records), label_version=label_version(conn, dataset_id),
         )
     ).inserted_primary_key[0]
-    insert_rows(conn, SplitAssignment.__table__, ("split_id", "image_id", "subset"),
-                [(split_id, r.image_id, assignment[r.image_id]) for r in records])
+    insert_rows(conn, SplitAssignment.__table__, ("split_id", "image_id", "subset", "label"),
+                [(split_id, r.image_id, assignment[r.image_id], r.label) for r in records])
     return SplitResult(name, True, content_hash, len(records))
 
 
-def _existing(existing, name, options: SplitOptions, content_hash: str, conn) -> SplitResult:
-    if existing.parameters != options.as_parameters():
+def _existing(existing, name, parameters: dict, content_hash: str, conn) -> SplitResult:
+    if existing.parameters != parameters:
         raise BonedbError(
             f"split {name!r} already exists with other options ({existing.parameters}); splits are immutable: "
             "choose another name, or `bonedb split delete` it first"
@@ -214,8 +257,8 @@ def _existing(existing, name, options: SplitOptions, content_hash: str, conn) ->
     ).scalar_one()
     note = None
     if existing.content_hash != content_hash:
-        note = (f"the data changed since split {name!r} was made; the stored split is kept as it was "
-                "(create a new name to include the new data)")
+        note = (f"the data or its labels changed since split {name!r} was made; the stored split is kept as it "
+                "was (create a new name to include the new data, or re-base it with --from)")
     return SplitResult(name, False, existing.content_hash, images, note)
 
 
@@ -229,6 +272,7 @@ class SplitInfo(Result):
     content_hash: str
     created_at: datetime
     parameters: dict
+    label_version: int | None
 
 
 def list_splits(engine: Engine) -> list[SplitInfo]:
@@ -236,12 +280,12 @@ def list_splits(engine: Engine) -> list[SplitInfo]:
         select(
             SplitVersion.name, Dataset.name.label("dataset"), SplitVersion.kind, SplitVersion.seed,
             func.count(SplitAssignment.image_id).label("images"), SplitVersion.content_hash,
-            SplitVersion.created_at, SplitVersion.parameters,
+            SplitVersion.created_at, SplitVersion.parameters, SplitVersion.label_version,
         )
         .join(Dataset, Dataset.id == SplitVersion.dataset_id)
         .outerjoin(SplitAssignment, SplitAssignment.split_id == SplitVersion.id)
         .group_by(SplitVersion.id, SplitVersion.name, Dataset.name, SplitVersion.kind, SplitVersion.seed,
-                  SplitVersion.created_at, SplitVersion.content_hash)
+                  SplitVersion.created_at, SplitVersion.content_hash, SplitVersion.label_version)
         .order_by(SplitVersion.name)
     )
     with engine.connect() as conn:
@@ -266,27 +310,30 @@ class SplitSummary(Result):
     parameters: dict
     content_hash: str
     created_at: datetime
-    counts: list[SubsetCount]
+    counts: list[SubsetCount]  # by the labels the split pinned
+    label_version: int | None = None
+    label_changes: LabelChanges | None = None
 
 
 def split_summary(engine: Engine, name: str) -> SplitSummary:
-    """The split's record and its counts per subset x part x label."""
+    """The split's record, its counts per subset x part x pinned label, and what changed since."""
     with engine.connect() as conn:
         split = get_split(conn, name)
         rows = conn.execute(
             select(
-                SplitAssignment.subset, Study.body_part, Study.label,
+                SplitAssignment.subset, Study.body_part, SplitAssignment.label,
                 func.count(Image.id), func.count(distinct(Study.id)), func.count(distinct(Study.patient_id)),
             )
             .join(Image, Image.id == SplitAssignment.image_id)
             .join(Study, Study.id == Image.study_id)
             .where(SplitAssignment.split_id == split.id)
-            .group_by(SplitAssignment.subset, Study.body_part, Study.label)
+            .group_by(SplitAssignment.subset, Study.body_part, SplitAssignment.label)
         ).all()
         dataset = conn.execute(select(Dataset.name).where(Dataset.id == split.dataset_id)).scalar_one()
+        changes = label_changes(conn, split)
     counts = sorted((SubsetCount(*r) for r in rows), key=lambda r: (SUBSETS.index(r.subset), r.part, r.label))
     return SplitSummary(split.name, dataset, split.kind, split.seed, split.parameters, split.content_hash,
-                        split.created_at, counts)
+                        split.created_at, counts, split.label_version, changes)
 
 
 def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
 from boneclf.results import Result
+from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import EvaluationRecord, RunRecord, get_run, latest_evaluation, save_evaluation
 
 from .image_spec import ImageSpec
@@ -21,7 +22,7 @@ from .pipeline import Examples, decoded_dataset
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
 from .training import TrainConfig
-from .training_data import load_stage_data
+from .training_data import LABEL_SOURCES, load_stage_data
 
 SUBSETS = ("test", "val")
 
@@ -95,12 +96,17 @@ class EvaluationResult(Result):
     per_part: dict[str, dict] = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
     evaluation_id: int | None = None
+    split_hash: str | None = None  # of the split it scored
+    labels: str | None = None  # pinned (the split's) or current (today's)
+    label_version: int | None = None  # of the labels it scored against
+    label_changes: LabelChanges | None = None  # stage 2: pinned labels of the subset that differ from today's
 
     @classmethod
     def from_record(cls, run: RunRecord, record: EvaluationRecord) -> EvaluationResult:
         metrics = record.metrics
         return cls(run.id, record.subset, run.stage, run.architecture, metrics["overall"],
-                   metrics.get("per_part") or {}, metrics.get("skipped_images") or [], record.id)
+                   metrics.get("per_part") or {}, metrics.get("skipped_images") or [], record.id,
+                   record.split_hash, record.labels, record.label_version)
 
     def part_rows(self) -> list[PartRow]:
         rows = []
@@ -112,19 +118,25 @@ class EvaluationResult(Result):
         return rows
 
 
-def evaluate_run(engine: Engine, run_id: int, subset: str = "test") -> EvaluationResult:
+def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str = "pinned") -> EvaluationResult:
+    """Score a finished run on its split's subset, against the labels the split pinned (the ones the run
+    trained with) or, with labels="current", today's labels of the same studies; recorded either way."""
     if subset not in SUBSETS:
         raise BonedbError(f"--subset {subset!r}: choose test or val")
+    if labels not in LABEL_SOURCES:
+        raise BonedbError(f"--labels {labels!r}: choose pinned or current")
     loaded = load_run_model(engine, run_id)
     run = loaded.run
-    data = load_stage_data(engine, run.split_name, run.stage, tuple(run.parts))
+    data = load_stage_data(engine, run.split_name, run.stage, tuple(run.parts), labels=labels, changes_in=subset)
     examples = data.subsets[subset]
     if not len(examples):
         raise BonedbError(f"split {run.split_name!r} has no {subset} images for {', '.join(run.parts)}")
     probabilities, kept = predict_examples(loaded.model, examples, loaded.spec)
     used = examples.take(kept)
     result = EvaluationResult(run_id, subset, run.stage, run.architecture, overall={},
-                              skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))])
+                              skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
+                              split_hash=data.split.content_hash, labels=labels, label_version=data.label_version,
+                              label_changes=data.label_changes)
     if run.stage == "bodypart":
         result.overall = multiclass_metrics(used.labels, probabilities, loaded.class_names)
     else:
@@ -136,12 +148,18 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test") -> Evaluatio
                                  [k for k, p in zip(used.studies, used.parts) if p == part])
             for part in sorted(set(used.parts))
         }
-    _write_predictions(Path(run.artifact_dir) / f"predictions_{subset}.csv", used, probabilities,
+    _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
-    stored = result.to_dict()
-    stored.pop("evaluation_id")
-    result.evaluation_id = save_evaluation(engine, run_id, subset, stored)
+    stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",
+                                                     "per_part", "skipped_images")}
+    result.evaluation_id = save_evaluation(engine, run_id, subset, stored, split_hash=result.split_hash,
+                                           labels=labels, label_version=result.label_version)
     return result
+
+
+def predictions_file(folder: Path, subset: str, labels: str | None) -> Path:
+    """Per-image predictions of an evaluation; those scored against today's labels are kept apart."""
+    return folder / (f"predictions_{subset}_current.csv" if labels == "current" else f"predictions_{subset}.csv")
 
 
 def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray, class_names: list[str]) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
+from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import create_run, get_run, headline, set_status
 
 from .backbones import STAGE_DEFAULTS, get_backbone
@@ -108,6 +109,9 @@ class RunResult(Result):
     metrics: dict = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
     artifact_dir: str = ""
+    split_hash: str = ""
+    label_version: int | None = None  # of the split's pinned labels, which it trained on
+    label_changes: LabelChanges | None = None  # stage 2: labels changed in the dataset since the split was made
 
     def headline(self) -> str:
         return headline(self.metrics)
@@ -145,7 +149,8 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
     if run_id is None:
         run_id = create_run(engine, stage=config.stage, parts=tuple(parts), architecture=config.arch,
                             parameters=config.to_parameters(), image_spec=config.image_spec().to_dict(),
-                            split=data.split, tf_version=tf.__version__, runs_dir=str(Path(config.runs_dir).absolute()))
+                            split=data.split, label_version=data.label_version, tf_version=tf.__version__,
+                            runs_dir=str(Path(config.runs_dir).absolute()))
     else:
         set_status(engine, run_id, "running")
     run_dir = Path(get_run(engine, run_id).artifact_dir)
@@ -154,14 +159,17 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
         raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
                           "database?): pass another --runs-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = RunResult(run_id, config.stage, parts, config.arch, "running", artifact_dir=str(run_dir))
+    result = RunResult(run_id, config.stage, parts, config.arch, "running", artifact_dir=str(run_dir),
+                       split_hash=data.split.content_hash, label_version=data.label_version,
+                       label_changes=data.label_changes)
     try:
         keras.utils.set_random_seed(config.seed)
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         _write_json(run_dir / "config.json", {**config.to_parameters(), "run_id": run_id,
                                               "image_spec": config.image_spec().to_dict(),
-                                              "split_hash": data.split.content_hash})
+                                              "split_hash": data.split.content_hash,
+                                              "label_version": data.label_version})
         _write_json(run_dir / "class_names.json", data.class_names)
         job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming)
         result.metrics, result.skipped_images = job.run()

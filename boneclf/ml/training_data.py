@@ -1,4 +1,8 @@
-"""What a training stage sees of a split: examples per subset, class names, per-part class weights."""
+"""What a training stage sees of a split: examples per subset, class names, per-part class weights.
+
+Stage 2 reads the labels the split pinned when it was made (so a run is reproducible from its
+split alone), or on request today's labels of the same studies.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
+from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import dataset_root, get_split, split_images
 
 from .pipeline import Examples
 
 STAGES = ("bodypart", "fracture")
 FRACTURE_CLASSES = ["normal", "abnormal"]
+LABEL_SOURCES = ("pinned", "current")
 
 
 @dataclass
@@ -21,20 +27,36 @@ class StageData:
     split: object  # the split_versions row
     class_names: list[str]
     subsets: dict[str, Examples]
+    labels: str = "pinned"  # which labels the examples carry: the split's pinned ones or today's
+    label_version: int | None = None  # of those labels (see boneclf.store.provenance)
+    label_changes: LabelChanges | None = None  # stage 2: pinned labels that differ from today's
 
 
-def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[str, ...] | None) -> StageData:
+def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[str, ...] | None, *,
+                    labels: str = "pinned", changes_in: str | None = None) -> StageData:
+    """The split's examples for a stage. `labels`: pinned or current; `changes_in`: count label changes
+    in this subset only (evaluation), else in all of them."""
     if stage not in STAGES:
         raise BonedbError(f"--stage {stage!r}: choose bodypart or fracture")
+    if labels not in LABEL_SOURCES:
+        raise BonedbError(f"--labels {labels!r}: choose pinned or current")
     with engine.connect() as conn:
         split = get_split(conn, split_name)
         root = dataset_root(conn, split.dataset_id)
         rows = split_images(conn, split.id)
-    available = sorted({r.part for r in rows})
-    chosen = sorted(parts) if parts else available
+        available = sorted({r.part for r in rows})
+        chosen = sorted(parts) if parts else available
+        changes = label_changes(conn, split, parts=chosen, subset=changes_in) if stage == "fracture" else None
+        version = split.label_version if labels == "pinned" else label_version(conn, split.dataset_id)
     missing = sorted(set(chosen) - set(available))
     if missing:
         raise BonedbError(f"split {split_name!r} has no images of {', '.join(missing)} (it has {', '.join(available)})")
+    if labels == "current" and changes is not None and changes.images_removed:
+        raise BonedbError(
+            f"split {split_name!r} lost {changes.images_removed} image(s), removed from its dataset since it was "
+            "made, so today's labels cannot score it as made: use its pinned labels (the default), or re-base it "
+            f"with `bonedb split create NEW --from {split_name}`"
+        )
     rows = [r for r in rows if r.part in chosen]
     class_names = chosen if stage == "bodypart" else FRACTURE_CLASSES
     if stage == "bodypart" and len(chosen) < 2:
@@ -45,7 +67,8 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
         subsets[subset] = Examples(
             image_ids=[r.image_id for r in picked],
             paths=[str(root / r.path) for r in picked],
-            labels=[chosen.index(r.part) if stage == "bodypart" else r.label for r in picked],
+            labels=[chosen.index(r.part) if stage == "bodypart" else
+                    (r.label if labels == "pinned" else r.current_label) for r in picked],
             studies=[r.study_key for r in picked],
             parts=[r.part for r in picked],
         )
@@ -56,7 +79,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
                           f"{', '.join(chosen)}: choose other parts or another split")
     if not len(subsets["val"]):
         raise BonedbError(f"split {split_name!r} has no validation images: create a split with --val above 0")
-    return StageData(split, class_names, subsets)
+    return StageData(split, class_names, subsets, labels, version, changes)
 
 
 def part_class_weights(examples: Examples) -> dict[str, dict[int, float]]:

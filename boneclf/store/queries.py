@@ -19,13 +19,14 @@ class SplitImage(NamedTuple):
     path: str  # relative to the dataset root
     subset: str
     part: str
-    label: int
+    label: int  # pinned: the label when the split was made
     patient: str
     study_id: int
     study_number: int
     image_number: int
     content_hash: str | None
     perceptual_hash: str | None
+    current_label: int  # the study's label today
 
     @property
     def study_key(self) -> str:
@@ -58,10 +59,12 @@ def get_split(conn: Connection, name: str):
 
 
 def split_images(conn: Connection, split_id: int) -> list[SplitImage]:
-    """Every image of a split, sorted by path (the order is part of what makes runs reproducible)."""
+    """Every image of a split with its pinned and today's label, sorted by path (the order is part of
+    what makes runs reproducible)."""
     rows = conn.execute(
-        select(Image.id, Image.path, SplitAssignment.subset, Study.body_part, Study.label, Patient.patient_key,
-               Study.id, Study.study_number, Image.image_number, Image.content_hash, Image.perceptual_hash)
+        select(Image.id, Image.path, SplitAssignment.subset, Study.body_part, SplitAssignment.label,
+               Patient.patient_key, Study.id, Study.study_number, Image.image_number, Image.content_hash,
+               Image.perceptual_hash, Study.label)
         .join(Image, Image.id == SplitAssignment.image_id)
         .join(Study, Study.id == Image.study_id)
         .join(Patient, Patient.id == Study.patient_id)

@@ -35,6 +35,7 @@ class RunRecord(Result):
     split_id: int
     split_name: str
     split_hash: str
+    label_version: int | None  # of the labels it trained on: its split's pinned ones
     status: str
     started_at: datetime
     finished_at: datetime | None
@@ -73,11 +74,12 @@ def _record(row) -> RunRecord:
 
 
 def create_run(engine: Engine, *, stage: str, parts: tuple[str, ...], architecture: str, parameters: dict,
-               image_spec: dict, split, tf_version: str, runs_dir: str) -> int:
+               image_spec: dict, split, label_version: int | None, tf_version: str, runs_dir: str) -> int:
     with engine.begin() as conn:
         run_id = conn.execute(insert(_runs).values(
             stage=stage, parts=list(parts), architecture=architecture, parameters=parameters, image_spec=image_spec,
-            split_id=split.id, split_name=split.name, split_hash=split.content_hash, status="running",
+            split_id=split.id, split_name=split.name, split_hash=split.content_hash, label_version=label_version,
+            status="running",
             host=platform.node()[:255], tf_version=tf_version, artifact_dir="", started_at=_now(),
         )).inserted_primary_key[0]
         # The folder is named after the id, known only now.
@@ -123,13 +125,18 @@ class EvaluationRecord(Result):
     run_id: int
     subset: str
     metrics: dict
+    split_hash: str | None
+    labels: str | None  # pinned or current (None: never recorded)
+    label_version: int | None
     created_at: datetime
 
 
-def save_evaluation(engine: Engine, run_id: int, subset: str, metrics: dict) -> int:
+def save_evaluation(engine: Engine, run_id: int, subset: str, metrics: dict, *, split_hash: str, labels: str,
+                    label_version: int | None) -> int:
     with engine.begin() as conn:
         return conn.execute(insert(_evaluations).values(
-            run_id=run_id, subset=subset, metrics=metrics, created_at=_now())).inserted_primary_key[0]
+            run_id=run_id, subset=subset, metrics=metrics, split_hash=split_hash, labels=labels,
+            label_version=label_version, created_at=_now())).inserted_primary_key[0]
 
 
 def latest_evaluation(engine: Engine, run_id: int, subset: str | None = None) -> EvaluationRecord | None:

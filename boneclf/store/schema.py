@@ -29,6 +29,11 @@ LABEL_COMMENT = (
     "Abnormal includes fractures, hardware and other findings; the seed paper calls it is_fractured."
 )
 
+LABEL_VERSION_COMMENT = (
+    "label version: id of the latest ingest_log row that added or relabeled studies of the dataset "
+    "when the labels were read (NULL: before the log)"
+)
+
 # Stable constraint names so that migrations can refer to them on every backend.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -132,17 +137,29 @@ class SplitVersion(Base):
     kind: Mapped[str] = mapped_column(String(16), comment="bonedb (made by split create) or source (the dataset's own)")
     parameters: Mapped[dict] = mapped_column(JSON, comment="the options that made it")
     seed: Mapped[int | None] = mapped_column(Integer)
-    content_hash: Mapped[str] = mapped_column(String(64), comment="sha256 over sorted (image path, subset) pairs")
+    content_hash: Mapped[str] = mapped_column(
+        String(64), comment="sha256 over sorted (image path, subset, pinned label) lines"
+    )
+    images: Mapped[int] = mapped_column(Integer, comment="images assigned when it was made")
+    label_version: Mapped[int | None] = mapped_column(
+        Integer, comment=LABEL_VERSION_COMMENT
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
 
 
 class SplitAssignment(Base):
+    """An image's subset in a split, and its label when the split was made (training reads this one)."""
+
     __tablename__ = "split_assignments"
-    __table_args__ = (Index(None, "split_id", "subset"),)
+    __table_args__ = (
+        Index(None, "split_id", "subset"),
+        CheckConstraint("label IN (0, 1)", name="label_binary"),
+    )
 
     split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
     subset: Mapped[str] = mapped_column(String(8), comment="train, val or test")
+    label: Mapped[int] = mapped_column(SmallInteger, comment="the study label pinned when the split was made")
 
 
 class TrainingRun(Base):
@@ -162,6 +179,9 @@ class TrainingRun(Base):
     split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="RESTRICT"), index=True)
     split_name: Mapped[str] = mapped_column(String(128))
     split_hash: Mapped[str] = mapped_column(String(64))
+    label_version: Mapped[int | None] = mapped_column(
+        Integer, comment=LABEL_VERSION_COMMENT
+    )
     status: Mapped[str] = mapped_column(String(16), comment="running, finished, failed or interrupted")
     started_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -179,4 +199,61 @@ class Evaluation(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
     subset: Mapped[str] = mapped_column(String(8))
     metrics: Mapped[dict] = mapped_column(JSON, comment="image- and study-level metrics per part and overall")
+    split_hash: Mapped[str | None] = mapped_column(String(64), comment="content hash of the split it scored")
+    labels: Mapped[str | None] = mapped_column(
+        String(8), comment="pinned (the split's labels) or current (the studies' labels when it ran)"
+    )
+    label_version: Mapped[int | None] = mapped_column(Integer, comment=LABEL_VERSION_COMMENT)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class IngestLog(Base):
+    """One `ingest` or `ingest-folder` run that changed the database, or was refused or interrupted."""
+
+    __tablename__ = "ingest_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    command: Mapped[str] = mapped_column(String(16), comment="ingest or ingest-folder")
+    dataset: Mapped[str] = mapped_column(String(128), index=True)
+    source_root: Mapped[str] = mapped_column(String(1024), comment="the folder it read")
+    source_sha256: Mapped[dict] = mapped_column(
+        JSON, comment="sha256 of each CSV read (folder datasets: of the sorted file listing)"
+    )
+    options: Mapped[dict] = mapped_column(JSON, comment="the options it ran with")
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime] = mapped_column(DateTime)
+    host: Mapped[str] = mapped_column(String(255))
+    bonedb_version: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16), comment="applied, refused, interrupted or failed")
+    message: Mapped[str | None] = mapped_column(Text, comment="why it was refused, interrupted or failed")
+    patients_added: Mapped[int] = mapped_column(Integer)
+    studies_added: Mapped[int] = mapped_column(Integer)
+    images_added: Mapped[int] = mapped_column(Integer)
+    studies_relabeled: Mapped[int] = mapped_column(Integer)
+    images_moved: Mapped[int] = mapped_column(Integer)
+    images_measured: Mapped[int] = mapped_column(Integer)
+    images_unchanged: Mapped[int] = mapped_column(Integer)
+    rows_skipped: Mapped[int] = mapped_column(Integer, comment="bad rows or files left out")
+
+
+class LabelChange(Base):
+    """A study's label changed by an ingest: old and new label, why, and from which file."""
+
+    __tablename__ = "label_history"
+    __table_args__ = (
+        CheckConstraint("old_label IN (0, 1)", name="old_label_binary"),
+        CheckConstraint("new_label IN (0, 1)", name="new_label_binary"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # RESTRICT: the log is the record of where a label came from; it is never deleted from under it.
+    ingest_id: Mapped[int] = mapped_column(ForeignKey("ingest_log.id", ondelete="RESTRICT"), index=True)
+    old_label: Mapped[int] = mapped_column(SmallInteger)
+    new_label: Mapped[int] = mapped_column(SmallInteger)
+    reason: Mapped[str] = mapped_column(
+        String(32), comment="folder rename, labels csv, labels-from csv or labels-from folder"
+    )
+    source: Mapped[str | None] = mapped_column(
+        String(600), comment="the CSV file:line or study folder the new label came from"
+    )

@@ -34,7 +34,14 @@ import numpy as np
 from boneclf import __version__
 from boneclf.data.splits import split_summary
 from boneclf.errors import BonedbError
-from boneclf.ml.evaluation import EvaluationResult, comparison_row, evaluate_run, latest_result, load_run_model
+from boneclf.ml.evaluation import (
+    EvaluationResult,
+    comparison_row,
+    evaluate_run,
+    latest_result,
+    load_run_model,
+    predictions_file,
+)
 from boneclf.ml.metrics import (
     THRESHOLD,
     average_precision,
@@ -47,6 +54,7 @@ from boneclf.ml.metrics import (
     study_scores,
 )
 from boneclf.results import Result
+from boneclf.store.provenance import describe_version
 from boneclf.store.queries import image_identities
 from boneclf.store.runs import RunRecord, get_run
 
@@ -527,8 +535,11 @@ def _data_section(engine, runs: list[RunRecord]) -> str:
         counts = pd.DataFrame([c._asdict() for c in summary.counts])
         parts.append(f"<h3>Split {html.escape(split_name)}</h3><p>Dataset <b>{html.escape(summary.dataset)}</b>, "
                      f"{summary.kind} split created {summary.created_at:%Y-%m-%d %H:%M}, content hash "
-                     f"<code>{summary.content_hash[:16]}</code>, parameters "
+                     f"<code>{summary.content_hash[:16]}</code>, labels pinned "
+                     f"{describe_version(summary.label_version)}, parameters "
                      f"<code>{html.escape(json.dumps(summary.parameters, sort_keys=True))}</code>.</p>")
+        if summary.label_changes and summary.label_changes.changed:
+            parts.append(f'<p class="problems">{html.escape(summary.label_changes.describe())}</p>')
         if counts.empty:
             parts.append("<p>(no images)</p>")
             continue
@@ -587,9 +598,9 @@ def _provenance(run: RunRecord, evaluation: EvaluationResult | None) -> list[tup
         ("Body parts", html.escape(", ".join(run.parts))),
         ("Split", f"{html.escape(run.split_name)}, content hash <code>{html.escape(run.split_hash[:16])}</code> "
                   "at training"),
-        # Provenance the database does not record yet (the labels' version) gets its line here when it does.
-        ("Labels", "study labels as ingested; their version is not recorded by this bonedb"),
-        ("Evaluated on", "test subset" if evaluation else "not evaluated"),
+        ("Labels", f"trained on the split's pinned labels, {describe_version(run.label_version)}"),
+        ("Evaluated on", f"test subset, evaluation {evaluation.evaluation_id}: {_scored_against(evaluation)}"
+                         if evaluation else "not evaluated"),
         ("Image input", html.escape(f"{spec.get('size')} px, {'padded' if spec.get('pad') else 'stretched'}"
                                     f"{', Canny edges' if spec.get('canny') else ''}, "
                                     f"{spec.get('normalization')} normalization")),
@@ -597,6 +608,14 @@ def _provenance(run: RunRecord, evaluation: EvaluationResult | None) -> list[tup
                     f"TensorFlow {html.escape(run.tf_version)}"),
         ("Artifacts", f"<code>{html.escape(run.artifact_dir)}</code>"),
     ]
+
+
+def _scored_against(evaluation: EvaluationResult) -> str:
+    if evaluation.labels is None:
+        return "scored before bonedb recorded which labels an evaluation used"
+    which = "the split's pinned labels" if evaluation.labels == "pinned" else "today's labels"
+    split_hash = f" of split content hash <code>{evaluation.split_hash[:16]}</code>" if evaluation.split_hash else ""
+    return f"scored against {which} ({describe_version(evaluation.label_version)}){split_hash}"
 
 
 def _run_section(engine, run: RunRecord, evaluation: EvaluationResult | None, problems: list) -> str:
@@ -676,7 +695,7 @@ def _fracture_results(engine, run: RunRecord, evaluation: EvaluationResult, prob
                        f"{run.id}, with 95% intervals and the MURA baseline",
                        "Study-level Cohen's kappa per body part (dot) with its bootstrap 95% interval (bar), beside "
                        "the MURA paper's DenseNet-169 baseline (white diamond). Faint: too few studies (†)."))
-    rows = _predictions(Path(run.artifact_dir), run.id, problems)
+    rows = _predictions(Path(run.artifact_dir), run.id, evaluation.labels, problems)
     if rows:
         sets = study_sets(rows)
         out.append("<h3>Study level: ROC, precision-recall, calibration</h3>")
@@ -706,8 +725,8 @@ def _fracture_results(engine, run: RunRecord, evaluation: EvaluationResult, prob
     return "".join(out)
 
 
-def _predictions(folder: Path, run_id: int, problems: list) -> list[dict]:
-    path = folder / "predictions_test.csv"
+def _predictions(folder: Path, run_id: int, labels: str | None, problems: list) -> list[dict]:
+    path = predictions_file(folder, "test", labels)
     if not path.is_file():
         problems.append(ReportProblem(run_id, "finished", f"{path} is missing: `bonedb evaluate {run_id}` writes it "
                                                           "again; the curves and the gallery are left out"))
