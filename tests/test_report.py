@@ -101,7 +101,8 @@ def test_runs_that_cannot_be_reported_are_listed_and_fail_the_command(trained, t
     with engine.connect() as conn:
         split = get_split(conn, "s")
     common = dict(stage="fracture", parts=("humerus",), architecture="cnn", parameters={},
-                  image_spec={"size": 64}, split=split, tf_version="2.21.0", runs_dir=str(tmp_path / "runs"))
+                  image_spec={"size": 64}, split=split, label_version=None, tf_version="2.21.0",
+                  runs_dir=str(tmp_path / "runs"))
     failed = create_run(engine, **common)
     set_status(engine, failed, "failed", error="ValueError: the loss became NaN at epoch 3")
     interrupted = create_run(engine, **common)

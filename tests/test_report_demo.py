@@ -51,7 +51,8 @@ def test_report_holds_every_section_with_embedded_pictures(trained, tmp_path):
     assert outline.images >= 8 and outline.scripts == 0
     page = path.read_text()
     run = get_run(trained.engine, trained.fracture_run)
-    assert f"<code>{run.split_hash[:16]}</code>), trained on labels as of ingest 1" in page
+    assert f"<code>{run.split_hash[:16]}</code> at training" in page
+    assert "trained on the split's pinned labels, as of ingest 1" in page
     assert "scored against the split's pinned labels (as of ingest 1)" in page
 
 
