@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from boneclf.ml.predict import Prediction, Predictor, prediction_json_lines
+from boneclf.results import plural
 
 from .context import Database, pass_db
 from .options import json_option
@@ -53,5 +54,5 @@ def _human(prediction: Prediction) -> None:
         print_table(rows)
     for study in prediction.studies:
         if study.abnormal_probability is not None:
-            click.echo(f"study {study.study}: {study.part}, {study.images} views, mean p(abnormal) "
+            click.echo(f"study {study.study}: {study.part}, {plural(study.images, 'view')}, mean p(abnormal) "
                        f"{study.abnormal_probability:.3f} -> {study.decision}")

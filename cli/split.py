@@ -9,9 +9,10 @@ import click
 from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import DEFAULT_DATASET
 from boneclf.data.splits import TEST_FROM, SplitOptions, create_split, delete_split, list_splits, split_summary
+from boneclf.results import plural
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import confirmer, json_option, parts_option, yes_option
 from .output import emit, print_table
 
 
@@ -53,7 +54,7 @@ def create(database: Database, name, dataset, parts, val, test, seed, test_from,
         if r.note:
             click.echo(f"warning: {r.note}", err=True)
         verb = "created" if r.created else "already exists, unchanged:"
-        click.echo(f"split {name!r} {verb} {r.images} images, content hash {r.content_hash[:16]}")
+        click.echo(f"split {name!r} {verb} {plural(r.images, 'image')}, content hash {r.content_hash[:16]}")
         if r.created:
             click.echo(f"next: bonedb split show {name}")
 
@@ -104,13 +105,15 @@ def show(database: Database, name, json_mode):
 
 @split.command("delete")
 @click.argument("name")
+@yes_option("deleting")
 @pass_db
-def delete(database: Database, name):
-    """Delete split NAME (refused while a training run uses it).
+def delete(database: Database, name, yes):
+    """Delete split NAME (refused while a training run uses it: `bonedb runs delete` those first).
+    Asks first on a terminal; elsewhere needs --yes.
 
     \b
     Example:
-      bonedb split delete hs-v1
+      bonedb split delete hs-v1 --yes
     """
-    delete_split(database.engine, name)
+    delete_split(database.engine, name, confirm=confirmer(yes))
     click.echo(f"split {name!r} deleted")

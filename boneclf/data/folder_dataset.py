@@ -17,10 +17,11 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select
 
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.locks import exclusive
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
 from .leakage import group_overlaps
@@ -149,7 +150,7 @@ def ingest_folder(
     if part is not None and part not in BODY_PARTS:
         raise BonedbError(f"unknown body part {part!r}: choose from {', '.join(BODY_PARTS)}, or leave it out")
     root = Path(root).expanduser().resolve()
-    with paused_gc():
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest"):
         images, skipped = scan(root, label_map or DEFAULT_LABELS, patient_pattern)
         report = FolderReport(dataset, str(root), skipped=dict(skipped))
         with progress(len(images), "Reading images") as advance:

@@ -13,10 +13,11 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
-from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.locks import exclusive
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
 from .labels import LabelConflict, resolve_labels
@@ -87,7 +88,8 @@ def ingest_mura(
 ) -> IngestReport:
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
     unless `skip_bad`, in which case bad rows are left out and listed in the report."""
-    with paused_gc():
+    # One ingest at a time per database: a second one waits, then finds the work done.
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest"):
         return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress)
 
 
@@ -126,7 +128,8 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
     )
     with engine.begin() as conn:
         _write(conn, report, images, labels.labels, facts)
-    report.stats = dataset_stats(engine, dataset, parts, splits)
+    with on_interrupt("the ingest was written; only its summary was cut short (`bonedb stats` shows it)"):
+        report.stats = dataset_stats(engine, dataset, parts, splits)
     return report
 
 
