@@ -48,7 +48,7 @@ def ingest(database: Database, root, dataset, parts, split, verify, labels_from,
     report = ingest_mura(
         database.engine, root, dataset=dataset, parts=parts or BODY_PARTS,
         splits=(split,) if split else SOURCE_SPLITS, verify=verify, labels_from=labels_from, skip_bad=skip_bad,
-        progress=progress_for(json_mode),
+        progress=progress_for(json_mode), on_wait=lambda message: click.echo(message, err=True),
     )
     emit(report, json_mode, lambda r: _human(r, database))
 

@@ -21,7 +21,9 @@ from .output import print_table
 @click.option("--fracture-run", type=int, metavar="RUN",
               help="Stage-2 run. Default: for each part, the best finished run covering it.")
 @click.option("--gradcam", "gradcam_dir", type=click.Path(path_type=Path, file_okay=False), metavar="OUTDIR",
-              help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR.")
+              help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR, named after the "
+              "image (dataset_part_patient_study_image_gradcam.png for an ingested image, else FILE_gradcam.png); "
+              "existing files are kept (-2, -3, ... added).")
 @json_option
 @pass_db
 def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):

@@ -67,7 +67,8 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
 
     Every run is stored in the database (parameters, image spec, split and its hash, status,
     metrics) with its files in runs/<id>/: model.keras, class_names.json, history.json,
-    config.json, logs.
+    config.json, CSV logs and TensorBoard logs (`tensorboard --logdir runs`). Ctrl-C marks the
+    run interrupted and names the --resume that continues it.
 
     \b
     Examples:

@@ -7,6 +7,7 @@ there, executemany INSERTs for what is new, UPDATEs only for what changed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +86,12 @@ def ingest_mura(
     labels_from: str | None = None,
     skip_bad: bool = False,
     progress: ProgressFactory = silent,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
     unless `skip_bad`, in which case bad rows are left out and listed in the report."""
     # One ingest at a time per database: a second one waits, then finds the work done.
-    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest"):
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest", on_wait=on_wait):
         return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress)
 
 

@@ -8,7 +8,7 @@ process waits for the first to finish, then finds its work done; it never dies o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
@@ -22,17 +22,33 @@ _POLL_SECONDS = 1
 
 
 @contextmanager
-def exclusive(engine: Engine, name: str, *, wait: float = WAIT_SECONDS) -> Iterator[None]:
-    """Hold the lock NAME on this database for the block, waiting up to `wait` seconds for another holder."""
+def exclusive(engine: Engine, name: str, *, wait: float = WAIT_SECONDS,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock NAME on this database for the block, waiting up to `wait` seconds for another holder;
+    `on_wait(message)` is called once when it has to wait."""
     backend = engine.url.get_backend_name()
+    waiting = _Waiting(engine, name, on_wait)
     if backend == "mysql":
-        with _mysql_lock(engine, name, wait):
+        with _mysql_lock(engine, name, wait, waiting):
             yield
     elif backend == "sqlite" and sqlite_path(engine.url) is not None:
-        with _file_lock(engine, name, wait):
+        with _file_lock(engine, name, wait, waiting):
             yield
     else:  # an in-memory SQLite database has one user
         yield
+
+
+class _Waiting:
+    """Says once that the lock is taken (a second ingest would otherwise look hung)."""
+
+    def __init__(self, engine: Engine, name: str, on_wait):
+        self.message = f"waiting for another {name} into {describe(engine)} to finish"
+        self.on_wait, self.said = on_wait, False
+
+    def __call__(self) -> None:
+        if self.on_wait is not None and not self.said:
+            self.on_wait(self.message)
+        self.said = True
 
 
 def _timed_out(engine: Engine, name: str, wait: float) -> BonedbError:
@@ -41,13 +57,14 @@ def _timed_out(engine: Engine, name: str, wait: float) -> BonedbError:
 
 
 @contextmanager
-def _mysql_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
+def _mysql_lock(engine: Engine, name: str, wait: float, waiting: _Waiting) -> Iterator[None]:
     # GET_LOCK names are server-wide: the database name keeps two bonedb databases apart (64 characters at most).
     key = f"bonedb.{name}.{engine.url.database}"[:64]
     deadline = time.monotonic() + wait
     with engine.connect() as conn:
         # Short polls rather than one long wait, so Ctrl-C is answered within a second.
         while conn.execute(text("SELECT GET_LOCK(:key, :poll)"), {"key": key, "poll": _POLL_SECONDS}).scalar() != 1:
+            waiting()
             if time.monotonic() > deadline:
                 raise _timed_out(engine, name, wait)
         try:
@@ -57,7 +74,7 @@ def _mysql_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
 
 
 @contextmanager
-def _file_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
+def _file_lock(engine: Engine, name: str, wait: float, waiting: _Waiting) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # Windows: SQLite's own locking is all there is
@@ -74,6 +91,7 @@ def _file_lock(engine: Engine, name: str, wait: float) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                waiting()
                 if time.monotonic() > deadline:
                     raise _timed_out(engine, name, wait) from None
                 time.sleep(0.2)
