@@ -93,7 +93,7 @@ def test_tensorboard_logs_are_written_by_default_and_readable(default_run):
 
 def test_default_augmentation_is_the_papers_and_only_in_training(default_run):
     assert default_run.parameters["augment"] == "paper"
-    from boneclf import layers  # noqa: F401  (bonedb's custom layers, for loading)
+    from boneclf.ml import layers  # noqa: F401  (bonedb's custom layers, for loading)
 
     model = _keras().models.load_model(Path(default_run.artifact_dir) / "model.keras")
     assert {"aug_flip", "aug_rotate", "aug_shift", "aug_zoom"} <= {layer.name for layer in model.layers}

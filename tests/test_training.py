@@ -74,7 +74,7 @@ def test_every_architecture_builds_trains_a_step_and_round_trips(arch, tmp_path)
     assert model.get_layer("backbone").get_layer(backbone.gradcam_layer) is not None
     path = tmp_path / f"{arch}.keras"
     model.save(path)
-    from boneclf import layers  # noqa: F401
+    from boneclf.ml import layers  # noqa: F401
 
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),

@@ -176,7 +176,7 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
         raise BonedbError(f"run {run_id} already finished: nothing to resume")
     config = TrainConfig.from_parameters(row.parameters)
     changes = {k: v for k, v in (changes or {}).items() if getattr(config, k, None) != v}
-    refused = [option_name(k) for k in changes if k not in RESUMABLE]
+    refused = sorted(option_name(k) for k in changes if k not in RESUMABLE)
     if refused:
         raise BonedbError(f"--resume {run_id} continues the run as recorded: {', '.join(refused)} cannot change "
                           f"(only {', '.join(option_name(k) for k in RESUMABLE)} can); start a new run with "
