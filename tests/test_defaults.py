@@ -167,24 +167,42 @@ def test_defect1_resume_honours_safe_options_and_refuses_the_others(small, tmp_p
 def test_defect1_evaluate_on_an_unfinished_run_says_why_and_what_would_work(small, tmp_path):
     engine, folder = small
     url = url_of(engine)
-    occupied = tmp_path / "runs"
-    runs_before = len(list_runs(engine))
-    (occupied / str(runs_before + 1)).mkdir(parents=True)
-    (occupied / str(runs_before + 1) / "notes.txt").write_text("another database's run")
-    with pytest.raises(BonedbError, match="already holds another run's files"):
-        train(engine, TrainConfig(stage="bodypart", split="s", image_size=32, epochs=1, runs_dir=str(occupied),
-                                  **FAST), verbose=0)
+
+    def advice(run_id: int) -> str:
+        result = run(["evaluate", str(run_id)], url)
+        assert result.exit_code == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: run {run_id} is failed, not finished: ")
+        return line
+
+    # A run that failed on a recorded option: a plain resume would fail the same way, so it is not advised as such.
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not weights")
+    with pytest.raises(BonedbError, match="does not fit mobilenetv2"):
+        train(engine, TrainConfig(stage="bodypart", split="s", arch="mobilenetv2", weights=str(broken),
+                                  image_size=32, epochs=1, tensorboard=False, runs_dir=str(tmp_path / "runs")),
+              verbose=0)
     failed = list_runs(engine, latest=True)[0]
-    result = run(["evaluate", str(failed.id)], url)
-    assert result.exit_code == 1
-    message = result.stderr.strip()
-    assert f"run {failed.id} is failed, not finished: it failed (" in message and "already holds files" in message
-    assert "fix that first" in message and f"`bonedb runs delete {failed.id}`" in message
+    said = advice(failed.id)
+    assert "does not fit mobilenetv2" in said and "continues it only once that cause is gone" in said
+    assert f"`bonedb runs delete {failed.id}`" in said
 
     # A run that failed on TensorBoard is advised the resume that avoids it, not the one that fails again.
     set_status(engine, failed.id, "failed", error="ModuleNotFoundError: No module named 'tensorboard'")
-    result = run(["evaluate", str(failed.id)], url)
-    assert f"`bonedb train --resume {failed.id} --no-tensorboard`" in result.stderr
+    assert f"`bonedb train --resume {failed.id} --no-tensorboard`" in advice(failed.id)
+
+    # A run whose folder holds another run's files cannot be resumed there at all.
+    occupied = tmp_path / "occupied"
+    (occupied / str(failed.id + 1)).mkdir(parents=True)
+    (occupied / str(failed.id + 1) / "notes.txt").write_text("another database's run")
+    with pytest.raises(BonedbError, match="already holds another run's files"):
+        train(engine, TrainConfig(stage="bodypart", split="s", image_size=32, epochs=1, runs_dir=str(occupied),
+                                  **FAST), verbose=0)
+    said = advice(failed.id + 1)
+    assert f"`bonedb runs delete {failed.id + 1}`" in said and "--resume" not in said
+    refused = run(["train", "--resume", str(failed.id + 1)], url)
+    assert refused.exit_code == 1 and "cannot continue in" in refused.stderr
+    assert (occupied / str(failed.id + 1) / "notes.txt").read_text() == "another database's run"
 
 
 def test_defect12_ctrl_c_names_the_run_to_resume(small, tmp_path):

@@ -244,3 +244,14 @@ def test_defect15_demo_hint_points_at_the_demos_own_database(tmp_path):
     hint = _try_next(tmp_path, "mysql+pymysql://bonedb:s3cret@db:3306/bonedb", "s1")
     assert hint.startswith("bonedb --database-url 'mysql+pymysql://bonedb:***@db:3306/bonedb' predict s1")
     assert "s3cret" not in hint and "cd " not in hint
+
+
+# -- defect 1: TensorBoard is installed with bonedb ------------------------------------------------------
+
+def test_defect1_tensorboard_is_declared():
+    """TensorFlow 2.21 no longer brings tensorboard, and TensorBoard logs are on by default. (A shared
+    development environment may have it anyway; a fresh `pip install .`, as in .ci/run, has only this.)"""
+    from importlib.metadata import requires
+
+    declared = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires("bonedb") if "extra" not in r]
+    assert "tensorboard" in declared

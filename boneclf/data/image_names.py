@@ -72,11 +72,12 @@ def picture_name(path: str | Path, identity: ImageIdentity | None, suffix: str =
 def free_path(folder: Path, filename: str) -> Path:
     """FOLDER/FILENAME, or with -2, -3, ... before the extension when that file exists: never overwrite."""
     target = folder / filename
-    stem, extension = filename.split(".", 1) if "." in filename else (filename, "")
+    extension = Path(filename).suffix  # the last one: dataset names hold dots ("mura-v1.1")
+    stem = filename[: len(filename) - len(extension)]
     number = 1
     while target.exists():
         number += 1
-        target = folder / (f"{stem}-{number}.{extension}" if extension else f"{stem}-{number}")
+        target = folder / f"{stem}-{number}{extension}"
     return target
 
 

@@ -22,7 +22,15 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError, Interrupted
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
-from boneclf.store.runs import RunRecord, create_run, get_run, headline, set_parameters, set_status
+from boneclf.store.runs import (
+    RunRecord,
+    create_run,
+    get_run,
+    headline,
+    not_the_runs_folder,
+    set_parameters,
+    set_status,
+)
 
 from .backbones import STAGE_DEFAULTS, get_backbone
 from .image_spec import ImageSpec, spec_for
@@ -174,6 +182,10 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
     row = get_run(engine, run_id)
     if row.status == "finished":
         raise BonedbError(f"run {run_id} already finished: nothing to resume")
+    foreign = Path(row.artifact_dir).exists() and not_the_runs_folder(Path(row.artifact_dir), row)
+    if foreign:
+        raise BonedbError(f"run {run_id} cannot continue in {row.artifact_dir} ({foreign}): delete it with "
+                          f"`bonedb runs delete {run_id}` and start a new run")
     config = TrainConfig.from_parameters(row.parameters)
     changes = {k: v for k, v in (changes or {}).items() if getattr(config, k, None) != v}
     refused = sorted(option_name(k) for k in changes if k not in RESUMABLE)
@@ -197,18 +209,26 @@ def option_name(field_name: str) -> str:
 
 
 def resume_advice(run: RunRecord) -> str:
-    """What to do about a run that did not finish, without advising a resume that fails the same way."""
+    """What to do about a run that did not finish, without advising a resume that would fail the same way."""
     if run.status == "running":
         return "wait for it to finish"
+    foreign = Path(run.artifact_dir).exists() and not_the_runs_folder(Path(run.artifact_dir), run)
+    if foreign:
+        return (f"its folder {run.artifact_dir} is not its own ({foreign}): delete it with "
+                f"`bonedb runs delete {run.id}` and start a new run")
     if run.status == "interrupted":
         return f"continue it with `bonedb train --resume {run.id}`"
     error = (run.error or "no error recorded").splitlines()[0][:300]
     if "tensorboard" in error.lower():
         return (f"it failed writing TensorBoard logs ({error}): continue it without them with "
                 f"`bonedb train --resume {run.id} --no-tensorboard`, or install tensorboard and resume")
-    return (f"it failed ({error}): fix that first, then continue it with `bonedb train --resume {run.id}` "
-            f"(which may change {', '.join(option_name(k) for k in RESUMABLE)}), or delete it with "
-            f"`bonedb runs delete {run.id}`")
+    if any(word in error for word in ("ResourceExhausted", "OOM", "out of memory")):
+        smaller = max(1, int(run.parameters.get("batch_size", 32)) // 2)
+        return (f"it ran out of memory ({error}): continue it with smaller batches, "
+                f"`bonedb train --resume {run.id} --batch-size {smaller}`")
+    return (f"it failed ({error}); `bonedb train --resume {run.id}` continues it only once that cause is gone "
+            f"(on resume only {', '.join(option_name(k) for k in RESUMABLE)} may change), otherwise delete it "
+            f"with `bonedb runs delete {run.id}` and start a new run")
 
 
 def _check_tensorboard(wanted: bool) -> None:

@@ -195,7 +195,7 @@ def delete_runs(engine: Engine, run_ids: list[int], *, force: bool = False,
         folder = Path(run.artifact_dir) if run.artifact_dir else None
         if folder is None or not folder.exists():
             continue
-        why = _not_the_runs_folder(folder, run)
+        why = not_the_runs_folder(folder, run)
         if why:
             result.folders_left.append(f"{folder}: {why}")
         else:
@@ -204,7 +204,7 @@ def delete_runs(engine: Engine, run_ids: list[int], *, force: bool = False,
     return result
 
 
-def _not_the_runs_folder(folder: Path, run: RunRecord) -> str | None:
+def not_the_runs_folder(folder: Path, run: RunRecord) -> str | None:
     """Why FOLDER may hold something other than RUN's files (None when it is the run's own)."""
     if not folder.is_dir():
         return "not a folder"
