@@ -193,12 +193,10 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
         raise BonedbError(f"--resume {run_id} continues the run as recorded: {', '.join(refused)} cannot change "
                           f"(only {', '.join(option_name(k) for k in RESUMABLE)} can); start a new run with "
                           "`bonedb train` instead")
+    config = replace(config, **changes)
+    _check_tensorboard(config.tensorboard)
     if changes:
-        config = replace(config, **changes)
-        _check_tensorboard(config.tensorboard)
         set_parameters(engine, run_id, config.to_parameters())
-    else:
-        _check_tensorboard(config.tensorboard)
     return _train_group(engine, config, progress, verbose, callbacks, run_id=run_id)
 
 
