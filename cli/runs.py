@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.results import plural
@@ -41,6 +42,9 @@ def list_(database: Database, stage, status, latest, ids_only, json_mode):
       bonedb evaluate "$(bonedb runs list --stage fracture --status finished --latest --ids)"
     """
     records = list_runs(database.engine, stage=stage, status=status, latest=latest)
+    if latest and not records:  # a script asked for one id: none is an error, not an empty line
+        wanted = " ".join(f"{name} {value}" for name, value in (("stage", stage), ("status", status)) if value)
+        raise BonedbError(f"no run{' with ' + wanted if wanted else ''}: `bonedb runs list` shows the runs")
     if ids_only:
         for record in records:
             click.echo(record.id)

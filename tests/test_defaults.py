@@ -286,6 +286,8 @@ def test_defect13_runs_delete_with_their_files_and_then_the_split(tmp_path):
     assert report["folders_removed"] == [str(runs / "1")]
     assert report["folders_left"] == [f"{runs / '2'}: no bonedb config.json in it"]
     assert list_runs(engine) == [] and latest_evaluation(engine, 1) is None
+    nothing = run(["runs", "list", "--status", "finished", "--latest", "--ids"], url)
+    assert nothing.exit_code == 1 and nothing.stderr.startswith("error: no run with status finished")
     assert not (runs / "1").exists() and (runs / "2" / "notes.txt").read_text() == "not bonedb's"
 
     # A run still marked running is refused unless --force says its process is gone.

@@ -91,12 +91,20 @@ def every_command(group: click.Group = cli, prefix: tuple[str, ...] = ()):
             yield prefix + (name,), command
 
 
+def every_group(group: click.Group = cli, prefix: tuple[str, ...] = ()):
+    yield prefix
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from every_group(command, prefix + (name,))
+
+
 def help_examples(path: tuple[str, ...]) -> list[list[str]]:
+    """The `bonedb ...` lines of a command's --help text (its examples), before the options."""
     result = CliRunner().invoke(cli, [*path, "--help"], catch_exceptions=False)
     assert result.exit_code == 0
-    text = result.output.split("\nOptions:", 1)[0]
-    after = text.split("Example", 1)[1] if "Example" in text else ""
-    return bonedb_lines("\n".join(line.strip() for line in after.splitlines()))
+    description = result.output.split("\nOptions:", 1)[0].split("\n", 1)[1]  # without the Usage line
+    return bonedb_lines("\n".join(line.strip() for line in description.splitlines()
+                                   if line.strip().startswith("bonedb ")))
 
 
 def test_parser_reads_the_shapes_the_readme_uses():
@@ -126,7 +134,8 @@ def test_every_bonedb_line_in_the_readme_parses():
 
 
 def test_every_help_example_parses():
-    for path, _command in every_command():
+    paths = [path for path, _command in every_command()] + list(every_group())
+    for path in paths:
         examples = help_examples(path)
         assert examples, f"bonedb {' '.join(path)} --help has no example"
         for args in examples:
