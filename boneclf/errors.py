@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -32,3 +34,28 @@ class InputProblems(BonedbError):
     def __init__(self, problems: list[Problem], summary: str):
         self.problems = problems
         super().__init__(summary)
+
+
+NOTHING_WRITTEN = "stopped before its one transaction committed: nothing was written"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what the interrupted work left behind (the CLI prints it and exits 130).
+
+    A KeyboardInterrupt still, so code that cleans up on Ctrl-C keeps working unchanged.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@contextmanager
+def on_interrupt(message: str) -> Iterator[None]:
+    """Turn a bare Ctrl-C inside the block into Interrupted(message); a more precise one passes through."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None

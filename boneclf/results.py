@@ -75,3 +75,8 @@ def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """"1 view", "2 views": a count with its noun in the right number."""
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"

@@ -8,6 +8,7 @@ import click
 
 from boneclf.data.audit import DatasetAudit, SplitAudit, audit_dataset, audit_split
 from boneclf.data.leakage import NEAR_DUPLICATE_BITS
+from boneclf.results import plural
 
 from .context import Database, pass_db
 from .options import json_option
@@ -49,7 +50,7 @@ def split_(database: Database, name, near_bits, no_near, json_mode):
 
 
 def _human_split(report: SplitAudit) -> None:
-    click.echo(f"split {report.split!r}: {report.images} images")
+    click.echo(f"split {report.split!r}: {plural(report.images, 'image')}")
     if report.label_changes is not None and report.label_changes.changed:
         click.echo(f"note: {report.label_changes.describe()}; not a leak: `bonedb split create NEW --from "
                    f"{report.split}` re-bases it on today's labels")
@@ -83,7 +84,7 @@ def dataset_(database: Database, name, quick, json_mode):
 
 
 def _human_dataset(report: DatasetAudit) -> None:
-    click.echo(f"dataset {report.dataset!r} at {report.root}: {report.images} images in the database")
+    click.echo(f"dataset {report.dataset!r} at {report.root}: {plural(report.images, 'image')} in the database")
     for title, items in (("missing on disk", report.missing), ("on disk, not in the database", report.unexpected),
                          ("changed since ingest", report.changed), ("unreadable", report.unreadable)):
         _section(title, items, str)

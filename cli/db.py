@@ -7,7 +7,7 @@ import click
 from boneclf.store import migrate
 
 from .context import Database, pass_db
-from .options import json_option
+from .options import confirmer, json_option, yes_option
 from .output import emit
 
 
@@ -45,16 +45,18 @@ def upgrade(database: Database, revision, json_mode):
 
 @db.command()
 @click.argument("revision")
+@yes_option("dropping tables and their data")
 @json_option
 @pass_db
-def downgrade(database: Database, revision, json_mode):
-    """Revert migrations down to REVISION ('base' removes every bonedb table and view).
+def downgrade(database: Database, revision, yes, json_mode):
+    """Revert migrations down to REVISION ('base' removes every bonedb table and view, with all data).
+    Asks first on a terminal; elsewhere needs --yes.
 
     \b
     Example:
       bonedb db downgrade 0003
     """
-    change = migrate.downgrade(database.bare_engine(), revision)
+    change = migrate.downgrade(database.bare_engine(), revision, confirm=confirmer(yes))
     emit(change, json_mode,
          lambda c: click.echo(f"{c.database}: downgraded {c.before or '(empty)'} -> {c.after or '(empty)'}"))
 

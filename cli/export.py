@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from boneclf.data.export import FORMATS, LINKS, STAGES, ExportReport, export_split
+from boneclf.results import plural
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import confirmer, json_option, parts_option, yes_option
 from .output import emit, progress_for
 
 
@@ -25,10 +26,12 @@ from .output import emit, progress_for
               help="hardlink falls back to copy across filesystems.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="files", show_default=True,
               help="tfrecord: sharded TFRecord files per subset instead of image files.")
-@click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export (never anything else).")
+@click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export and nothing else "
+              "(every file listed in its manifest); asks first on a terminal, else needs --yes.")
+@yes_option("replacing a previous export")
 @json_option
 @pass_db
-def export(database: Database, name, out, stage, parts, combined, link, fmt, force, json_mode):
+def export(database: Database, name, out, stage, parts, combined, link, fmt, force, yes, json_mode):
     """Write split NAME under OUT as class folders, with manifest.csv and split.json.
 
     "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
@@ -39,22 +42,25 @@ def export(database: Database, name, out, stage, parts, combined, link, fmt, for
       bonedb export hs-v1 exports/stage1 --stage bodypart
       bonedb export hs-v1 exports/stage2 --stage fracture --parts humerus,shoulder
       bonedb export hs-v1 exports/shards --format tfrecord
+      bonedb export hs-v1 exports/stage1 --stage bodypart --force --yes   # replace it, no question
     """
     progress = progress_for(json_mode)
     if fmt == "tfrecord":
         from boneclf.ml.tfrecords import export_shards  # TensorFlow loads only when asked for
 
-        report = export_shards(database.engine, name, out, stage=stage, parts=parts, force=force, progress=progress)
+        report = export_shards(database.engine, name, out, stage=stage, parts=parts, force=force,
+                               confirm=confirmer(yes), progress=progress)
     else:
         report = export_split(database.engine, name, out, stage=stage, parts=parts, combined=combined, link=link,
-                              force=force, progress=progress)
+                              force=force, confirm=confirmer(yes), progress=progress)
     emit(report, json_mode, _human)
 
 
 def _human(report: ExportReport) -> None:
     counts = ", ".join(f"{subset} {n}" for subset, n in report.per_subset.items())
-    click.echo(f"exported split {report.split!r} ({report.images} images: {counts}) to {report.out}")
+    click.echo(f"exported split {report.split!r} ({plural(report.images, 'image')}: {counts}) to {report.out}")
     if report.copied_instead_of_linked:
-        click.echo(f"note: {report.copied_instead_of_linked} files were copied: hard links are not possible there")
+        click.echo(f"note: {plural(report.copied_instead_of_linked, 'file was', 'files were')} copied: "
+                   "hard links are not possible there")
     if report.replaced_previous:
         click.echo("replaced the previous export")

@@ -9,6 +9,7 @@ import click
 from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
 from boneclf.data.ingest import DEFAULT_DATASET, IngestReport, ingest_mura
 from boneclf.data.mura_reader import LABELS_FROM
+from boneclf.results import plural
 
 from .context import Database, pass_db
 from .options import json_option, parts_option
@@ -49,7 +50,7 @@ def ingest(database: Database, root, dataset, parts, split, verify, labels_from,
     report = ingest_mura(
         database.engine, root, dataset=dataset, parts=parts or BODY_PARTS,
         splits=(split,) if split else SOURCE_SPLITS, verify=verify, labels_from=labels_from, skip_bad=skip_bad,
-        progress=progress_for(json_mode),
+        progress=progress_for(json_mode), on_wait=lambda message: click.echo(message, err=True),
     )
     emit(report, json_mode, lambda r: _human(r, database))
 
@@ -69,21 +70,23 @@ def _human(report: IngestReport, database: Database) -> None:
         print_table(report.stats.counts, ["part", "split", "label", "images", "studies", "patients"])
         click.echo("")
     if not report.changed:
-        click.echo(f"nothing to do: {database.masked_url} already holds these {report.images_unchanged} images "
-                   f"of dataset {report.dataset!r} exactly")
+        click.echo(f"nothing to do: {database.masked_url} already holds these "
+                   f"{plural(report.images_unchanged, 'image')} of dataset {report.dataset!r} exactly")
     else:
         changes = [
-            f"added {report.images_added} images, {report.studies_added} studies, {report.patients_added} patients",
-            f"{len(report.relabeled)} studies relabeled" if report.relabeled else "",
-            f"{report.images_moved} image paths moved" if report.images_moved else "",
-            f"{report.images_measured} images' file facts updated" if report.images_measured else "",
-            f"{report.images_unchanged} images unchanged" if report.images_unchanged else "",
+            f"added {plural(report.images_added, 'image')}, {plural(report.studies_added, 'study', 'studies')}, "
+            f"{plural(report.patients_added, 'patient')}",
+            f"{plural(len(report.relabeled), 'study', 'studies')} relabeled" if report.relabeled else "",
+            f"{plural(report.images_moved, 'image path')} moved" if report.images_moved else "",
+            f"file facts of {plural(report.images_measured, 'image')} updated" if report.images_measured else "",
+            f"{plural(report.images_unchanged, 'image')} unchanged" if report.images_unchanged else "",
         ]
         click.echo(f"dataset {report.dataset!r} in {database.masked_url}: " + "; ".join(c for c in changes if c))
         changes = f"; its label changes: bonedb history --ingest {report.ingest_id}" if report.relabeled else ""
         click.echo(f"logged as ingest {report.ingest_id} (bonedb log){changes}")
     if report.images_stale:
-        click.echo(f"note: {report.images_stale} images in the database are no longer listed in the CSVs "
+        click.echo(f"note: {plural(report.images_stale, 'image')} in the database no longer listed in the CSVs "
                    "(left in place)")
     if report.unused_labels:
-        click.echo(f"note: {report.unused_labels} labeled studies have no image listed (not ingested)")
+        click.echo(f"note: {plural(report.unused_labels, 'labeled study', 'labeled studies')} without any image listed "
+                   "(not ingested)")

@@ -9,6 +9,7 @@ import click
 from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.folder_dataset import FolderReport, parse_label_map
 from boneclf.data.folder_dataset import ingest_folder as ingest_folder_dataset
+from boneclf.results import plural
 
 from .context import Database, pass_db
 from .options import json_option
@@ -50,14 +51,29 @@ def _human(report: FolderReport) -> None:
     for problem in report.bad_images:
         click.echo(f"left out: {problem}", err=True)
     state = "already ingested, unchanged" if report.unchanged else "ingested"
-    click.echo(f"dataset {report.dataset!r} {state}: {report.images} images, {report.patients} patients "
-               f"({', '.join(f'{k}: {v}' for k, v in report.per_subset_label.items())}; label 1 = abnormal)")
+    per_label = ", ".join(f"{k}: {v}" for k, v in report.per_subset_label.items())
+    click.echo(f"dataset {report.dataset!r} {state}: {plural(report.images, 'image')}, "
+               f"{plural(report.patients, 'patient')} ({per_label}; label 1 = abnormal)")
     if report.ingest_id is not None:
         click.echo(f"logged as ingest {report.ingest_id} (bonedb log)")
     if report.skipped:
-        click.echo("skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items())))
+        click.echo("skipped: " + ", ".join(_skipped(reason, n) for reason, n in sorted(report.skipped.items())))
     if report.source_split:
         click.echo(f"the source's own split is stored as split {report.source_split!r}: "
                    f"check it with `bonedb audit split {report.source_split}`")
     if report.source_split_leaks:
-        click.echo(f"warning: {report.source_split_leaks} patients appear in several subsets of the source's split")
+        click.echo(f"warning: {plural(report.source_split_leaks, 'patient appears', 'patients appear')} in several "
+                   "subsets of the source's split")
+
+
+_SKIPPED = {  # folder_dataset's reasons, singular and plural
+    "system file": ("system file", "system files"),
+    "not an image file": ("non-image file", "non-image files"),
+    "empty file": ("empty file", "empty files"),
+    "file outside a label folder": ("file outside a label folder", "files outside a label folder"),
+}
+
+
+def _skipped(reason: str, count: int) -> str:
+    singular, many = _SKIPPED.get(reason, (reason, reason))
+    return plural(count, singular, many)

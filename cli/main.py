@@ -9,7 +9,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from boneclf import __version__
-from boneclf.errors import BonedbError, InputProblems
+from boneclf.errors import BonedbError, InputProblems, Interrupted
 from boneclf.store.engine import scrub
 
 from . import (
@@ -60,7 +60,13 @@ class BonedbGroup(click.Group):
             # `bonedb stats | head -1`: the reader left; exit quietly as Unix tools do.
             _silence_stdout()
             sys.exit(141)
-        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+        except Interrupted as exc:  # Ctrl-C where the library knows what it left behind
+            click.echo(f"interrupted: {exc.message}", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
             if os.environ.get("BONEDB_DEBUG"):

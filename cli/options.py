@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from boneclf.bodyparts import parse_parts
@@ -27,3 +29,17 @@ def parts_option(help_text: str = "Body parts, e.g. humerus,shoulder."):
 
 def yes_option(what: str):
     return click.option("--yes", "-y", "yes", is_flag=True, help=f"Do not ask before {what}.")
+
+
+def confirmer(yes: bool):
+    """What destructive library calls get as `confirm(action)`: --yes agrees, a terminal asks, anything
+    else (a script, a pipe) is refused, so nothing is destroyed without someone having said so."""
+
+    def confirm(action: str) -> bool:
+        if yes:
+            return True
+        if sys.stdin.isatty():
+            return click.confirm(f"This will {action}. Continue?", default=False, abort=True, err=True)
+        raise BonedbError(f"this would {action}: pass --yes to confirm (there is no terminal to ask on)")
+
+    return confirm

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from boneclf.ml.predict import Prediction, Predictor, prediction_json_lines
+from boneclf.results import plural
 
 from .context import Database, pass_db
 from .options import json_option
@@ -20,7 +21,9 @@ from .output import print_table
 @click.option("--fracture-run", type=int, metavar="RUN",
               help="Stage-2 run. Default: for each part, the best finished run covering it.")
 @click.option("--gradcam", "gradcam_dir", type=click.Path(path_type=Path, file_okay=False), metavar="OUTDIR",
-              help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR.")
+              help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR, named after the "
+              "image (dataset_part_patient_study_image_gradcam.png for an ingested image, else FILE_gradcam.png); "
+              "existing files are kept (-2, -3, ... added).")
 @json_option
 @pass_db
 def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):
@@ -53,5 +56,5 @@ def _human(prediction: Prediction) -> None:
         print_table(rows)
     for study in prediction.studies:
         if study.abnormal_probability is not None:
-            click.echo(f"study {study.study}: {study.part}, {study.images} views, mean p(abnormal) "
+            click.echo(f"study {study.study}: {study.part}, {plural(study.images, 'view')}, mean p(abnormal) "
                        f"{study.abnormal_probability:.3f} -> {study.decision}")

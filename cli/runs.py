@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.training_data import LABEL_SOURCES
+from boneclf.results import plural
 from boneclf.store.provenance import describe_version
-from boneclf.store.runs import STATUSES, get_run, list_runs
+from boneclf.store.runs import STATUSES, delete_runs, get_run, list_runs
 
 from .context import Database, pass_db
-from .options import json_option
+from .options import confirmer, json_option, yes_option
 from .output import emit, print_csv, print_json, print_table
 
 
@@ -30,20 +30,36 @@ def runs():
 @runs.command("list")
 @click.option("--stage", type=click.Choice(["bodypart", "fracture"]), help="Only runs of this stage.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@click.option("--latest", is_flag=True, help="Only the newest run that matches (for scripts, with --ids or --json).")
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the run ids, one per line (for scripts).")
 @json_option
 @pass_db
-def list_(database: Database, stage, status, json_mode):
-    """Every run with its status and headline validation figures.
+def list_(database: Database, stage, status, latest, ids_only, json_mode):
+    """Every run with its status and validation figures (stage 1: body-part accuracy; stage 2: image
+    accuracy and MURA's study kappa).
 
     \b
-    Example:
+    Examples:
       bonedb runs list --stage fracture
+      bonedb evaluate "$(bonedb runs list --stage fracture --status finished --latest --ids)"
     """
-    records = list_runs(database.engine, stage=stage, status=status)
-    emit(records, json_mode, lambda rs: print_table(
-        [{"id": r.id, "stage": r.stage, "parts": ",".join(r.parts), "arch": r.architecture, "split": r.split_name,
-          "status": r.status, "started": f"{r.started_at:%Y-%m-%d %H:%M}", "validation": r.headline()}
-         for r in rs]))
+    records = list_runs(database.engine, stage=stage, status=status, latest=latest)
+    if latest and not records:  # a script asked for one id: none is an error, not an empty line
+        wanted = " ".join(f"{name} {value}" for name, value in (("stage", stage), ("status", status)) if value)
+        raise BonedbError(f"no run{' with ' + wanted if wanted else ''}: `bonedb runs list` shows the runs")
+    if ids_only:
+        for record in records:
+            click.echo(record.id)
+        return
+    emit(records, json_mode, lambda rs: print_table([_row(r) for r in rs]))
+
+
+def _row(run) -> dict:
+    metrics = run.metrics or {}
+    image = metrics.get("image", metrics)
+    return {"id": run.id, "stage": run.stage, "parts": ",".join(run.parts), "arch": run.architecture,
+            "split": run.split_name, "status": run.status, "started": f"{run.started_at:%Y-%m-%d %H:%M}",
+            "val_image_accuracy": image.get("accuracy"), "val_study_kappa": metrics.get("study", {}).get("kappa")}
 
 
 @runs.command()
@@ -62,17 +78,21 @@ def show(database: Database, run_id, json_mode):
     if json_mode:
         print_json({**run.to_dict(), "latest_evaluation": evaluation})
         return
-    for key in ("id", "stage", "architecture", "split_name", "split_hash", "status", "host", "tf_version",
-                "artifact_dir", "error"):
-        click.echo(f"{key:13s} {getattr(run, key) if getattr(run, key) is not None else ''}")
-    click.echo(f"{'parts':13s} {', '.join(run.parts)}")
-    click.echo(f"{'labels':13s} the split's pinned labels, {describe_version(run.label_version)}")
-    for key in ("started_at", "finished_at"):
-        value = getattr(run, key)
-        click.echo(f"{key:13s} {value:%Y-%m-%d %H:%M:%S}" if value else f"{key:13s}")
-    click.echo(f"{'image spec':13s} {json.dumps(run.image_spec, sort_keys=True)}")
-    click.echo(f"{'parameters':13s} {json.dumps(run.parameters, sort_keys=True)}")
-    click.echo(f"{'validation':13s} {run.headline()}")
+    lines = [("run", run.id), ("stage", run.stage), ("parts", ", ".join(run.parts)),
+             ("architecture", run.architecture), ("status", run.status), ("error", run.error),
+             ("split", f"{run.split_name} (content hash {run.split_hash[:16]})"),
+             ("labels", f"the split's pinned labels, {describe_version(run.label_version)}"),
+             ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
+             ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else None),
+             ("host", f"{run.host}, TensorFlow {run.tf_version}"), ("files", run.artifact_dir),
+             ("image spec", ", ".join(f"{k} {_value(v)}" for k, v in sorted(run.image_spec.items()))),
+             ("validation", run.headline() or None)]
+    for key, value in lines:
+        if value is not None:
+            click.echo(f"{key:13s} {value}")
+    click.echo("parameters")
+    for key, value in sorted(run.parameters.items()):
+        click.echo(f"  {key:15s} {_value(value)}")
     if evaluation is not None:
         click.echo(f"{'evaluated':13s} on {evaluation.subset} (evaluation {evaluation.evaluation_id}) "
                    f"{scored_against(evaluation)}: `bonedb evaluate {run_id}` prints it in full")
@@ -84,6 +104,43 @@ def scored_against(evaluation: EvaluationResult) -> str:
         return "against the labels of its day (not recorded)"
     which = "the split's pinned labels" if evaluation.labels == "pinned" else "today's labels"
     return f"against {which}, {describe_version(evaluation.label_version)}, split hash {evaluation.split_hash}"
+
+
+def _value(value) -> str:
+    """A parameter for people: yes/no, lists joined, "-" for unset (None)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+@runs.command("delete")
+@click.argument("run_ids", type=int, nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Also delete runs marked running whose process is gone.")
+@yes_option("deleting")
+@json_option
+@pass_db
+def delete(database: Database, run_ids, force, yes, json_mode):
+    """Delete runs RUN_IDS with their evaluations and their folders (runs/<id>/). Asks first on a
+    terminal; elsewhere needs --yes. A split can be deleted once no run uses it.
+
+    \b
+    Example:
+      bonedb runs delete 3 4 --yes
+    """
+    result = delete_runs(database.engine, list(run_ids), force=force, confirm=confirmer(yes))
+
+    def human(r):
+        click.echo(f"deleted run(s) {', '.join(map(str, r.runs))} and {plural(r.evaluations, 'evaluation')}")
+        for folder in r.folders_removed:
+            click.echo(f"removed {folder}")
+        for folder in r.folders_left:
+            click.echo(f"left in place {folder}")
+
+    emit(result, json_mode, human)
 
 
 @runs.command()
@@ -144,7 +201,7 @@ def _human_evaluation(result: EvaluationResult) -> None:
     if result.stage == "bodypart":
         click.echo(format_report(overall["report"], overall["accuracy"]))
         click.echo(f"accuracy {overall['accuracy']:.3f} (95% CI {format_interval(overall['accuracy_ci'])}), "
-                   f"{overall['n']} images")
+                   f"{plural(overall['n'], 'image')}")
         _confusion(overall["confusion"], overall["class_names"])
     else:
         click.echo(format_report(overall["image"]["report"], overall["image"]["accuracy"]))

@@ -17,10 +17,11 @@ from boneclf.data.splits import (
     rebase_split,
     split_summary,
 )
+from boneclf.results import plural
 from boneclf.store.provenance import describe_version
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import confirmer, json_option, parts_option, yes_option
 from .output import emit, print_table
 
 
@@ -75,7 +76,7 @@ def create(database: Database, ctx, name, dataset, parts, val, test, seed, test_
         if r.note:
             click.echo(f"warning: {r.note}", err=True)
         verb = "created" if r.created else "already exists, unchanged:"
-        click.echo(f"split {name!r} {verb} {r.images} images, content hash {r.content_hash[:16]}")
+        click.echo(f"split {name!r} {verb} {plural(r.images, 'image')}, content hash {r.content_hash[:16]}")
         if r.rebased_from:
             changed = r.changes.describe() if r.changes.changed else \
                 f"no label changed since split {r.rebased_from!r} was made"
@@ -134,13 +135,15 @@ def show(database: Database, name, json_mode):
 
 @split.command("delete")
 @click.argument("name")
+@yes_option("deleting")
 @pass_db
-def delete(database: Database, name):
-    """Delete split NAME (refused while a training run uses it).
+def delete(database: Database, name, yes):
+    """Delete split NAME (refused while a training run uses it: `bonedb runs delete` those first).
+    Asks first on a terminal; elsewhere needs --yes.
 
     \b
     Example:
-      bonedb split delete hs-v1
+      bonedb split delete hs-v1 --yes
     """
-    delete_split(database.engine, name)
+    delete_split(database.engine, name, confirm=confirmer(yes))
     click.echo(f"split {name!r} deleted")

@@ -8,6 +8,7 @@ import click
 
 from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.synth import synth_mura
+from boneclf.results import plural
 
 from .options import json_option, parts_option
 from .output import emit, progress_for
@@ -35,7 +36,8 @@ def synth(out, patients, parts, size, positive_rate, seed, json_mode):
                         positive_rate=positive_rate, seed=seed, progress=progress_for(json_mode))
 
     def human(counts):
-        click.echo(f"wrote {counts.images} images, {counts.studies} studies, {counts.patients} patients "
+        click.echo(f"wrote {plural(counts.images, 'image')}, {plural(counts.studies, 'study', 'studies')}, "
+                   f"{plural(counts.patients, 'patient')} "
                    f"({counts.multi_part_patients} with several body parts) to {out}/MURA-v1.1")
         click.echo(f"next: bonedb db upgrade && bonedb ingest {out}")
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from boneclf.ml.backbones import REGISTRY
 from boneclf.ml.models import AUGMENTATIONS
@@ -54,7 +55,9 @@ def _verbose(json_mode: bool):
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs (runs/<id>/tensorboard).")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where each run's folder (runs/<id>/) goes.")
-@click.option("--resume", "resume_id", type=int, metavar="RUN", help="Continue interrupted run RUN.")
+@click.option("--resume", "resume_id", type=int, metavar="RUN",
+              help="Continue interrupted or failed run RUN from its last epoch, with its recorded options; "
+              "only --no-tensorboard, --batch-size, --cache, --epochs and --patience may change.")
 @json_option
 @pass_db
 def train(database: Database, stage, split_name, parts, shared, arch, weights, image_size, epochs, head_epochs,
@@ -64,40 +67,53 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
 
     Every run is stored in the database (parameters, image spec, split and its hash, label version,
     status, metrics) with its files in runs/<id>/: model.keras, class_names.json, history.json,
-    config.json, logs. Stage 2 trains on the labels the split pinned when it was made; a warning
-    says when the dataset's labels changed since.
+    config.json, CSV logs and TensorBoard logs (`tensorboard --logdir runs`). Stage 2 trains on the
+    labels the split pinned when it was made; a warning says when the dataset's labels changed
+    since. Ctrl-C marks the run interrupted and names the --resume that continues it.
 
     \b
     Examples:
       bonedb train --stage bodypart --split hs-v1                       # MobileNetV2, ImageNet weights
       bonedb train --stage fracture --split hs-v1 --parts humerus,shoulder --arch densenet121
       bonedb train --stage fracture --split hs-v1 --arch cnn --weights none --image-size 128 --epochs 30
-      bonedb train --resume 7
+      bonedb train --resume 7 --no-tensorboard --batch-size 16
     """
     progress, verbose = progress_for(json_mode), _verbose(json_mode)
-    try:
-        if resume_id is not None:
-            results = [resume(database.engine, resume_id, progress=progress, verbose=verbose)]
-        else:
-            if not stage or not split_name:
-                raise click.UsageError("--stage and --split are required (or --resume RUN)")
-            config = TrainConfig(
-                stage=stage, split=split_name, parts=parts, shared=shared, arch=arch, weights=weights,
-                image_size=image_size, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, lr=lr,
-                seed=seed, fine_tune_from=fine_tune_from, mixed_precision=mixed_precision, pad=pad, canny=canny,
-                augment=augment, cache=cache, precompute=not no_precompute, patience=patience,
-                tensorboard=not no_tensorboard, runs_dir=runs_dir,
-            )
-            results = train_stage(database.engine, config, progress=progress, verbose=verbose)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; the run is marked interrupted: continue it with bonedb train --resume RUN",
-                   err=True)
-        sys.exit(130)
+    if resume_id is not None:
+        changes = _given_on_resume(click.get_current_context())
+        results = [resume(database.engine, resume_id, changes=changes, progress=progress, verbose=verbose)]
+    else:
+        if not stage or not split_name:
+            raise click.UsageError("--stage and --split are required (or --resume RUN)")
+        config = TrainConfig(
+            stage=stage, split=split_name, parts=parts, shared=shared, arch=arch, weights=weights,
+            image_size=image_size, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, lr=lr,
+            seed=seed, fine_tune_from=fine_tune_from, mixed_precision=mixed_precision, pad=pad, canny=canny,
+            augment=augment, cache=cache, precompute=not no_precompute, patience=patience,
+            tensorboard=not no_tensorboard, runs_dir=runs_dir,
+        )
+        results = train_stage(database.engine, config, progress=progress, verbose=verbose)
     for result in results:
         if json_mode:
             click.echo(json.dumps(result.to_dict(), default=str))  # one line per run, as it finishes
         else:
             _human(result)
+
+
+# TrainConfig fields set by options whose names differ (the flags negate them).
+_FIELDS = {"split_name": "split", "no_tensorboard": "tensorboard", "no_precompute": "precompute"}
+
+
+def _given_on_resume(ctx: click.Context) -> dict:
+    """The training options typed on the command line next to --resume, as TrainConfig fields;
+    the library accepts those that may change on resume and refuses the others by name."""
+    changes = {}
+    for name, value in ctx.params.items():
+        if name in ("resume_id", "json_mode") or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        field = _FIELDS.get(name, name)
+        changes[field] = not value if name.startswith("no_") else value
+    return changes
 
 
 def _human(result: RunResult) -> None:

@@ -154,3 +154,22 @@ def test_tfrecord_shards_hold_every_image(split_db, tmp_path, monkeypatch):
     first = records[0]
     assert tf.io.decode_png(first["image"]).shape[0] == 48
     assert int(first["label"]) == int(first["abnormal"]) in (0, 1)
+
+
+def test_tfrecord_export_is_the_same_bytes_in_another_process(split_db, tmp_path):
+    """Issue 9, defect 5: the README promises identical bytes. A record's feature map is serialised in a
+    per-process hash order unless asked for a deterministic one, so compare with another process."""
+    import shutil
+    import subprocess
+    import sys
+
+    from boneclf.ml.tfrecords import export_shards
+
+    export_shards(split_db, "s", tmp_path / "here")
+    bonedb = shutil.which("bonedb", path=str(Path(sys.executable).parent))
+    url = split_db.url.render_as_string(hide_password=False)
+    subprocess.run([bonedb, "--database-url", url, "export", "s", str(tmp_path / "there"), "--format", "tfrecord"],
+                   check=True, capture_output=True, timeout=600)
+    here, there = tree(tmp_path / "here"), tree(tmp_path / "there")
+    assert any(name.endswith(".tfrecord") for name in here)
+    assert here == there

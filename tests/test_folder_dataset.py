@@ -127,6 +127,6 @@ def test_cli(tmp_path, kaggle_tree):
     assert runner.invoke(cli, ["--database-url", url, "db", "upgrade"]).exit_code == 0
     result = runner.invoke(cli, ["--database-url", url, "ingest-folder", str(kaggle_tree), "--dataset", "k"])
     assert result.exit_code == 0, result.output
-    assert "skipped: 1 empty file, 1 not an image file, 2 system file" in result.output
+    assert "skipped: 1 empty file, 1 non-image file, 2 system files" in result.output
     result = runner.invoke(cli, ["--database-url", url, "audit", "split", "k"])
     assert result.exit_code == 1 and "LEAKS FOUND" in result.output

@@ -110,3 +110,36 @@ def test_cli_json_and_exit_status(trained, tmp_path):
     (copy / "junk.png").write_bytes(b"\x89PNG broken")
     result = runner.invoke(cli, ["--database-url", url, "predict", str(copy)])
     assert result.exit_code == 1 and "junk.png: not a readable image" in result.stderr
+
+
+def test_gradcam_files_are_named_after_their_images_and_never_overwritten(trained, tmp_path):
+    """Issue 9, defect 6: names say dataset, part, patient, study and image (or the file's own name); a
+    second call beside the first adds -2 instead of overwriting; one view reads "1 view"."""
+    root = trained.folder / "data"
+    first_path = split_image_paths(trained.engine, "s")["test"][0]
+    study = root / Path(first_path).parent
+    views = sorted(p.relative_to(root).as_posix() for p in study.glob("*.png"))
+    outside = tmp_path / "elsewhere" / "image1.png"
+    outside.parent.mkdir()
+    shutil.copyfile(root / first_path, outside)
+
+    def expected(path: str) -> str:  # MURA-v1.1/train/XR_WRIST/patient00012/study1_positive/image1.png
+        _, _, part, patient, study_folder, image = path.split("/")
+        return (f"mura-v1.1_{part[3:].lower()}_{patient}_study{study_folder.split('_')[0][5:]}_"
+                f"{image.removesuffix('.png')}_gradcam.png")
+
+    cams = tmp_path / "cams"
+    first = Predictor(trained.engine).predict([study, outside], gradcam_dir=cams)
+    names = [Path(image.gradcam).name for image in first.images]
+    assert names == [expected(v) for v in views] + ["image1_gradcam.png"]
+    second = Predictor(trained.engine).predict([study], gradcam_dir=cams)
+    assert [Path(image.gradcam).name for image in second.images] == [
+        name.replace("_gradcam.png", "_gradcam-2.png") for name in names[:-1]]
+    assert len(list(cams.iterdir())) == 2 * len(views) + 1, "nothing overwritten"
+
+    single = tmp_path / "one-view"
+    single.mkdir()
+    shutil.copyfile(root / first_path, single / "image1.png")
+    url = trained.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(cli, ["--database-url", url, "predict", str(single)])
+    assert ", 1 view, mean p(abnormal)" in result.output

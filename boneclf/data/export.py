@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +24,7 @@ from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.store.queries import dataset_root, get_split, split_images
 
 from .splits import SUBSETS
@@ -76,6 +77,7 @@ def export_split(
     combined: bool = False,
     link: str = "hardlink",
     force: bool = False,
+    confirm: Callable[[str], bool] | None = None,
     progress: ProgressFactory = silent,
 ) -> ExportReport:
     """Split NAME as class folders under OUT, with manifest.csv and split.json."""
@@ -83,7 +85,7 @@ def export_split(
         raise BonedbError(f"unknown --stage {stage!r} or --link {link!r}")
     out = Path(out).absolute()
     split, root, entries = plan_export(engine, name, stage, parts, combined, "files")
-    check_target(out, force)
+    check_target(out, force, confirm)
     report = new_report(out, name, stage, link, "files", entries)
     tree = AtomicTree(out)
     with tree as partial:
@@ -160,7 +162,9 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
     return split, root, entries
 
 
-def check_target(out: Path, force: bool) -> None:
+def check_target(out: Path, force: bool, confirm: Callable[[str], bool] | None = None) -> None:
+    """Refuse an OUT that is not new, empty or a previous export; with `force`, replace a previous export
+    only when every file in it is one its manifest lists, and once `confirm(what)` agrees."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -171,6 +175,27 @@ def check_target(out: Path, force: bool) -> None:
         raise BonedbError(f"{out} is not empty and not a bonedb export: choose a new or empty folder")
     if not force:
         raise BonedbError(f"{out} holds a previous bonedb export: pass --force to replace it")
+    files, strangers = _export_files(out)
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5} more" if len(strangers) > 5 else "")
+        raise BonedbError(f"{out} holds {plural(len(strangers), 'file')} that bonedb's manifest does not list "
+                          f"({shown}): --force replaces only an export's own files; move them out of {out}, "
+                          "or choose another OUT")
+    if confirm is not None and not confirm(f"replace the previous export at {out} ({plural(files, 'file')})"):
+        raise BonedbError("not confirmed: nothing was exported")
+
+
+def _export_files(out: Path) -> tuple[int, list[str]]:
+    """(files in OUT, those that neither its manifest lists nor bonedb writes beside it)."""
+    ours = {MANIFEST_FILE, MARKER_FILE}
+    try:
+        with open(out / MANIFEST_FILE, newline="", encoding="utf-8") as fh:
+            ours |= {row["exported_path"].split("#")[0] for row in csv.DictReader(fh)}  # shard#record
+    except (OSError, KeyError, csv.Error):
+        pass  # no readable manifest: every file is a stranger, so nothing is removed
+    found = sorted((Path(folder) / name).relative_to(out).as_posix()
+                   for folder, _dirs, names in os.walk(out) for name in names)
+    return len(found), [path for path in found if path not in ours]
 
 
 def is_export(folder: Path) -> bool:

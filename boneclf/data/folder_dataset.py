@@ -17,10 +17,11 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select
 
 from boneclf.bodyparts import BODY_PARTS
-from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
@@ -155,7 +156,8 @@ def ingest_folder(
     extra_labels = {name: value for name, value in label_map.items() if DEFAULT_LABELS.get(name) != value}
     record = IngestRecord("ingest-folder", dataset, str(root),
                           {"part": part, "label_map": extra_labels, "patient_pattern": patient_pattern})
-    with paused_gc(), logged_if_unapplied(engine, record):
+    # One ingest at a time per database: a second one waits (and says so) rather than colliding.
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest"), logged_if_unapplied(engine, record):
         return _ingest(engine, root, dataset, part, label_map, patient_pattern, progress, record)
 
 

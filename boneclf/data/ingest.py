@@ -9,16 +9,18 @@ anything is logged in that transaction (one row), with one history row per relab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
-from boneclf.errors import BonedbError, InputProblems, Problem
+from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.locks import exclusive
 from boneclf.store.provenance import (
     IngestCounts,
     IngestRecord,
@@ -98,6 +100,7 @@ def ingest_mura(
     labels_from: str | None = None,
     skip_bad: bool = False,
     progress: ProgressFactory = silent,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
     unless `skip_bad`, in which case bad rows are left out and listed in the report. Every run that
@@ -105,7 +108,9 @@ def ingest_mura(
     options = {"parts": sorted(parts), "splits": list(splits), "verify": verify, "labels_from": labels_from,
                "skip_bad": skip_bad}
     record = IngestRecord("ingest", dataset, str(Path(root).expanduser().absolute()), options)
-    with paused_gc(), logged_if_unapplied(engine, record):
+    # One ingest at a time per database: a second one waits, then finds the work done.
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest", on_wait=on_wait), \
+            logged_if_unapplied(engine, record):
         return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress, record)
 
 
@@ -150,7 +155,8 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
             record.counts = _counts(report)
             report.ingest_id = log_applied(conn, record)
             log_label_changes(conn, report.ingest_id, changes)
-    report.stats = dataset_stats(engine, dataset, parts, splits)
+    with on_interrupt("the ingest was written; only its summary was cut short (`bonedb stats` shows it)"):
+        report.stats = dataset_stats(engine, dataset, parts, splits)
     return report
 
 

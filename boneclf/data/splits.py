@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -346,13 +347,22 @@ def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:
     return {subset: sorted(paths) for subset, paths in result.items()}
 
 
-def delete_split(engine: Engine, name: str) -> None:
-
+def delete_split(engine: Engine, name: str, *, confirm: Callable[[str], bool] | None = None) -> None:
+    """Delete split NAME, once `confirm(what)` agrees (asked outside any transaction); refused while runs use it."""
+    if confirm is not None:
+        with engine.connect() as conn:
+            _refuse_if_trained(conn, get_split(conn, name))
+        if not confirm(f"delete split {name!r} (its image assignments; the images stay)"):
+            raise BonedbError("not confirmed: nothing was deleted")
     with engine.begin() as conn:
         split = get_split(conn, name)
-        used = runs_using_split(conn, split.id)
-        if used:
-            raise BonedbError(f"split {name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "
-                              "while they exist")
+        _refuse_if_trained(conn, split)
         conn.execute(delete(SplitAssignment.__table__).where(SplitAssignment.split_id == split.id))
         conn.execute(delete(_versions).where(_versions.c.id == split.id))
+
+
+def _refuse_if_trained(conn: Connection, split) -> None:
+    used = runs_using_split(conn, split.id)
+    if used:
+        raise BonedbError(f"split {split.name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "
+                          f"while they exist (`bonedb runs delete {' '.join(map(str, used))}` deletes them)")

@@ -21,7 +21,7 @@ from .metrics import binary_metrics, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
-from .training import TrainConfig
+from .training import TrainConfig, resume_advice
 from .training_data import LABEL_SOURCES, load_stage_data
 
 SUBSETS = ("test", "val")
@@ -43,8 +43,7 @@ def load_run_model(engine: Engine, run_id: int) -> LoadedRun:
 
     run = get_run(engine, run_id)
     if run.status != "finished":
-        advice = "wait for it" if run.status == "running" else f"resume it with `bonedb train --resume {run_id}`"
-        raise BonedbError(f"run {run_id} is {run.status}, not finished: {advice}")
+        raise BonedbError(f"run {run_id} is {run.status}, not finished: {resume_advice(run)}")
     folder = Path(run.artifact_dir)
     model_file = folder / "model.keras"
     if not model_file.is_file():

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine
 
+from boneclf.data.image_names import free_path, identify_images, picture_name
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
 from boneclf.store.runs import RunRecord, list_runs
@@ -172,8 +173,11 @@ class Predictor:
                 continue
             routes.setdefault(run.run_id, []).append(i)
             runs[run.run_id] = run
+        known = {}
         if gradcam_dir is not None:
             gradcam_dir.mkdir(parents=True, exist_ok=True)
+            # Overlays are named after their images (see image_names), beside earlier ones, never over them.
+            known = identify_images(self.engine, [result.images[i].path for i in pictures])
         for run_id, indices in routes.items():
             run = runs[run_id]
             explainer = run.explainer if gradcam_dir is not None else None
@@ -193,7 +197,7 @@ class Predictor:
                     image.decision = "abnormal" if p > THRESHOLD else "normal"
                     image.fracture_run = run_id
                     if heatmaps is not None:
-                        target = gradcam_dir / f"{i:04d}_{Path(image.path).stem}_gradcam.png"
+                        target = free_path(gradcam_dir, picture_name(image.path, known.get(image.path)))
                         heat = on_picture(heatmaps[k], run.spec, pictures[i].shape)  # padding cut away
                         overlay(Image.fromarray(pictures[i]), heat).save(target)
                         image.gradcam = str(target)

@@ -28,14 +28,14 @@ SHARD_SIZE = 1024
 
 
 def export_shards(engine: Engine, name: str, out: Path, *, stage: str = "fracture",
-                  parts: tuple[str, ...] | None = None, force: bool = False,
+                  parts: tuple[str, ...] | None = None, force: bool = False, confirm=None,
                   progress: ProgressFactory = silent) -> ExportReport:
     """Split NAME as TFRecord shards under OUT/<subset>/, with manifest.csv and split.json, atomically."""
     if stage not in ("bodypart", "fracture"):
         raise BonedbError(f"unknown --stage {stage!r}")
     out = Path(out).absolute()
     split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord")
-    check_target(out, force)
+    check_target(out, force, confirm)
     report = new_report(out, name, stage, "copy", "tfrecord", entries)
     tree = AtomicTree(out)
     with tree as partial:

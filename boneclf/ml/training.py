@@ -9,6 +9,7 @@ CNN, or --weights none) trains end to end in one phase.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
@@ -18,11 +19,19 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine
 
-from boneclf.errors import BonedbError
+from boneclf.errors import BonedbError, Interrupted
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.provenance import LabelChanges
-from boneclf.store.runs import create_run, get_run, headline, set_status
+from boneclf.store.runs import (
+    RunRecord,
+    create_run,
+    get_run,
+    headline,
+    not_the_runs_folder,
+    set_parameters,
+    set_status,
+)
 
 from .backbones import STAGE_DEFAULTS, get_backbone
 from .image_spec import ImageSpec, spec_for
@@ -31,8 +40,11 @@ from .pipeline import Examples, decoded_dataset, warm
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
 from .training_data import STAGES, load_stage_data, sample_weights
+from .weights import import_command
 
 CACHE_MODES = ("memory", "disk", "none")
+# What `--resume` may change: how the run is fed and logged, not what it learns from or how.
+RESUMABLE = ("tensorboard", "batch_size", "cache", "epochs", "patience")
 
 # Datasets that skip undecodable files have no known length, so Keras notes the end of every
 # epoch as "running out of data"; that is expected here, not a problem to show users.
@@ -78,6 +90,7 @@ class TrainConfig:
             raise BonedbError(f"--fine-tune-from {self.fine_tune_from}: a fraction of the backbone in (0, 1]")
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             raise BonedbError(f"--weights {self.weights}: no such file (use imagenet, none or a weights file)")
+        _check_tensorboard(self.tensorboard)
         return replace(self, arch=arch, image_size=size, parts=tuple(sorted(self.parts)) if self.parts else None)
 
     def image_spec(self) -> ImageSpec:
@@ -124,19 +137,106 @@ def train(engine: Engine, config: TrainConfig, *, progress: ProgressFactory = si
     if config.stage == "fracture" and not config.shared:
         data = load_stage_data(engine, config.split, "fracture", config.parts)
         groups = [(part,) for part in sorted(set(data.subsets["train"].parts))]
+        _check_every_part(engine, config, groups)
     else:
         groups = [config.parts]
-    return [_train_group(engine, replace(config, parts=group), progress, verbose, callbacks) for group in groups]
+    results: list[RunResult] = []
+    for group in groups:
+        try:
+            results.append(_train_group(engine, replace(config, parts=group), progress, verbose, callbacks))
+        except KeyboardInterrupt as exc:
+            raise _interrupted_after(exc, results) from None
+    return results
 
 
-def resume(engine: Engine, run_id: int, *, progress: ProgressFactory = silent, verbose="auto",
-           callbacks: list | None = None) -> RunResult:
-    """Continue an interrupted or failed run from its last checkpoint."""
+def _check_every_part(engine: Engine, config: TrainConfig, groups: list[tuple[str, ...]]) -> None:
+    """One model per part: every part must be trainable before the first one trains, or none is."""
+    bad, reasons = [], []
+    for group in groups:
+        try:
+            load_stage_data(engine, config.split, config.stage, group)
+        except BonedbError as exc:
+            bad.append(group[0])
+            reasons.append(str(exc))
+    if bad:
+        good = [group[0] for group in groups if group[0] not in bad]
+        remedy = f"leave {', '.join(bad)} out (--parts {','.join(good)}) or" if good else "choose another split or"
+        raise BonedbError(f"{'; '.join(reasons)}; nothing was trained: {remedy} train one model over all "
+                          "parts with --shared")
+
+
+def _interrupted_after(exc: KeyboardInterrupt, done: list[RunResult]) -> Interrupted:
+    """Ctrl-C during per-part training: say which runs finished before it."""
+    if isinstance(exc, Interrupted):
+        message = exc.message
+    else:
+        message = "the next part's run had not started" if done else "no run had started; nothing was written"
+    if done:
+        message += f"; run(s) {', '.join(str(r.run_id) for r in done)} finished before it"
+    return Interrupted(message)
+
+
+def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress: ProgressFactory = silent,
+           verbose="auto", callbacks: list | None = None) -> RunResult:
+    """Continue an interrupted or failed run from its last checkpoint.
+
+    `changes` may set the options in RESUMABLE (TrainConfig field names); any other change is refused,
+    since the run would no longer be the run its record describes.
+    """
     row = get_run(engine, run_id)
     if row.status == "finished":
         raise BonedbError(f"run {run_id} already finished: nothing to resume")
+    foreign = Path(row.artifact_dir).exists() and not_the_runs_folder(Path(row.artifact_dir), row)
+    if foreign:
+        raise BonedbError(f"run {run_id} cannot continue in {row.artifact_dir} ({foreign}): delete it with "
+                          f"`bonedb runs delete {run_id}` and start a new run")
     config = TrainConfig.from_parameters(row.parameters)
+    changes = {k: v for k, v in (changes or {}).items() if getattr(config, k, None) != v}
+    refused = sorted(option_name(k) for k in changes if k not in RESUMABLE)
+    if refused:
+        raise BonedbError(f"--resume {run_id} continues the run as recorded: {', '.join(refused)} cannot change "
+                          f"(only {', '.join(option_name(k) for k in RESUMABLE)} can); start a new run with "
+                          "`bonedb train` instead")
+    config = replace(config, **changes)
+    _check_tensorboard(config.tensorboard)
+    if changes:
+        set_parameters(engine, run_id, config.to_parameters())
     return _train_group(engine, config, progress, verbose, callbacks, run_id=run_id)
+
+
+def option_name(field_name: str) -> str:
+    """The `bonedb train` option that sets a TrainConfig field."""
+    return {"tensorboard": "--no-tensorboard", "precompute": "--no-precompute",
+            "split": "--split", "runs_dir": "--runs-dir"}.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def resume_advice(run: RunRecord) -> str:
+    """What to do about a run that did not finish, without advising a resume that would fail the same way."""
+    if run.status == "running":
+        return "wait for it to finish"
+    foreign = Path(run.artifact_dir).exists() and not_the_runs_folder(Path(run.artifact_dir), run)
+    if foreign:
+        return (f"its folder {run.artifact_dir} is not its own ({foreign}): delete it with "
+                f"`bonedb runs delete {run.id}` and start a new run")
+    if run.status == "interrupted":
+        return f"continue it with `bonedb train --resume {run.id}`"
+    error = (run.error or "no error recorded").splitlines()[0][:300]
+    if "tensorboard" in error.lower():
+        return (f"it failed writing TensorBoard logs ({error}): continue it without them with "
+                f"`bonedb train --resume {run.id} --no-tensorboard`, or install tensorboard and resume")
+    if any(word in error for word in ("ResourceExhausted", "OOM", "out of memory")):
+        smaller = max(1, int(run.parameters.get("batch_size", 32)) // 2)
+        return (f"it ran out of memory ({error}): continue it with smaller batches, "
+                f"`bonedb train --resume {run.id} --batch-size {smaller}`")
+    return (f"it failed ({error}); `bonedb train --resume {run.id}` continues it only once that cause is gone "
+            f"(on resume only {', '.join(option_name(k) for k in RESUMABLE)} may change), otherwise delete it "
+            f"with `bonedb runs delete {run.id}` and start a new run")
+
+
+def _check_tensorboard(wanted: bool) -> None:
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise BonedbError("TensorBoard logging is on, but the tensorboard package is not installed: "
+                          "`pip install tensorboard`, or pass --no-tensorboard")
 
 
 def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_id: int | None = None) -> RunResult:
@@ -177,7 +277,8 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
         set_status(engine, run_id, "finished", metrics=result.metrics)
     except KeyboardInterrupt:
         set_status(engine, run_id, "interrupted", error=f"interrupted; resume with bonedb train --resume {run_id}")
-        raise
+        raise Interrupted(f"run {run_id} is marked interrupted; continue it with "
+                          f"`bonedb train --resume {run_id}`") from None
     except BaseException as exc:
         set_status(engine, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
         raise
@@ -397,7 +498,7 @@ def _weights_error(backbone, config: TrainConfig, weights, exc: Exception) -> Bo
             f"cannot get ImageNet weights for {backbone.name} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
             f"on a machine with internet download {backbone.weights_url}{filename}, then run "
-            f"`bonedb weights import {filename} --arch {backbone.name}` here, or pass --weights PATH"
+            f"`{import_command(backbone, config.image_size)}` here, or pass --weights PATH"
         )
     return BonedbError(f"weights file {weights} does not fit {backbone.name} at {config.image_size} px "
                        f"({str(exc).splitlines()[0][:200]}): it must be Keras' no-top file {filename}")

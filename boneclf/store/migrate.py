@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -12,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from boneclf.errors import SchemaNotAtHead
+from boneclf.errors import BonedbError, SchemaNotAtHead
 from boneclf.results import Result
 
 from .engine import describe
@@ -69,8 +70,15 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaChange:
     return SchemaChange(describe(engine), before, current_revision(engine))
 
 
-def downgrade(engine: Engine, revision: str) -> SchemaChange:
+def downgrade(engine: Engine, revision: str, *, confirm: Callable[[str], bool] | None = None) -> SchemaChange:
+    """Revert migrations down to `revision`, once `confirm(what)` agrees: downgrades drop data."""
     before = current_revision(engine)
+    if before is not None and revision != before and confirm is not None:
+        what = ("remove every bonedb table and view, with all datasets, splits, runs and evaluations,"
+                if revision == "base" else f"undo the migrations after {revision}, dropping the tables and columns "
+                "they added with their data,")
+        if not confirm(f"{what} from {describe(engine)} (now at {before})"):
+            raise BonedbError("not confirmed: the database is unchanged")
     _run(engine, command.downgrade, revision)
     return SchemaChange(describe(engine), before, current_revision(engine))
 

@@ -26,7 +26,7 @@ from boneclf.ml.training import TrainConfig, train
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store import migrate
-from boneclf.store.engine import describe, make_engine
+from boneclf.store.engine import describe, make_engine, mask_url
 from boneclf.store.runs import get_run, list_runs
 
 from .report import build_report
@@ -95,8 +95,10 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     summary.leaks = audit.leaks
     step(6, "export the stage-2 tree")
     export_split(engine, SPLIT, workdir / "exports" / "fracture", stage="fracture", combined=True, force=True)
+    # TensorBoard logs on, as by default (`tensorboard --logdir WORKDIR/runs`); flips only, so that the
+    # small CNN finds the breaks within the demo's epochs.
     base = TrainConfig(stage="bodypart", split=SPLIT, arch="cnn", weights="none", image_size=settings.size,
-                       augment="flip", tensorboard=False, runs_dir=str(workdir / "runs"), lr=1e-3)
+                       augment="flip", runs_dir=str(workdir / "runs"), lr=1e-3)
     step(7, "train stage 1 (body part)")
     stage1 = _train_or_reuse(engine, replace(base, epochs=settings.stage1_epochs, patience=10), progress)
     step(8, "train stage 2 (normal or abnormal, one model over all parts)")
@@ -121,9 +123,18 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     summary.predicted_studies = prediction.studies
     summary.gradcam_dir = str(workdir / "gradcam")
     summary.report = str(report_path)
-    summary.try_next = f"cd {workdir} && bonedb predict {studies[0]}" if studies else None
+    summary.try_next = _try_next(workdir, database_url, studies[0]) if studies else None
     engine.dispose()
     return summary
+
+
+def _try_next(workdir: Path, database_url: str | None, study: str) -> str:
+    """A command to run next that uses the demo's own database (its runs are there, not in ./bonedb.sqlite)."""
+    if database_url is None:
+        return f"cd {workdir} && bonedb predict {study}"
+    masked = mask_url(database_url)
+    hint = "   # with your password in place of ***" if masked != database_url else ""
+    return f"bonedb --database-url '{masked}' predict {study}{hint}"
 
 
 def _train_or_reuse(engine: Engine, config: TrainConfig, progress) -> int:
