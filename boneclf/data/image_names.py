@@ -7,34 +7,14 @@ other file after its own name. A picture never takes the name of a file already 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, select
 
+from boneclf.store.queries import ImageIdentity
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
 _CHUNK = 500  # paths per IN (...) query
-
-
-@dataclass(frozen=True)
-class ImageIdentity:
-    """Where an image sits in the database."""
-
-    dataset: str
-    part: str
-    patient: str
-    study: int
-    image: int
-
-    @property
-    def name(self) -> str:
-        """A file-name stem, e.g. `mura-v1.1_humerus_patient11186_study1_image2`."""
-        return _safe(f"{self.dataset}_{self.part}_patient{self.patient}_study{self.study}_image{self.image}")
-
-    def describe(self) -> str:
-        """For people, e.g. `mura-v1.1: humerus, patient 11186, study 1, image 2`."""
-        return f"{self.dataset}: {self.part}, patient {self.patient}, study {self.study}, image {self.image}"
 
 
 def identify_images(engine: Engine, paths: list[str | Path]) -> dict[str, ImageIdentity]:

@@ -152,11 +152,6 @@ def _jet(v: np.ndarray) -> np.ndarray:
     return np.stack([r, g, b], axis=-1)
 
 
-def describe_image(dataset: str, patient: str, part: str, study: int, image: int) -> str:
-    """Where an explained image comes from, for captions: dataset, patient, part, study, image."""
-    return f"{dataset} · patient {patient} · {part} · study {study} · image {image}"
-
-
 # -- How well heatmaps point at a known finding ---------------------------------------------------
 def pointing_hits(heatmaps: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:
     """Whether each heatmap's peak (its pixel's centre) lies within `radius` pixels of its point (x, y)."""

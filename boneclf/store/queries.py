@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,13 +76,23 @@ def split_images(conn: Connection, split_id: int) -> list[SplitImage]:
 
 
 class ImageIdentity(NamedTuple):
-    """Where an image comes from, in the words people use: dataset, patient, part, study, image."""
+    """Where an image comes from, in the words people use: dataset, part, patient, study, image."""
 
     dataset: str
-    patient: str
     part: str
+    patient: str
     study: int
     image: int
+
+    @property
+    def name(self) -> str:
+        """A file-name stem, e.g. `mura-v1.1_humerus_patient11186_study1_image2`."""
+        return re.sub(r"[^A-Za-z0-9._-]", "_",
+                      f"{self.dataset}_{self.part}_patient{self.patient}_study{self.study}_image{self.image}")
+
+    def describe(self) -> str:
+        """For people, e.g. `mura-v1.1: humerus, patient 11186, study 1, image 2`."""
+        return f"{self.dataset}: {self.part}, patient {self.patient}, study {self.study}, image {self.image}"
 
 
 def image_identities(conn: Connection, image_ids) -> dict[int, ImageIdentity]:
@@ -90,7 +101,7 @@ def image_identities(conn: Connection, image_ids) -> dict[int, ImageIdentity]:
     found: dict[int, ImageIdentity] = {}
     for start in range(0, len(ids), 500):  # bounded IN lists
         rows = conn.execute(
-            select(Image.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number, Image.image_number)
+            select(Image.id, Dataset.name, Study.body_part, Patient.patient_key, Study.study_number, Image.image_number)
             .join(Study, Study.id == Image.study_id)
             .join(Patient, Patient.id == Study.patient_id)
             .join(Dataset, Dataset.id == Image.dataset_id)

@@ -752,7 +752,7 @@ def gallery_picks(run_id: int, rows: list[dict],
 def _gallery_section(engine, run: RunRecord, rows: list[dict], problems: list) -> str:
     from PIL import Image
 
-    from boneclf.ml.gradcam import GradCam, describe_image, on_picture, overlay
+    from boneclf.ml.gradcam import GradCam, on_picture, overlay
 
     picks = gallery_picks(run.id, rows)
     chosen = [r for chosen_rows, _ in picks.values() for r in chosen_rows]
@@ -797,7 +797,7 @@ def _gallery_section(engine, run: RunRecord, rows: list[dict], problems: list) -
                 buffer = io.BytesIO()
                 tile.save(buffer, "PNG")
                 identity = identities.get(int(key))
-                where = describe_image(*identity) if identity else Path(r["path"]).name
+                where = identity.describe() if identity else Path(r["path"]).name
                 probability = float(r["probability"])
                 truth_word = "abnormal" if int(r["label"]) else "normal"
                 tiles.append(_figure(
