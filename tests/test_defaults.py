@@ -223,7 +223,7 @@ def test_defect12_ctrl_c_names_the_run_to_resume(small, tmp_path):
     proc.send_signal(signal.SIGINT)
     _out, errors = proc.communicate(timeout=300)
     run_id = int(next(runs.glob("*/end_to_end_log.csv")).parent.name)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, errors
     assert errors.strip().splitlines()[-1] == (f"interrupted: run {run_id} is marked interrupted; continue it with "
                                                f"`bonedb train --resume {run_id}`")
     assert "--resume RUN" not in errors and "Traceback" not in errors
@@ -296,7 +296,7 @@ def test_defect13_runs_delete_with_their_files_and_then_the_split(tmp_path):
     with engine.connect() as conn:
         split = get_split(conn, "s")
     stale = create_run(engine, stage="bodypart", parts=("hand",), architecture="cnn", parameters={}, image_spec={},
-                       split=split, tf_version="-", runs_dir=str(runs))
+                       split=split, label_version=None, tf_version="-", runs_dir=str(runs))
     refused = run(["runs", "delete", str(stale), "--yes"], url)
     assert refused.exit_code == 1 and f"run {stale} is running" in refused.stderr and "--force" in refused.stderr
     assert run(["runs", "delete", str(stale), "--yes", "--force"], url).exit_code == 0

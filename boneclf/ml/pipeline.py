@@ -59,12 +59,15 @@ def decoded_dataset(examples: Examples, spec: ImageSpec, *, cache: str | None = 
     return ds
 
 
-def warm(ds, total: int, progress: ProgressFactory = silent, label: str = "Decoding images") -> set[int]:
-    """Run one full pass (filling the cache); returns the indices that decoded."""
+def warm(ds, total: int, progress: ProgressFactory = silent, label: str = "Decoding images",
+         check=lambda: None) -> set[int]:
+    """Run one full pass (filling the cache); returns the indices that decoded. `check` runs between batches
+    (training passes one that raises KeyboardInterrupt after a deferred Ctrl-C)."""
     seen: set[int] = set()
     with progress(total, label) as advance:
         for indices, _images, _labels in ds.batch(256):
             batch = indices.numpy().tolist()
             seen.update(batch)
             advance(len(batch))
+            check()
     return seen

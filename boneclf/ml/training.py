@@ -35,6 +35,7 @@ from boneclf.store.runs import (
 
 from .backbones import STAGE_DEFAULTS, get_backbone
 from .image_spec import ImageSpec, spec_for
+from .interrupts import StopRequest, deferred_sigint, stop_callback
 from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, warm
 from .tf_env import keras as _keras
@@ -271,8 +272,10 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
                                               "split_hash": data.split.content_hash,
                                               "label_version": data.label_version})
         _write_json(run_dir / "class_names.json", data.class_names)
-        job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming)
-        result.metrics, result.skipped_images = job.run()
+        with deferred_sigint() as stop:
+            job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming, stop)
+            result.metrics, result.skipped_images = job.run()
+            stop.check()  # a Ctrl-C after the last batch still means "stop", not "finished"
         result.status = "finished"
         set_status(engine, run_id, "finished", metrics=result.metrics)
     except KeyboardInterrupt:
@@ -295,8 +298,9 @@ def _write_json(path: Path, data) -> None:
 class _Job:
     """One model's training, phase by phase, checkpointing as it goes."""
 
-    def __init__(self, config: TrainConfig, data, run_dir: Path, progress, verbose, callbacks, resuming: bool):
-        self.config, self.data, self.run_dir, self.resuming = config, data, run_dir, resuming
+    def __init__(self, config: TrainConfig, data, run_dir: Path, progress, verbose, callbacks, resuming: bool,
+                 stop: StopRequest):
+        self.config, self.data, self.run_dir, self.resuming, self.stop = config, data, run_dir, resuming, stop
         self.progress, self.verbose, self.extra_callbacks = progress, verbose, callbacks
         self.backbone = get_backbone(config.arch)
         self.spec = config.image_spec()
@@ -310,7 +314,7 @@ class _Job:
         cache = {"memory": "memory", "none": None,
                  "disk": str(self.run_dir / "cache" / f"{subset}.tfcache")}[self.config.cache]
         ds = decoded_dataset(examples, self.spec, cache=cache)
-        seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
+        seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images", check=self.stop.check)
         skipped = [examples.paths[i] for i in range(len(examples)) if i not in seen]
         return ds, examples, skipped
 
@@ -382,15 +386,16 @@ class _Job:
         from .models import feature_extractor, head_model
 
         extractor = feature_extractor(model)
-        train_x = extractor.predict(self._plain(train_ds), verbose=0)
-        val_x = extractor.predict(self._plain(val_ds), verbose=0)
+        train_x = extractor.predict(self._plain(train_ds), verbose=0, callbacks=[stop_callback(self.stop)])
+        val_x = extractor.predict(self._plain(val_ds), verbose=0, callbacks=[stop_callback(self.stop)])
         head = head_model(model)
         head.compile(optimizer=keras.optimizers.Adam(self.config.lr), loss=self._loss(), metrics=["accuracy"])
         train_y = np.asarray(train_ex.labels)[self._indices(train_ds)]
         weights = np.asarray(sample_weights(train_ex, self.config.stage))[self._indices(train_ds)]
         val_y = np.asarray(val_ex.labels)[self._indices(val_ds)]
         fit = head.fit(train_x, train_y, sample_weight=weights, validation_data=(val_x, val_y),
-                       epochs=epochs, batch_size=self.config.batch_size, shuffle=True, verbose=self.verbose)
+                       epochs=epochs, batch_size=self.config.batch_size, shuffle=True, verbose=self.verbose,
+                       callbacks=[stop_callback(self.stop)])
         return {f"head_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
 
     def _plain(self, ds):
@@ -429,7 +434,7 @@ class _Job:
                           _StateWriter(self, phase, history)]
         if self.config.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard" / phase)))
-        return callbacks + self.extra_callbacks
+        return callbacks + self.extra_callbacks + [stop_callback(self.stop)]
 
     def _state(self) -> dict:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
