@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import sys
 import uuid
 from dataclasses import dataclass
@@ -196,3 +197,10 @@ def trained(learning_db) -> Trained:
                          batch_size=16, runs_dir=str(folder / "runs"), **FAST)
     [stage2] = train(engine, config, verbose=0)
     return Trained(engine, folder, stage1.run_id, stage2.run_id, config)
+
+
+def ctrl_c_as_a_terminal() -> None:
+    """Popen preexec_fn: SIGINT back to its default in the child, as a terminal leaves it. A shell that starts
+    pytest in the background (`pytest &`) ignores SIGINT, the child would inherit that, and Python installs
+    its KeyboardInterrupt handler only when SIGINT is at its default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -32,7 +32,7 @@ from boneclf.ml.training import TrainConfig, train
 from boneclf.store.runs import create_run, get_run, latest_evaluation, list_runs, set_status
 from boneclf.store.schema import Study
 
-from conftest import FAST, synth_sqlite
+from conftest import FAST, ctrl_c_as_a_terminal, synth_sqlite
 
 
 def run(args, url, **kwargs):
@@ -214,7 +214,8 @@ def test_defect12_ctrl_c_names_the_run_to_resume(small, tmp_path):
     proc = subprocess.Popen([bonedb, "--database-url", url_of(engine), "train", "--stage", "bodypart", "--split", "s",
                              "--arch", "cnn", "--weights", "none", "--image-size", "32", "--epochs", "200",
                              "--patience", "200", "--no-tensorboard", "--runs-dir", str(runs)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_a_terminal)
     deadline = time.monotonic() + 600
     while not list(runs.glob("*/end_to_end_log.csv")):  # Keras is fitting: the run exists and is recorded
         assert proc.poll() is None, proc.communicate()

@@ -20,7 +20,7 @@ from boneclf.errors import NOTHING_WRITTEN, Interrupted
 from boneclf.store.locks import exclusive
 from boneclf.store.schema import Image
 
-from conftest import ingest_outcomes, snapshot
+from conftest import ctrl_c_as_a_terminal, ingest_outcomes, snapshot
 
 
 def _bonedb() -> str:
@@ -32,7 +32,7 @@ def _bonedb() -> str:
 def _start_ingest(url: str, data: Path, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "BONEDB_DATABASE_URL"}
     return subprocess.Popen([_bonedb(), "--database-url", url, "ingest", str(data)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_a_terminal)
 
 
 def _first_error_line(proc: subprocess.Popen, timeout: float = 120) -> str:
