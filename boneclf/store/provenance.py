@@ -7,8 +7,8 @@ version it trained on (its split's); an evaluation the version it scored against
 versions, `bonedb history --since N` shows every change.
 
 History is assembled from event sources, each a function returning `HistoryEvent`s for a
-`HistoryFilter`; relabels by ingests are the first. Another kind of event (a steward's review
-decision, say) is one more function in `EVENT_SOURCES`.
+`HistoryFilter`: relabels by ingests, and stewards' review decisions (store/reviews.py), which
+record a judgement but never change a label.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from boneclf.results import Result
 
 from .bulk import insert_rows
 from .queries import dataset_id_of
-from .schema import Dataset, Image, IngestLog, LabelChange, Patient, SplitAssignment, Study
+from .schema import Dataset, Image, IngestLog, LabelChange, Patient, Review, SplitAssignment, Study
 
 _log = IngestLog.__table__
 _history = LabelChange.__table__
+_reviews = Review.__table__
 
 
 def now() -> datetime:
@@ -247,15 +248,15 @@ class HistoryFilter:
 
 @dataclass
 class HistoryEvent(Result):
-    kind: str  # relabel (by an ingest)
+    kind: str  # relabel (by an ingest) or review (a steward's decision, the label unchanged)
     at: datetime
     dataset: str
     study: str
     old_label: int | None
     new_label: int | None
-    by: str  # e.g. "ingest 3"
-    reason: str
-    source: str | None
+    by: str  # e.g. "ingest 3" or "review by alice"
+    reason: str  # a relabel's reason, or a review's decision
+    source: str | None  # a relabel's CSV line or folder, or a review's note
     study_id: int
 
 
@@ -298,7 +299,36 @@ def _relabel_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent
     ]
 
 
-EVENT_SOURCES: tuple[Callable[[Connection, HistoryFilter], list[HistoryEvent]], ...] = (_relabel_events,)
+def _review_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]:
+    """Label decisions on studies (a review's label is the study's when reviewed: old and new alike).
+    Reviews are not made by ingests: `--ingest N` shows none, `--since N` those after ingest N finished."""
+    if where.ingest is not None:
+        return []
+    query = (
+        select(_reviews.c.created_at, *_study_columns(), _reviews.c.label, _reviews.c.reviewer,
+               _reviews.c.decision, _reviews.c.note)
+        .select_from(_reviews)
+        .join(Study, Study.id == _reviews.c.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .join(Dataset, Dataset.id == Study.dataset_id)
+        .order_by(_reviews.c.id)
+    )
+    if where.dataset_id is not None:
+        query = query.where(Study.dataset_id == where.dataset_id)
+    if where.study_id is not None:
+        query = query.where(_reviews.c.study_id == where.study_id)
+    if where.since_time is not None:
+        query = query.where(_reviews.c.created_at > where.since_time)
+    return [
+        HistoryEvent("review", at, dataset, describe_study(patient, part, number, split), label, label,
+                     f"review by {reviewer}", decision, note, study_id)
+        for at, dataset, patient, part, number, split, study_id, label, reviewer, decision, note
+        in conn.execute(query)
+    ]
+
+
+EVENT_SOURCES: tuple[Callable[[Connection, HistoryFilter], list[HistoryEvent]], ...] = (
+    _relabel_events, _review_events)
 
 
 @dataclass

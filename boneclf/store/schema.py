@@ -257,3 +257,22 @@ class LabelChange(Base):
     source: Mapped[str | None] = mapped_column(
         String(600), comment="the CSV file:line or study folder the new label came from"
     )
+
+
+class Review(Base):
+    """A steward's decision about a study's label or a duplicate group. Never changes a label itself."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (CheckConstraint("study_id IS NOT NULL OR group_id IS NOT NULL", name="subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), index=True, comment="the study reviewed (label decisions)")
+    group_id: Mapped[int | None] = mapped_column(
+        Integer, index=True, comment="the duplicate group reviewed (duplicate decisions)")
+    decision: Mapped[str] = mapped_column(
+        String(32), comment="label confirmed, label disputed, duplicate confirmed or duplicate rejected")
+    label: Mapped[int | None] = mapped_column(SmallInteger, comment="the study's label when it was reviewed")
+    note: Mapped[str | None] = mapped_column(Text, comment="why (required when a label is disputed)")
+    reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
