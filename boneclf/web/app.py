@@ -71,7 +71,8 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     app.state.engine = engine
     app.add_middleware(TokenGuard, token=token)
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True)
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
+                                     undefined=jinja2.StrictUndefined)  # a misspelt field fails, not blanks
     templates = Jinja2Templates(env=environment)
     environment.globals.update(LABEL_WORDS=LABEL_WORDS, fmt=fmt, duplicates_available=False)
     gradcams = GradCamCache(engine, settings.cache_dir)
@@ -81,7 +82,8 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
 
     # -- errors: a page or JSON saying what is wrong; never the database URL or a traceback ---------------
     def wants_json(request: Request) -> bool:
-        return request.url.path.startswith("/api/") or request.url.path.startswith("/images/")
+        """The API, pictures and programs get JSON; a browser opening a page gets a page."""
+        return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "")
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
@@ -131,13 +133,13 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
                      split: str = "", subset: str = "", page_number: int = Query(1, alias="page")):
         where = study_filter(dataset, part, source_split, label, split, subset)
         found = browse_studies(engine, where, page_number)
-        chosen = {k: v for k, v in dict(dataset=dataset, part=part, source_split=source_split, label=label,
-                                        split=split, subset=subset).items() if v}
+        chosen = dict(dataset=dataset, part=part, source_split=source_split, label=label, split=split, subset=subset)
+        given = {k: v for k, v in chosen.items() if v}
         from boneclf.data.splits import list_splits
 
         return page(request, "studies.html", found=found, chosen=chosen, datasets=list_datasets(engine),
                     splits=list_splits(engine), parts=BODY_PARTS, source_splits=SOURCE_SPLITS, subsets=SUBSETS,
-                    page_link=lambda n: "/studies?" + urlencode({**chosen, "page": n}))
+                    page_link=lambda n: "/studies?" + urlencode({**given, "page": n}))
 
     @app.get("/api/studies", tags=["studies"])
     def api_studies(dataset: str | None = None, part: str | None = None, source_split: str | None = None,
