@@ -44,6 +44,23 @@ SPLIT = SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=
 def _load(engine, root: Path) -> None:
     ingest_mura(engine, root)
     create_split(engine, "s", SPLIT)
+    _duplicate_group(engine, root)
+
+
+def _duplicate_group(engine, root: Path) -> int:
+    """Two images of different studies made the same file, stored as an exact group (as dedup stores them)."""
+    from boneclf.store.duplicates import GroupPlan, replace_groups
+
+    with engine.begin() as conn:
+        first = conn.execute(select(Image.id, Image.path).order_by(Image.id).limit(1)).one()
+        other = conn.execute(select(Image.id, Image.path).join(Study, Study.id == Image.study_id)
+                             .where(Study.id != select(Image.study_id).where(Image.id == first.id).scalar_subquery())
+                             .order_by(Image.id.desc()).limit(1)).one()
+        shutil.copy(root / first.path, root / other.path)
+        replace_groups(conn, conn.execute(select(Image.dataset_id).where(Image.id == first.id)).scalar_one(),
+                       [GroupPlan("exact", [(first.id, None), (other.id, None)])],
+                       method={"exact": "sha256"}, threshold={"exact": 0.0})
+    return first.id
 
 
 @dataclass
@@ -102,6 +119,13 @@ def served(engine, mura, tiny_run, tmp_path) -> Served:
         yield Served(client, url, engine, run_id, cache)
 
 
+def _group_id(engine) -> int:
+    from boneclf.store.schema import DuplicateGroup
+
+    with engine.connect() as conn:
+        return conn.execute(select(DuplicateGroup.id)).scalar_one()
+
+
 def _study(engine, **where) -> tuple[int, list[int]]:
     with engine.connect() as conn:
         query = select(Study.id).order_by(Study.id)
@@ -116,6 +140,7 @@ def _study(engine, **where) -> tuple[int, list[int]]:
 def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served):
     c = served.client
     study_id, images = _study(served.engine, body_part="humerus", label=1)
+    group = _group_id(served.engine)
     answers = {}
     for path in ["/", "/studies", "/studies?part=humerus&label=1", f"/studies/{study_id}", "/splits", "/splits/s",
                  "/splits/s?near=true", "/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}",
@@ -124,7 +149,8 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
                  f"/api/runs/{served.run_id}/studies/{study_id}", f"/images/{images[0]}",
                  f"/images/{images[0]}/thumbnail", f"/images/{images[0]}/thumbnail?size=256",
                  f"/runs/{served.run_id}/gradcam/{images[0]}.png", "/charts/stats.png", "/docs", "/openapi.json",
-                 "/static/style.css", "/static/app.js"]:
+                 "/static/style.css", "/static/app.js", "/duplicates", f"/duplicates/{group}", "/api/duplicates",
+                 f"/api/duplicates/{group}"]:
         response = c.get(path)
         assert response.status_code == 200, (path, response.text[:300])
         answers[path] = response
@@ -166,11 +192,13 @@ def test_unknown_ids_are_404_json(served):
     c = served.client
     for path in ["/api/studies/999999", "/images/999999", "/images/999999/thumbnail", "/api/runs/999999",
                  "/runs/999999/gradcam/1.png", f"/runs/{served.run_id}/gradcam/999999.png",
-                 "/api/runs/999999/studies/1", f"/api/runs/{served.run_id}/studies/999999", "/api/splits/nope"]:
+                 "/api/runs/999999/studies/1", f"/api/runs/{served.run_id}/studies/999999", "/api/splits/nope",
+                 "/api/duplicates/999999", "/api/duplicates?dataset=nope"]:
         response = c.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == "application/json" and response.json()["detail"], path
     assert c.post("/api/studies/999999/reviews", json={"decision": "label confirmed"}).status_code == 404
+    assert c.post("/api/duplicates/999999/reviews", json={"decision": "duplicate confirmed"}).status_code == 404
     page = c.get("/studies/999999", headers={"Accept": "text/html"})
     assert page.status_code == 404 and "no study 999999" in page.text
 
@@ -251,6 +279,33 @@ def test_reviews_are_recorded_with_who_and_when_and_never_change_the_label(serve
     assert forged.status_code == 403
     with served.engine.connect() as conn:
         assert conn.execute(select(Study.label).where(Study.id == study_id)).scalar_one() == 1
+
+
+def test_duplicate_groups_side_by_side_and_their_reviews(served):
+    c = served.client
+    group = _group_id(served.engine)
+    [listed] = c.get("/api/duplicates").json()
+    assert (listed["id"], listed["kind"], listed["size"]) == (group, "exact", 2)
+    detail = c.get(f"/api/duplicates/{group}").json()
+    members = [m["image_id"] for m in detail["members"]]
+    page = c.get(f"/duplicates/{group}").text
+    assert all(f'src="/images/{image_id}"' in page for image_id in members)
+    assert c.post(f"/api/duplicates/{group}/reviews", json={"decision": "label confirmed"}).status_code == 400
+    made = c.post(f"/api/duplicates/{group}/reviews", json={"decision": "duplicate rejected", "note": "two views",
+                                                             "reviewer": "bob"})
+    assert made.status_code == 201 and made.json()["members"] == sorted(members)
+    form = c.post(f"/duplicates/{group}/reviews", data={"decision": "duplicate confirmed"}, follow_redirects=False)
+    assert form.status_code == 303
+    assert [r["decision"] for r in c.get(f"/api/duplicates/{group}").json()["reviews"]] == [
+        "duplicate rejected", "duplicate confirmed"]
+    # Each member's study shows the decision in its history, and so does `bonedb history`.
+    with served.engine.connect() as conn:
+        studies = set(conn.execute(select(Image.study_id).where(Image.id.in_(members))).scalars())
+    for study_id in studies:
+        history = c.get(f"/api/studies/{study_id}").json()["history"]
+        assert f"duplicate rejected (group {group})" in [e["reason"] for e in history]
+    listing = CliRunner().invoke(cli, ["--database-url", served.url, "history"])
+    assert listing.output.count(f"duplicate rejected (group {group})") == len(studies)
 
 
 def test_run_pages_predict_and_cache_gradcam(served):
@@ -372,6 +427,13 @@ def test_a_steward_browses_reviews_and_looks_at_gradcam_in_chromium(server, tiny
             assert "cortex intact on both views" in history
             assert "1 (abnormal)" in page.locator("#label").inner_text(), "the label is unchanged"
             page.screenshot(path=str(ARTIFACTS / "serve-study.png"), full_page=True)
+
+            page.goto(f"{server}/duplicates", wait_until="load")
+            page.locator("#groups a").first.click()
+            page.wait_for_load_state("load")
+            assert page.locator("#members img").count() == 2
+            page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(ARTIFACTS / "serve-duplicates.png"), full_page=True)
 
             page.goto(f"{server}/runs", wait_until="load")
             page.click(f"#comparison a[href='/runs/{tiny_run.run.id}']")

@@ -319,12 +319,47 @@ def _review_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]
         query = query.where(_reviews.c.study_id == where.study_id)
     if where.since_time is not None:
         query = query.where(_reviews.c.created_at > where.since_time)
-    return [
+    events = [
         HistoryEvent("review", at, dataset, describe_study(patient, part, number, split), label, label,
                      f"review by {reviewer}", decision, note, study_id)
         for at, dataset, patient, part, number, split, study_id, label, reviewer, decision, note
         in conn.execute(query)
     ]
+    return events + _group_review_events(conn, where)
+
+
+def _group_review_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]:
+    """A decision on a duplicate group, once for each study its images (as reviewed) belong to."""
+    query = (select(_reviews.c.created_at, _reviews.c.group_id, _reviews.c.members, _reviews.c.reviewer,
+                    _reviews.c.decision, _reviews.c.note)
+             .where(_reviews.c.group_id.is_not(None)).order_by(_reviews.c.id))
+    if where.since_time is not None:
+        query = query.where(_reviews.c.created_at > where.since_time)
+    reviews = conn.execute(query).all()
+    image_ids = sorted({i for review in reviews for i in review.members or []})
+    studies: dict[int, tuple] = {}
+    for start in range(0, len(image_ids), 500):  # bounded IN lists
+        studies.update({row[0]: row[1:] for row in conn.execute(
+            select(Image.id, *_study_columns(), Study.label, Study.dataset_id)
+            .join(Study, Study.id == Image.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Dataset, Dataset.id == Study.dataset_id)
+            .where(Image.id.in_(image_ids[start:start + 500])))})
+    events = []
+    for at, group_id, members, reviewer, decision, note in reviews:
+        seen = set()
+        for image_id in members or []:
+            if image_id not in studies:
+                continue  # the image has since been removed from the dataset
+            dataset, patient, part, number, split, study_id, label, dataset_id = studies[image_id]
+            if study_id in seen or (where.study_id is not None and study_id != where.study_id) or (
+                    where.dataset_id is not None and dataset_id != where.dataset_id):
+                continue
+            seen.add(study_id)
+            events.append(HistoryEvent("review", at, dataset, describe_study(patient, part, number, split), label,
+                                       label, f"review by {reviewer}", f"{decision} (group {group_id})", note,
+                                       study_id))
+    return events
 
 
 EVENT_SOURCES: tuple[Callable[[Connection, HistoryFilter], list[HistoryEvent]], ...] = (

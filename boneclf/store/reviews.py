@@ -16,7 +16,7 @@ from sqlalchemy import Engine, insert, select
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
 
-from .schema import Review, Study
+from .schema import DuplicateMember, Review, Study
 
 _reviews = Review.__table__
 
@@ -39,6 +39,7 @@ class ReviewRecord(Result):
     id: int
     study_id: int | None
     group_id: int | None
+    members: list[int] | None  # a duplicate group's image ids when it was reviewed
     decision: str
     label: int | None  # the study's label when it was reviewed
     note: str | None
@@ -68,21 +69,24 @@ def review_study(engine: Engine, study_id: int, decision: str, *, note: str | No
         label = conn.execute(select(Study.label).where(Study.id == study_id)).scalar_one_or_none()
         if label is None:
             raise NotFound(f"no study {study_id}")
-        return _insert(conn, study_id=study_id, group_id=None, decision=decision, label=label, note=note,
-                       reviewer=reviewer)
+        return _insert(conn, study_id=study_id, group_id=None, members=None, decision=decision, label=label,
+                       note=note, reviewer=reviewer)
 
 
 def review_group(engine: Engine, group_id: int, decision: str, *, note: str | None = None,
-                 reviewer: str | None = None, exists=None) -> ReviewRecord:
-    """Record a decision on a duplicate group. `exists(conn, group_id)` says whether the group is known."""
+                 reviewer: str | None = None) -> ReviewRecord:
+    """Record a decision on a duplicate group, with the image ids it holds now: groups are recomputed
+    wholesale (new ids), so the members say what was judged."""
     if decision not in DUPLICATE_DECISIONS:
         raise BonedbError(f"decision {decision!r} on a duplicate group: choose {' or '.join(DUPLICATE_DECISIONS)}")
     note, reviewer = _clean(decision, note, reviewer)
     with engine.begin() as conn:
-        if exists is not None and not exists(conn, group_id):
+        members = sorted(conn.execute(
+            select(DuplicateMember.image_id).where(DuplicateMember.group_id == group_id)).scalars())
+        if not members:
             raise NotFound(f"no duplicate group {group_id}")
-        return _insert(conn, study_id=None, group_id=group_id, decision=decision, label=None, note=note,
-                       reviewer=reviewer)
+        return _insert(conn, study_id=None, group_id=group_id, members=members, decision=decision, label=None,
+                       note=note, reviewer=reviewer)
 
 
 def _insert(conn, **values) -> ReviewRecord:
@@ -92,7 +96,7 @@ def _insert(conn, **values) -> ReviewRecord:
 
 
 def reviews_of(engine: Engine, *, study_id: int | None = None, group_id: int | None = None) -> list[ReviewRecord]:
-    """A study's or a group's reviews, oldest first."""
+    """A study's or a group's reviews, oldest first (a group's: those made under its current id)."""
     query = select(_reviews).order_by(_reviews.c.id)
     if study_id is not None:
         query = query.where(_reviews.c.study_id == study_id)

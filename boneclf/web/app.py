@@ -36,8 +36,9 @@ from boneclf.data.stats import dataset_stats
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import fmt, plain
 from boneclf.store import open_database
+from boneclf.store.duplicates import get_duplicate_group, list_duplicate_groups
 from boneclf.store.provenance import label_history
-from boneclf.store.reviews import LABEL_DECISIONS, default_reviewer, review_study
+from boneclf.store.reviews import DUPLICATE_DECISIONS, LABEL_DECISIONS, default_reviewer, review_group, review_study
 from boneclf.store.runs import get_run, list_runs
 
 from . import charts, thumbnails
@@ -45,6 +46,7 @@ from .security import TokenGuard
 
 PACKAGE = resources.files("boneclf.web")
 LABEL_WORDS = {0: "normal", 1: "abnormal"}
+GROUPS_PER_PAGE = 50
 
 
 class ReviewIn(BaseModel):
@@ -74,7 +76,7 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
                                      undefined=jinja2.StrictUndefined)  # a misspelt field fails, not blanks
     templates = Jinja2Templates(env=environment)
-    environment.globals.update(LABEL_WORDS=LABEL_WORDS, fmt=fmt, duplicates_available=False)
+    environment.globals.update(LABEL_WORDS=LABEL_WORDS, fmt=fmt)
     gradcams = GradCamCache(engine, settings.cache_dir)
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -176,6 +178,59 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     def api_history(dataset: str | None = None, since: int | None = None):
         """Label changes by ingests and review decisions (as `bonedb history`)."""
         return label_history(engine, dataset=dataset, since=since).to_dict()
+
+    # -- duplicate groups --------------------------------------------------------------------------------
+    def groups_page_of(dataset: str | None, page_number: int):
+        if page_number < 1:
+            raise BonedbError("page from 1")
+        with engine.connect() as conn:
+            try:
+                return list_duplicate_groups(conn, dataset, GROUPS_PER_PAGE + 1, (page_number - 1) * GROUPS_PER_PAGE)
+            except BonedbError as exc:  # an unknown dataset
+                raise NotFound(str(exc)) from None
+
+    def group_of(group_id: int):
+        with engine.connect() as conn:
+            try:
+                return get_duplicate_group(conn, group_id)
+            except BonedbError as exc:
+                raise NotFound(str(exc)) from None
+
+    @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
+    def duplicates_page(request: Request, dataset: str = "", page_number: int = Query(1, alias="page")):
+        groups = groups_page_of(dataset or None, page_number)
+        return page(request, "duplicates.html", groups=groups[:GROUPS_PER_PAGE], dataset=dataset,
+                    page_number=page_number, more=len(groups) > GROUPS_PER_PAGE)
+
+    @app.get("/api/duplicates", tags=["duplicates"])
+    def api_duplicates(dataset: str | None = None, page: int = 1):
+        """A page of duplicate groups (50), largest first, with their size and source splits."""
+        return plain(groups_page_of(dataset, page)[:GROUPS_PER_PAGE])
+
+    @app.get("/duplicates/{group_id}", response_class=HTMLResponse, include_in_schema=False)
+    def duplicate_page(request: Request, group_id: int):
+        from boneclf.store.reviews import reviews_of
+
+        return page(request, "duplicate.html", group=group_of(group_id), decisions=DUPLICATE_DECISIONS,
+                    reviewer=settings.reviewer, reviews=reviews_of(engine, group_id=group_id))
+
+    @app.get("/api/duplicates/{group_id}", tags=["duplicates"])
+    def api_duplicate(group_id: int):
+        """One duplicate group with every member's identity, label and source split, and its reviews."""
+        from boneclf.store.reviews import reviews_of
+
+        return {**group_of(group_id).to_dict(), "reviews": plain(reviews_of(engine, group_id=group_id))}
+
+    @app.post("/duplicates/{group_id}/reviews", include_in_schema=False)
+    def duplicate_review_form(group_id: int, decision: str = Form(...), note: str = Form(""),
+                              reviewer: str = Form("")):
+        review_group(engine, group_id, decision, note=note, reviewer=reviewer)
+        return RedirectResponse(f"/duplicates/{group_id}#reviews", status_code=303)
+
+    @app.post("/api/duplicates/{group_id}/reviews", tags=["duplicates"], status_code=201)
+    def api_duplicate_review(group_id: int, review: ReviewIn):
+        """Record `duplicate confirmed` or `duplicate rejected` on a group, with its members as they are now."""
+        return review_group(engine, group_id, review.decision, note=review.note, reviewer=review.reviewer).to_dict()
 
     # -- images: by id only, from inside the dataset's root --------------------------------------------
     @app.get("/images/{image_id}", tags=["images"])

@@ -3,7 +3,7 @@
 A review never changes a label (a relabel still goes through ingest); it is a record beside it.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-26
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -21,7 +21,10 @@ def upgrade() -> None:
         "reviews",
         sa.Column("id", sa.Integer, nullable=False),
         sa.Column("study_id", sa.Integer, nullable=True, comment="the study reviewed (label decisions)"),
-        sa.Column("group_id", sa.Integer, nullable=True, comment="the duplicate group reviewed (duplicate decisions)"),
+        # No foreign key: duplicate groups are recomputed wholesale (new ids); members keeps what was judged.
+        sa.Column("group_id", sa.Integer, nullable=True,
+                  comment="the duplicate group reviewed (duplicate decisions), id when reviewed"),
+        sa.Column("members", sa.JSON, nullable=True, comment="image ids of the duplicate group when it was reviewed"),
         sa.Column("decision", sa.String(32), nullable=False,
                   comment="label confirmed, label disputed, duplicate confirmed or duplicate rejected"),
         sa.Column("label", sa.SmallInteger, nullable=True, comment="the study's label when it was reviewed"),
@@ -37,6 +40,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_reviews_group_id", table_name="reviews")
-    op.drop_index("ix_reviews_study_id", table_name="reviews")
+    # The indexes go with the table (MySQL refuses to drop one a foreign key needs first).
     op.drop_table("reviews")
