@@ -14,7 +14,7 @@ from .context import Database, pass_db
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback needs --token.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--token", envvar="BONEDB_SERVE_TOKEN", metavar="TOKEN",
               help="Every request must present it (Authorization: Bearer TOKEN, or ?token=TOKEN once in a "
                    "browser). Default: $BONEDB_SERVE_TOKEN.")

@@ -51,6 +51,13 @@ def list_datasets(engine: Engine) -> list[DatasetSummary]:
         return [DatasetSummary(*row) for row in conn.execute(query)]
 
 
+def filter_choices(engine: Engine) -> tuple[list[str], list[str]]:
+    """(dataset names, split names) for the browser's filters: names only, no counting."""
+    with engine.connect() as conn:
+        return (list(conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars()),
+                list(conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars()))
+
+
 @dataclass(frozen=True)
 class StudyFilter:
     """What the study browser filters on; None means any."""

@@ -28,6 +28,7 @@ from boneclf.data.browse import (
     SUBSETS,
     StudyFilter,
     browse_studies,
+    filter_choices,
     image_file,
     list_datasets,
     study_detail,
@@ -137,10 +138,9 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
         found = browse_studies(engine, where, page_number)
         chosen = dict(dataset=dataset, part=part, source_split=source_split, label=label, split=split, subset=subset)
         given = {k: v for k, v in chosen.items() if v}
-        from boneclf.data.splits import list_splits
-
-        return page(request, "studies.html", found=found, chosen=chosen, datasets=list_datasets(engine),
-                    splits=list_splits(engine), parts=BODY_PARTS, source_splits=SOURCE_SPLITS, subsets=SUBSETS,
+        datasets, splits = filter_choices(engine)
+        return page(request, "studies.html", found=found, chosen=chosen, datasets=datasets,
+                    splits=splits, parts=BODY_PARTS, source_splits=SOURCE_SPLITS, subsets=SUBSETS,
                     page_link=lambda n: "/studies?" + urlencode({**given, "page": n}))
 
     @app.get("/api/studies", tags=["studies"])

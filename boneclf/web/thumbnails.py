@@ -17,8 +17,20 @@ from PIL import Image
 SIZES = (128, 256)
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS_KEPT = 100_000
+
+
 def content_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The sha256 of the file, remembered per (path, mtime, size) for images ingested without --verify
+    (no hash in the database): a cached thumbnail is then found without reading the file again."""
+    facts = path.stat()
+    key = (str(path), facts.st_mtime_ns, facts.st_size)
+    if key not in _DIGESTS:
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            _DIGESTS.clear()
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
 
 
 def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None = None) -> Path:
