@@ -30,7 +30,7 @@ def serve(database: Database, host, port, token, cache_dir):
     Examples:
       bonedb serve
       bonedb --database-url sqlite:///bonedb-demo/bonedb.sqlite serve --port 8080
-      BONEDB_SERVE_TOKEN=s3cret bonedb serve --host 0.0.0.0
+      bonedb serve --host 0.0.0.0 --port 8080    # with BONEDB_SERVE_TOKEN set
     """
     from boneclf.web.security import is_loopback
 
