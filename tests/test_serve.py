@@ -168,6 +168,16 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
             assert database not in response.text and "mysql" not in response.text.lower(), path
 
 
+def test_a_database_error_says_what_kind_and_nothing_of_the_url(served):
+    study_id, _ = _study(served.engine)
+    with served.engine.begin() as conn:
+        conn.execute(text("DROP TABLE reviews"))
+    response = served.client.get(f"/api/studies/{study_id}")
+    assert response.status_code == 500
+    assert response.json()["detail"].startswith("database error (")
+    assert served.engine.url.database not in response.text and "reviews" not in response.text
+
+
 def test_study_browser_filters_and_pages(served):
     c = served.client
     everything = c.get("/api/studies", params={"per_page": 200}).json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -38,6 +39,7 @@ from boneclf.errors import BonedbError, NotFound
 from boneclf.results import fmt, plain
 from boneclf.store import open_database
 from boneclf.store.duplicates import get_duplicate_group, list_duplicate_groups
+from boneclf.store.engine import scrub
 from boneclf.store.provenance import label_history
 from boneclf.store.reviews import DUPLICATE_DECISIONS, LABEL_DECISIONS, default_reviewer, review_group, review_study
 from boneclf.store.runs import get_run, list_runs
@@ -48,6 +50,7 @@ from .security import TokenGuard
 PACKAGE = resources.files("boneclf.web")
 LABEL_WORDS = {0: "normal", 1: "abnormal"}
 GROUPS_PER_PAGE = 50
+_log = logging.getLogger("bonedb.serve")
 
 
 class ReviewIn(BaseModel):
@@ -102,7 +105,10 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError):
-        # The driver's message can hold the URL: say only what kind of failure it was.
+        # The driver's message can hold the URL: the response says only what kind of failure it was;
+        # the server's log gets the first line, password masked.
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        _log.error("%s %s: database error: %s", request.method, request.url.path, scrub(detail, database_url))
         return JSONResponse({"detail": f"database error ({type(exc).__name__}); see the server's log"},
                             status_code=500)
 
