@@ -32,7 +32,7 @@ def serve(database: Database, host, port, token, cache_dir):
       bonedb --database-url sqlite:///bonedb-demo/bonedb.sqlite serve --port 8080
       bonedb serve --host 0.0.0.0 --port 8080    # with BONEDB_SERVE_TOKEN set
     """
-    from boneclf.web.security import is_loopback
+    from boneclf.web.security import LOOPBACK_NAMES, is_loopback
 
     if not is_loopback(host) and not token:
         raise BonedbError(f"--host {host} reaches beyond this machine: pass --token TOKEN (or set "
@@ -41,7 +41,9 @@ def serve(database: Database, host, port, token, cache_dir):
 
     from boneclf.web.app import create_app
 
-    app = create_app(database.url, token=token or None, cache_dir=cache_dir)
-    shown = "localhost" if is_loopback(host) else host
+    # On loopback, only loopback host names are answered (no DNS rebinding from a web page).
+    hosts = LOOPBACK_NAMES | {host} if is_loopback(host) else None
+    app = create_app(database.url, token=token or None, cache_dir=cache_dir, hosts=hosts)
+    shown = f"[{host}]" if ":" in host else host
     click.echo(f"bonedb serving {database.masked_url} at http://{shown}:{port}/ (Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -31,6 +31,7 @@ from boneclf.store.queries import get_split
 from boneclf.store.runs import RunRecord, get_run
 from boneclf.store.schema import Image, Study, TrainingRun
 from boneclf.web.app import create_app
+from boneclf.web.security import LOOPBACK_NAMES
 
 from conftest import FAST
 
@@ -357,6 +358,16 @@ def test_a_token_is_needed_on_every_request_when_set(tiny_run, tmp_path):
         assert c.get("/images/1/thumbnail").status_code == 401
 
 
+def test_a_loopback_server_answers_loopback_host_names_only(tiny_run, tmp_path):
+    # A page on evil.example whose name is made to resolve to 127.0.0.1 (DNS rebinding) must not read it.
+    with TestClient(create_app(tiny_run.url, cache_dir=tmp_path, hosts=LOOPBACK_NAMES),
+                    base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/datasets").status_code == 200
+        assert c.get("/api/datasets", headers={"Host": "localhost:8000"}).status_code == 200
+        refused = c.get("/api/datasets", headers={"Host": "evil.example:8000"})
+        assert refused.status_code == 403 and "not served here" in refused.json()["detail"]
+
+
 def test_serve_refuses_other_hosts_without_a_token(tiny_run, monkeypatch):
     monkeypatch.delenv("BONEDB_SERVE_TOKEN", raising=False)
     result = CliRunner().invoke(cli, ["--database-url", tiny_run.url, "serve", "--host", "0.0.0.0"])
@@ -381,7 +392,7 @@ def server(tiny_run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(tiny_run.url, cache_dir=tiny_run.folder / "cache")
+    app = create_app(tiny_run.url, cache_dir=tiny_run.folder / "cache", hosts=LOOPBACK_NAMES)  # as `bonedb serve`
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -67,15 +67,17 @@ class Settings:
     reviewer: str
 
 
-def create_app(database_url: str, token: str | None = None, cache_dir: Path | str | None = None) -> FastAPI:
+def create_app(database_url: str, token: str | None = None, cache_dir: Path | str | None = None,
+               hosts: frozenset[str] | None = None) -> FastAPI:
     """The whole server. `token`: every request must present it (see security.py); `cache_dir`: where
-    thumbnails, Grad-CAM overlays and reports are kept (default: .bonedb-cache in the current folder)."""
+    thumbnails, Grad-CAM overlays and reports are kept (default: .bonedb-cache in the current folder);
+    `hosts`: the only host names requests may address (None: any; a loopback server passes its names)."""
     engine = open_database(database_url)
     settings = Settings(Path(cache_dir or ".bonedb-cache").resolve(), default_reviewer())
     app = FastAPI(title="bonedb", description="The bonedb dataset over HTTP: datasets, studies, images, splits, "
                   "runs, and review decisions.", version="1")
     app.state.engine = engine
-    app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(TokenGuard, token=token, hosts=hosts)
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
                                      undefined=jinja2.StrictUndefined)  # a misspelt field fails, not blanks

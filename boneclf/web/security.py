@@ -44,14 +44,25 @@ def presented_token(request: Request) -> tuple[str | None, bool]:
     return request.cookies.get(COOKIE), False
 
 
-class TokenGuard(BaseHTTPMiddleware):
-    """Every request needs the token (when one is set); unsafe methods also need to come from this site."""
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
-    def __init__(self, app, token: str | None):
+
+class TokenGuard(BaseHTTPMiddleware):
+    """Every request needs the token (when one is set); unsafe methods also need to come from this site.
+
+    `hosts`: the host names requests may address (the Host header). A server on loopback accepts only
+    loopback names, so that a web page whose domain is made to resolve to 127.0.0.1 (DNS rebinding)
+    cannot read it from a visitor's browser.
+    """
+
+    def __init__(self, app, token: str | None, hosts: frozenset[str] | None = None):
         super().__init__(app)
         self.token = token
+        self.hosts = hosts
 
     async def dispatch(self, request: Request, call_next):
+        if self.hosts is not None and (request.url.hostname or "").strip("[]") not in self.hosts:
+            return _refuse(403, f"host {request.url.hostname!r} is not served here: use http://127.0.0.1 or localhost")
         from_query = False
         if self.token is not None:
             given, from_query = presented_token(request)
