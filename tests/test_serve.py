@@ -304,6 +304,9 @@ def test_duplicate_groups_side_by_side_and_their_reviews(served):
     members = [m["image_id"] for m in detail["members"]]
     page = c.get(f"/duplicates/{group}").text
     assert all(f'src="/images/{image_id}"' in page for image_id in members)
+    with served.engine.connect() as conn:
+        studies = set(conn.execute(select(Image.study_id).where(Image.id.in_(members))).scalars())
+    assert all(f'href="/studies/{study_id}"' in page for study_id in studies), "each picture links to its study"
     assert c.post(f"/api/duplicates/{group}/reviews", json={"decision": "label confirmed"}).status_code == 400
     made = c.post(f"/api/duplicates/{group}/reviews", json={"decision": "duplicate rejected", "note": "two views",
                                                              "reviewer": "bob"})
@@ -313,8 +316,6 @@ def test_duplicate_groups_side_by_side_and_their_reviews(served):
     assert [r["decision"] for r in c.get(f"/api/duplicates/{group}").json()["reviews"]] == [
         "duplicate rejected", "duplicate confirmed"]
     # Each member's study shows the decision in its history, and so does `bonedb history`.
-    with served.engine.connect() as conn:
-        studies = set(conn.execute(select(Image.study_id).where(Image.id.in_(members))).scalars())
     for study_id in studies:
         history = c.get(f"/api/studies/{study_id}").json()["history"]
         assert f"duplicate rejected (group {group})" in [e["reason"] for e in history]

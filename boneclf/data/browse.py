@@ -210,6 +210,13 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
     return StudyDetail(*row, images, events, reviews_of(engine, study_id=study_id), ingests)
 
 
+def studies_of_images(engine: Engine, image_ids) -> dict[int, int]:
+    """image id -> its study's id, for the ids that exist (to link pictures to their study pages)."""
+    ids = sorted(set(image_ids))
+    with engine.connect() as conn:
+        return dict(conn.execute(select(Image.id, Image.study_id).where(Image.id.in_(ids or [-1]))).all())
+
+
 @dataclass
 class ImageFile(Result):
     id: int

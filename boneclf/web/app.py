@@ -32,6 +32,7 @@ from boneclf.data.browse import (
     filter_choices,
     image_file,
     list_datasets,
+    studies_of_images,
     study_detail,
 )
 from boneclf.data.stats import dataset_stats
@@ -219,8 +220,10 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     def duplicate_page(request: Request, group_id: int):
         from boneclf.store.reviews import reviews_of
 
-        return page(request, "duplicate.html", group=group_of(group_id), decisions=DUPLICATE_DECISIONS,
-                    reviewer=settings.reviewer, reviews=reviews_of(engine, group_id=group_id))
+        group = group_of(group_id)
+        return page(request, "duplicate.html", group=group, decisions=DUPLICATE_DECISIONS,
+                    reviewer=settings.reviewer, reviews=reviews_of(engine, group_id=group_id),
+                    study_of=studies_of_images(engine, [m.image_id for m in group.members]))
 
     @app.get("/api/duplicates/{group_id}", tags=["duplicates"])
     def api_duplicate(group_id: int):
