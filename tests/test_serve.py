@@ -147,7 +147,7 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
     group = _group_id(served.engine)
     answers = {}
     for path in ["/", "/studies", "/studies?part=humerus&label=1", f"/studies/{study_id}", "/splits", "/splits/s",
-                 "/splits/s?near=true", "/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}",
+                 "/splits/s?near=true", "/splits/s?hash=true", "/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}",
                  "/api/datasets", "/api/stats", "/api/studies", f"/api/studies/{study_id}", "/api/history",
                  "/api/splits", "/api/splits/s", "/api/runs", f"/api/runs/{served.run_id}",
                  f"/api/runs/{served.run_id}/studies/{study_id}", f"/images/{images[0]}",
@@ -200,6 +200,19 @@ def test_study_browser_filters_and_pages(served):
         assert response.status_code == 400 and word in response.json()["detail"], params
     assert c.get("/api/studies", params={"split": "nope"}).status_code == 404
     assert c.get("/api/studies", params={"dataset": "nope"}).status_code == 404
+
+
+def test_split_audit_hashes_only_when_asked(served):
+    c = served.client
+    before = c.get("/api/splits/s").json()
+    assert before["audit"] is None and before["unhashed"] > 0, "ingested without --verify: nothing hashed yet"
+    assert "Hash them and audit" in c.get("/splits/s").text
+    audited = c.get("/api/splits/s", params={"hash": "true", "near": "true"}).json()
+    assert audited["unhashed"] == before["unhashed"] and audited["audit"]["images"] > 0
+    # Hashes were stored: the next audit needs no hashing.
+    after = c.get("/api/splits/s").json()
+    assert after["unhashed"] == 0 and after["audit"]["images"] == audited["audit"]["images"]
+    assert sum(row["images"] for row in after["summary"]["counts"]) == after["audit"]["images"]
 
 
 def test_unknown_ids_are_404_json(served):

@@ -210,6 +210,18 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
     return StudyDetail(*row, images, events, reviews_of(engine, study_id=study_id), ingests)
 
 
+def unhashed_images(engine: Engine, split: str) -> int:
+    """Images of split SPLIT without content or perceptual hash (ingested without --verify): an audit
+    must read and hash them first."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(SplitAssignment)
+            .join(SplitVersion, SplitVersion.id == SplitAssignment.split_id)
+            .join(Image, Image.id == SplitAssignment.image_id)
+            .where(SplitVersion.name == split, (Image.content_hash.is_(None)) | (Image.perceptual_hash.is_(None)))
+        ).scalar_one()
+
+
 def studies_of_images(engine: Engine, image_ids) -> dict[int, int]:
     """image id -> its study's id, for the ids that exist (to link pictures to their study pages)."""
     ids = sorted(set(image_ids))

@@ -2,7 +2,8 @@
 
 `create_app(database_url, token=None, cache_dir=...)` is all `bonedb serve` and the tests need.
 Thumbnails, Grad-CAM overlays and run reports are computed on first request and cached under
-`cache_dir`; nothing is written to the database except review decisions.
+`cache_dir`. The database gets review decisions, and the image hashes a split audit computes when
+asked to (as `bonedb audit split` stores them); nothing else.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from boneclf.data.browse import (
     list_datasets,
     studies_of_images,
     study_detail,
+    unhashed_images,
 )
 from boneclf.data.stats import dataset_stats
 from boneclf.errors import BonedbError, NotFound
@@ -272,7 +274,10 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
 
         return plain(list_splits(engine))
 
-    def split_and_audit(name: str, near: bool):
+    def split_and_audit(name: str, near: bool, hash_missing: bool):
+        """The split's summary, and its audit unless images lack hashes and hashing them was not asked
+        for: hashing reads every such file (minutes on a full MURA) and stores the hashes, as
+        `bonedb audit split` does."""
         from boneclf.data.audit import audit_split
         from boneclf.data.splits import split_summary
 
@@ -280,18 +285,23 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
             summary = split_summary(engine, name)
         except BonedbError as exc:
             raise NotFound(str(exc)) from None
-        return summary, audit_split(engine, name, near=near)
+        unhashed = unhashed_images(engine, name)
+        if unhashed and not hash_missing:
+            return summary, None, unhashed
+        return summary, audit_split(engine, name, near=near), unhashed
 
     @app.get("/splits/{name}", response_class=HTMLResponse, include_in_schema=False)
-    def split_page(request: Request, name: str, near: bool = False):
-        summary, audit = split_and_audit(name, near)
-        return page(request, "split.html", summary=summary, audit=audit, near=near)
+    def split_page(request: Request, name: str, near: bool = False, hash_missing: bool = Query(False, alias="hash")):
+        summary, audit, unhashed = split_and_audit(name, near, hash_missing)
+        return page(request, "split.html", summary=summary, audit=audit, near=near, unhashed=unhashed)
 
     @app.get("/api/splits/{name}", tags=["splits"])
-    def api_split(name: str, near: bool = False):
-        """A split's counts per subset x part x pinned label, and its leak audit (near duplicates with near=true)."""
-        summary, audit = split_and_audit(name, near)
-        return {"summary": summary.to_dict(), "audit": audit.to_dict()}
+    def api_split(name: str, near: bool = False, hash_missing: bool = Query(False, alias="hash")):
+        """A split's counts per subset x part x pinned label, and its leak audit (near duplicates with near=true).
+        Images without hashes (ingested without --verify) leave the audit null unless hash=true: they are
+        then read, hashed and their hashes stored, as `bonedb audit split` does."""
+        summary, audit, unhashed = split_and_audit(name, near, hash_missing)
+        return {"summary": summary.to_dict(), "audit": audit.to_dict() if audit else None, "unhashed": unhashed}
 
     # -- runs ----------------------------------------------------------------------------------------------
     def comparison():
