@@ -13,13 +13,15 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy.engine import make_url
 
 from boneclf.bodyparts import BODY_PARTS
 from boneclf.cli.main import cli
@@ -113,8 +115,39 @@ class Served:
     cache: Path
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def served(request, tiny_run, synth_template, tmp_path_factory) -> Served:
+    """One server per backend for the tests that change nothing another of them reads (one model load,
+    one ingest); tests that break or count things on purpose get their own (`own_server`)."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copytree(synth_template, folder / "data")
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'bonedb.sqlite'}"
+    else:
+        server = make_url(request.getfixturevalue("mysql_server_url"))
+        name = f"bonedb_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+        url = server.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url, create=True)
+    try:
+        migrate.upgrade(engine)
+        _load(engine, folder / "data")
+        run_id = _adopt(engine, tiny_run.run)
+        with TestClient(create_app(url, cache_dir=folder / "cache")) as client:
+            yield Served(client, url, engine, run_id, folder / "cache")
+    finally:
+        engine.dispose()
+        if name is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            admin.dispose()
+
+
 @pytest.fixture
-def served(engine, mura, tiny_run, tmp_path) -> Served:
+def own_server(engine, mura, tiny_run, tmp_path) -> Served:
     _load(engine, mura)
     run_id = _adopt(engine, tiny_run.run)
     url = engine.url.render_as_string(hide_password=False)
@@ -169,14 +202,14 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
             assert database not in response.text and "mysql" not in response.text.lower(), path
 
 
-def test_a_database_error_says_what_kind_and_nothing_of_the_url(served):
-    study_id, _ = _study(served.engine)
-    with served.engine.begin() as conn:
+def test_a_database_error_says_what_kind_and_nothing_of_the_url(own_server):
+    study_id, _ = _study(own_server.engine)
+    with own_server.engine.begin() as conn:
         conn.execute(text("DROP TABLE reviews"))
-    response = served.client.get(f"/api/studies/{study_id}")
+    response = own_server.client.get(f"/api/studies/{study_id}")
     assert response.status_code == 500
     assert response.json()["detail"].startswith("database error (")
-    assert served.engine.url.database not in response.text and "reviews" not in response.text
+    assert own_server.engine.url.database not in response.text and "reviews" not in response.text
 
 
 def test_study_browser_filters_and_pages(served):
@@ -202,8 +235,8 @@ def test_study_browser_filters_and_pages(served):
     assert c.get("/api/studies", params={"dataset": "nope"}).status_code == 404
 
 
-def test_split_audit_hashes_only_when_asked(served):
-    c = served.client
+def test_split_audit_hashes_only_when_asked(own_server):
+    c = own_server.client
     before = c.get("/api/splits/s").json()
     assert before["audit"] is None and before["unhashed"] > 0, "ingested without --verify: nothing hashed yet"
     assert "Hash them and audit" in c.get("/splits/s").text
@@ -230,8 +263,8 @@ def test_unknown_ids_are_404_json(served):
     assert page.status_code == 404 and "no study 999999" in page.text
 
 
-def test_images_are_served_by_id_from_inside_the_root_only(served, mura, tmp_path):
-    c = served.client
+def test_images_are_served_by_id_from_inside_the_root_only(own_server, mura, tmp_path):
+    c = own_server.client
     secret = tmp_path / "secret.png"
     shutil.copy(next(mura.rglob("*.png")), secret)
     for path in ["/images/../../../etc/passwd", "/images/..%2F..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/secret.png",
@@ -241,34 +274,34 @@ def test_images_are_served_by_id_from_inside_the_root_only(served, mura, tmp_pat
         assert response.status_code in (404, 422), path
         assert b"root:" not in response.content and b"create_app" not in response.content, path
     # A path in the database that leads outside the dataset's root is refused too (a bad ingest, a symlink).
-    study_id, [first, *_] = _study(served.engine)
-    with served.engine.begin() as conn:
+    study_id, [first, *_] = _study(own_server.engine)
+    with own_server.engine.begin() as conn:
         conn.execute(update(Image).where(Image.id == first).values(path=f"../{secret.name}"))
     assert c.get(f"/images/{first}").status_code == 404
     assert "outside" in c.get(f"/images/{first}").json()["detail"]
     link = mura / "link.png"
     link.symlink_to(secret)
-    with served.engine.begin() as conn:
+    with own_server.engine.begin() as conn:
         conn.execute(update(Image).where(Image.id == first).values(path="link.png"))
     assert c.get(f"/images/{first}").status_code == 404
 
 
-def test_thumbnails_are_made_once_and_keyed_by_content(served, mura):
-    c = served.client
-    _, [first, second, *_] = _study(served.engine)
+def test_thumbnails_are_made_once_and_keyed_by_content(own_server, mura):
+    c = own_server.client
+    _, [first, second, *_] = _study(own_server.engine)
     assert c.get(f"/images/{first}/thumbnail").status_code == 200
-    [made] = list((served.cache / "thumbnails").rglob("*.jpg"))
+    [made] = list((own_server.cache / "thumbnails").rglob("*.jpg"))
     stamp = made.stat().st_mtime_ns
     assert c.get(f"/images/{first}/thumbnail").status_code == 200
-    assert made.stat().st_mtime_ns == stamp, "served from the cache, not made again"
+    assert made.stat().st_mtime_ns == stamp, "own_server from the cache, not made again"
     # A second image with the same bytes shares the thumbnail.
-    with served.engine.connect() as conn:
+    with own_server.engine.connect() as conn:
         paths = dict(conn.execute(select(Image.id, Image.path).where(Image.id.in_([first, second]))).all())
     shutil.copy(mura / paths[first], mura / paths[second])
-    with served.engine.begin() as conn:  # hashes as `ingest --verify` would store them
+    with own_server.engine.begin() as conn:  # hashes as `ingest --verify` would store them
         conn.execute(update(Image).where(Image.id.in_([first, second])).values(content_hash=made.name.split("-")[0]))
     assert c.get(f"/images/{second}/thumbnail").status_code == 200
-    assert len(list((served.cache / "thumbnails").rglob("*.jpg"))) == 1
+    assert len(list((own_server.cache / "thumbnails").rglob("*.jpg"))) == 1
     assert c.get(f"/images/{first}/thumbnail?size=999").status_code == 400
 
 
@@ -342,11 +375,12 @@ def test_run_pages_predict_and_cache_gradcam(served):
     predictions = c.get(f"/api/runs/{served.run_id}/studies/{study_id}").json()["images"]
     assert [p["image_id"] for p in predictions] == images
     assert all(p["outcome"] in ("normal", "abnormal") and 0 <= p["probability"] <= 1 for p in predictions)
-    cached = sorted((served.cache / "gradcam" / f"run{served.run_id}").glob("*.png"))
-    assert len(cached) == len(set(images)) or len(cached) >= 1
-    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert all(c.get(p["gradcam"]).content.startswith(b"\x89PNG") for p in predictions)
+    cached = {p: p.stat().st_mtime_ns for p in (served.cache / "gradcam" / f"run{served.run_id}").glob("*")}
+    assert len(cached) >= 2, "an overlay and its prediction per picture"
     again = c.get(f"/api/runs/{served.run_id}/studies/{study_id}").json()["images"]
-    assert again == predictions and [p.stat().st_mtime_ns for p in cached] == stamps
+    assert again == predictions
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached, "served from the cache, not computed again"
     runs = c.get("/api/runs").json()
     assert [r["run"] for r in runs["comparison"]] == [served.run_id]
     report = c.get(f"/runs/{served.run_id}/report")
