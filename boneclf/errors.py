@@ -59,3 +59,7 @@ def on_interrupt(message: str) -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         raise Interrupted(message) from None
+
+
+class NotFound(BonedbError):
+    """No such thing (study, image, run, group): `bonedb serve` answers 404 with the message."""

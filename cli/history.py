@@ -21,11 +21,12 @@ _WORD = {0: "normal", 1: "abnormal"}
 @json_option
 @pass_db
 def history(database: Database, dataset, study, since, ingest, json_mode):
-    """Label history of one study, of dataset DATASET, or of everything.
+    """Label history of one study, of dataset DATASET, or of everything, with review decisions.
 
     Each change: when, the old and new label (1 = abnormal, 0 = normal), the ingest that made it
     (`bonedb log`), why (folder rename, labels csv, labels-from csv or labels-from folder) and the
-    CSV line or study folder the new label came from.
+    CSV line or study folder the new label came from. Review decisions recorded in `bonedb serve`
+    (label confirmed, label disputed with its note) are listed too; they never change a label.
 
     \b
     Examples:
@@ -53,6 +54,7 @@ def _human(result: LabelHistory) -> None:
         return
     print_table([
         {"when": f"{e.at:%Y-%m-%d %H:%M:%S}", "by": e.by, "dataset": e.dataset, "study": e.study,
-         "change": f"{e.old_label} -> {e.new_label}", "reason": e.reason, "source": e.source or ""}
+         "change": f"{e.old_label} -> {e.new_label}" if e.kind == "relabel" else f"label {e.new_label} kept",
+         "reason": e.reason, "source": e.source or ""}
         for e in result.events
     ])

@@ -24,6 +24,7 @@ from . import (
     predict,
     report,
     runs,
+    serve,
     split,
     stats,
     synth,
@@ -113,7 +114,7 @@ def cli(ctx, database_url):
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, log.log, history.history, stats.stats,
     split.split, export.export, audit.audit, train.train, train.weights, runs.runs, runs.evaluate, predict.predict,
-    report.report, demo.demo,
+    report.report, serve.serve, demo.demo,
 ):
     cli.add_command(_command)
 

@@ -100,5 +100,5 @@ def test_every_command_documents_itself_with_an_example():
 def test_every_command_is_registered():
     assert set(cli.commands) == {
         "audit", "db", "demo", "evaluate", "export", "history", "ingest", "ingest-folder", "log", "predict", "report",
-        "runs", "split", "stats", "synth", "train", "weights",
+        "runs", "serve", "split", "stats", "synth", "train", "weights",
     }

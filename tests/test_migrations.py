@@ -174,7 +174,7 @@ def test_provenance_migration_pins_labels_up_and_down(bare_engine):
 
     migrate.upgrade(bare_engine, "0004")
     _seed_0004(bare_engine)
-    migrate.upgrade(bare_engine, "0006")
+    migrate.upgrade(bare_engine)  # through 0006 to head: the library below reads the head schema
 
     with bare_engine.connect() as conn:
         labels = dict(conn.execute(text("SELECT image_id, label FROM split_assignments")).all())

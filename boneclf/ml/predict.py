@@ -250,3 +250,56 @@ def prediction_json_lines(prediction: Prediction) -> list[str]:
     """One JSON line per image, then one per study (a stream a program can read as it comes)."""
     return ([json.dumps({"kind": "image", **plain(i)}) for i in prediction.images]
             + [json.dumps({"kind": "study", **plain(s)}) for s in prediction.studies])
+
+
+@dataclass
+class Explanation:
+    """One image as one run sees it: its answer and where it looked (the overlay at the picture's size)."""
+
+    outcome: str | None  # the body part (stage 1) or abnormal / normal (stage 2)
+    probability: float | None  # of that outcome (stage 1) or of abnormal (stage 2)
+    overlay: Image.Image | None
+    error: str | None = None
+
+
+class RunExplainer:
+    """A finished run's prediction and Grad-CAM on single studies, for `bonedb serve`'s run pages.
+
+    The model and its compiled Grad-CAM are loaded once; callers share one explainer per run (and
+    serialize calls: TensorFlow graphs are not re-entrant across threads here).
+    """
+
+    def __init__(self, engine: Engine, run_id: int):
+        from boneclf.store.runs import get_run
+
+        self.ready = _ReadyRun(engine, run_id, get_run(engine, run_id).stage)
+
+    @property
+    def run(self) -> RunRecord:
+        return self.ready.run
+
+    def explain(self, files: list[bytes]) -> list[Explanation]:
+        from .gradcam import on_picture, overlay
+
+        run = self.ready
+        explained: list[Explanation | None] = [None] * len(files)
+        loaded = {}
+        for i, data in enumerate(files):
+            try:
+                loaded[i] = run.spec.load(data)
+            except BonedbError as exc:
+                explained[i] = Explanation(None, None, None, str(exc))
+        order = sorted(loaded)
+        for start in range(0, len(order), BATCH):
+            chunk = order[start:start + BATCH]
+            heatmaps, outputs = run.explainer(np.stack([loaded[i][1] for i in chunk]))
+            for k, i in enumerate(chunk):
+                picture = loaded[i][0]
+                heat = on_picture(heatmaps[k], run.spec, picture.shape)
+                if run.run.stage == "bodypart":
+                    outcome, p = run.class_names[int(np.argmax(outputs[k]))], float(np.max(outputs[k]))
+                else:
+                    p = float(outputs[k][0])
+                    outcome = "abnormal" if p > THRESHOLD else "normal"
+                explained[i] = Explanation(outcome, p, overlay(Image.fromarray(picture), heat))
+        return explained  # type: ignore[return-value]

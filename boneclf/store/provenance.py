@@ -7,8 +7,8 @@ version it trained on (its split's); an evaluation the version it scored against
 versions, `bonedb history --since N` shows every change.
 
 History is assembled from event sources, each a function returning `HistoryEvent`s for a
-`HistoryFilter`; relabels by ingests are the first. Another kind of event (a steward's review
-decision, say) is one more function in `EVENT_SOURCES`.
+`HistoryFilter`: relabels by ingests, and stewards' review decisions (store/reviews.py), which
+record a judgement but never change a label.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from boneclf.results import Result
 
 from .bulk import insert_rows
 from .queries import dataset_id_of
-from .schema import Dataset, Image, IngestLog, LabelChange, Patient, SplitAssignment, Study
+from .schema import Dataset, Image, IngestLog, LabelChange, Patient, Review, SplitAssignment, Study
 
 _log = IngestLog.__table__
 _history = LabelChange.__table__
+_reviews = Review.__table__
 
 
 def now() -> datetime:
@@ -247,15 +248,15 @@ class HistoryFilter:
 
 @dataclass
 class HistoryEvent(Result):
-    kind: str  # relabel (by an ingest)
+    kind: str  # relabel (by an ingest) or review (a steward's decision, the label unchanged)
     at: datetime
     dataset: str
     study: str
     old_label: int | None
     new_label: int | None
-    by: str  # e.g. "ingest 3"
-    reason: str
-    source: str | None
+    by: str  # e.g. "ingest 3" or "review by alice"
+    reason: str  # a relabel's reason, or a review's decision
+    source: str | None  # a relabel's CSV line or folder, or a review's note
     study_id: int
 
 
@@ -298,7 +299,71 @@ def _relabel_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent
     ]
 
 
-EVENT_SOURCES: tuple[Callable[[Connection, HistoryFilter], list[HistoryEvent]], ...] = (_relabel_events,)
+def _review_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]:
+    """Label decisions on studies (a review's label is the study's when reviewed: old and new alike).
+    Reviews are not made by ingests: `--ingest N` shows none, `--since N` those after ingest N finished."""
+    if where.ingest is not None:
+        return []
+    query = (
+        select(_reviews.c.created_at, *_study_columns(), _reviews.c.label, _reviews.c.reviewer,
+               _reviews.c.decision, _reviews.c.note)
+        .select_from(_reviews)
+        .join(Study, Study.id == _reviews.c.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .join(Dataset, Dataset.id == Study.dataset_id)
+        .order_by(_reviews.c.id)
+    )
+    if where.dataset_id is not None:
+        query = query.where(Study.dataset_id == where.dataset_id)
+    if where.study_id is not None:
+        query = query.where(_reviews.c.study_id == where.study_id)
+    if where.since_time is not None:
+        query = query.where(_reviews.c.created_at > where.since_time)
+    events = [
+        HistoryEvent("review", at, dataset, describe_study(patient, part, number, split), label, label,
+                     f"review by {reviewer}", decision, note, study_id)
+        for at, dataset, patient, part, number, split, study_id, label, reviewer, decision, note
+        in conn.execute(query)
+    ]
+    return events + _group_review_events(conn, where)
+
+
+def _group_review_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]:
+    """A decision on a duplicate group, once for each study its images (as reviewed) belong to."""
+    query = (select(_reviews.c.created_at, _reviews.c.group_id, _reviews.c.members, _reviews.c.reviewer,
+                    _reviews.c.decision, _reviews.c.note)
+             .where(_reviews.c.group_id.is_not(None)).order_by(_reviews.c.id))
+    if where.since_time is not None:
+        query = query.where(_reviews.c.created_at > where.since_time)
+    reviews = conn.execute(query).all()
+    image_ids = sorted({i for review in reviews for i in review.members or []})
+    studies: dict[int, tuple] = {}
+    for start in range(0, len(image_ids), 500):  # bounded IN lists
+        studies.update({row[0]: row[1:] for row in conn.execute(
+            select(Image.id, *_study_columns(), Study.label, Study.dataset_id)
+            .join(Study, Study.id == Image.study_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Dataset, Dataset.id == Study.dataset_id)
+            .where(Image.id.in_(image_ids[start:start + 500])))})
+    events = []
+    for at, group_id, members, reviewer, decision, note in reviews:
+        seen = set()
+        for image_id in members or []:
+            if image_id not in studies:
+                continue  # the image has since been removed from the dataset
+            dataset, patient, part, number, split, study_id, label, dataset_id = studies[image_id]
+            if study_id in seen or (where.study_id is not None and study_id != where.study_id) or (
+                    where.dataset_id is not None and dataset_id != where.dataset_id):
+                continue
+            seen.add(study_id)
+            events.append(HistoryEvent("review", at, dataset, describe_study(patient, part, number, split), label,
+                                       label, f"review by {reviewer}", f"{decision} (group {group_id})", note,
+                                       study_id))
+    return events
+
+
+EVENT_SOURCES: tuple[Callable[[Connection, HistoryFilter], list[HistoryEvent]], ...] = (
+    _relabel_events, _review_events)
 
 
 @dataclass

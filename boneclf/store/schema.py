@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,6 +123,13 @@ class Image(Base):
     perceptual_hash: Mapped[str | None] = mapped_column(
         String(64), comment="difference hash of the picture (hex), robust to resizing and re-encoding"
     )
+    near_hash: Mapped[str | None] = mapped_column(
+        String(16), comment="64-bit sign-of-DCT hash of the blurred central picture (hex); flips and 90-degree "
+                            "rotations are bit operations on it"
+    )
+    file_format: Mapped[str | None] = mapped_column(
+        String(8), comment="image format read from the bytes (JPEG, PNG, GIF, ...)"
+    )
 
     study: Mapped[Study] = relationship(back_populates="images")
 
@@ -143,6 +151,9 @@ class SplitVersion(Base):
     images: Mapped[int] = mapped_column(Integer, comment="images assigned when it was made")
     label_version: Mapped[int | None] = mapped_column(
         Integer, comment=LABEL_VERSION_COMMENT
+    )
+    leaks: Mapped[dict | None] = mapped_column(
+        JSON, comment="leak audit when stored: count of crossings by kind ({} = none)"
     )
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
 
@@ -257,3 +268,75 @@ class LabelChange(Base):
     source: Mapped[str | None] = mapped_column(
         String(600), comment="the CSV file:line or study folder the new label came from"
     )
+
+
+class DuplicateGroup(Base):
+    """Images of one dataset that are the same picture: exact (same bytes) or near (same picture after
+    flips, rotations, small crops, rescaling or re-encoding). A split keeps a group in one subset."""
+
+    __tablename__ = "duplicate_groups"
+    __table_args__ = (CheckConstraint("kind IN ('exact', 'near')", name="kind_known"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), comment="exact (same bytes) or near (same picture)")
+    method: Mapped[str] = mapped_column(String(64), comment="the hash and matching that made the group")
+    threshold: Mapped[float] = mapped_column(Float, comment="largest distance joined (bits; 0 for exact)")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class DuplicateMember(Base):
+    __tablename__ = "duplicate_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("duplicate_groups.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    distance: Mapped[float | None] = mapped_column(
+        Float, comment="distance to the group's first image (bits); NULL for exact groups"
+    )
+
+
+class IngestExclusion(Base):
+    """A file an ingest saw and left out on purpose (an unreadable format, say), and why."""
+
+    __tablename__ = "ingest_exclusions"
+    __table_args__ = (UniqueConstraint("dataset_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(512), comment="relative to the dataset root, / separated")
+    reason: Mapped[str] = mapped_column(String(255), comment="why the ingest left the file out")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+
+
+class SplitOmission(Base):
+    """An image `split create --dedupe` left out because an identical copy represents it."""
+
+    __tablename__ = "split_omissions"
+
+    split_id: Mapped[int] = mapped_column(ForeignKey("split_versions.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    kept_image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), comment="the identical copy the split kept"
+    )
+
+
+class Review(Base):
+    """A steward's decision about a study's label or a duplicate group. Never changes a label itself."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (CheckConstraint("study_id IS NOT NULL OR group_id IS NOT NULL", name="subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), index=True, comment="the study reviewed (label decisions)")
+    # No foreign key: duplicate groups are recomputed wholesale (new ids); `members` keeps what was judged.
+    group_id: Mapped[int | None] = mapped_column(
+        Integer, index=True, comment="the duplicate group reviewed (duplicate decisions), id when reviewed")
+    members: Mapped[list | None] = mapped_column(
+        JSON, comment="image ids of the duplicate group when it was reviewed")
+    decision: Mapped[str] = mapped_column(
+        String(32), comment="label confirmed, label disputed, duplicate confirmed or duplicate rejected")
+    label: Mapped[int | None] = mapped_column(SmallInteger, comment="the study's label when it was reviewed")
+    note: Mapped[str | None] = mapped_column(Text, comment="why (required when a label is disputed)")
+    reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)

@@ -1,0 +1,256 @@
+"""Read-only queries for browsing the dataset: what `bonedb serve` shows, as pages and as /api/ JSON.
+
+Each function answers one page in a few set-based queries (a study-browser page is a count, one
+page of studies and their images' ids), so pages stay fast on a full-size MURA. Images are
+reached by id only: `image_file` resolves an id to a file inside its dataset's root and refuses
+anything else, so no path ever comes from a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, distinct, func, select
+
+from boneclf.bodyparts import BODY_PARTS
+from boneclf.errors import BonedbError, NotFound
+from boneclf.results import Result
+from boneclf.store.provenance import EVENT_SOURCES, HistoryEvent, HistoryFilter, IngestEntry, list_ingests
+from boneclf.store.reviews import ReviewRecord, reviews_of
+from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
+
+SUBSETS = ("train", "val", "test")
+MAX_PER_PAGE = 200
+
+
+@dataclass
+class DatasetSummary(Result):
+    id: int
+    name: str
+    kind: str
+    images: int
+    studies: int
+    patients: int
+    created_at: datetime
+
+
+def list_datasets(engine: Engine) -> list[DatasetSummary]:
+    """Every dataset with its distinct counts (datasets without images too)."""
+    query = (
+        select(Dataset.id, Dataset.name, Dataset.kind, func.count(Image.id), func.count(distinct(Study.id)),
+               func.count(distinct(Study.patient_id)), Dataset.created_at)
+        .select_from(Dataset)
+        .outerjoin(Study, Study.dataset_id == Dataset.id)
+        .outerjoin(Image, Image.study_id == Study.id)
+        .group_by(Dataset.id, Dataset.name, Dataset.kind, Dataset.created_at)
+        .order_by(Dataset.name)
+    )
+    with engine.connect() as conn:
+        return [DatasetSummary(*row) for row in conn.execute(query)]
+
+
+def filter_choices(engine: Engine) -> tuple[list[str], list[str]]:
+    """(dataset names, split names) for the browser's filters: names only, no counting."""
+    with engine.connect() as conn:
+        return (list(conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars()),
+                list(conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars()))
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    """What the study browser filters on; None means any."""
+
+    dataset: str | None = None
+    part: str | None = None
+    source_split: str | None = None
+    label: int | None = None
+    split: str | None = None  # a split's name; with `subset`, only studies with images in that subset
+    subset: str | None = None
+
+    def validate(self) -> None:
+        if self.part is not None and self.part not in BODY_PARTS:
+            raise BonedbError(f"unknown body part {self.part!r}: choose from {', '.join(BODY_PARTS)}")
+        if self.label is not None and self.label not in (0, 1):
+            raise BonedbError("label: 0 (normal) or 1 (abnormal)")
+        if self.subset is not None and self.subset not in SUBSETS:
+            raise BonedbError(f"subset {self.subset!r}: choose from {', '.join(SUBSETS)}")
+        if self.subset is not None and self.split is None:
+            raise BonedbError("a subset is a subset of a split: choose the split too")
+
+
+@dataclass
+class StudyRow(Result):
+    id: int
+    dataset: str
+    patient: str
+    part: str
+    number: int
+    source_split: str
+    label: int
+    image_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StudyPage(Result):
+    total: int  # studies that match, on every page
+    page: int
+    per_page: int
+    studies: list[StudyRow]
+
+    computed = ("pages",)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def browse_studies(engine: Engine, where: StudyFilter, page: int = 1, per_page: int = 48) -> StudyPage:
+    """One page of the studies that match, in a stable order (dataset, patient, part, number)."""
+    where.validate()
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise BonedbError(f"page from 1, per_page from 1 to {MAX_PER_PAGE}")
+    with engine.connect() as conn:
+        conditions = []
+        if where.dataset is not None:
+            dataset_id = conn.execute(select(Dataset.id).where(Dataset.name == where.dataset)).scalar_one_or_none()
+            if dataset_id is None:
+                raise NotFound(f"no dataset named {where.dataset!r}")
+            conditions.append(Study.dataset_id == dataset_id)
+        if where.part is not None:
+            conditions.append(Study.body_part == where.part)
+        if where.source_split is not None:
+            conditions.append(Study.source_split == where.source_split)
+        if where.label is not None:
+            conditions.append(Study.label == where.label)
+        if where.split is not None:
+            split_id = conn.execute(
+                select(SplitVersion.id).where(SplitVersion.name == where.split)).scalar_one_or_none()
+            if split_id is None:
+                raise NotFound(f"no split named {where.split!r}")
+            in_split = select(Image.study_id).join(SplitAssignment, SplitAssignment.image_id == Image.id).where(
+                SplitAssignment.split_id == split_id)
+            if where.subset is not None:
+                in_split = in_split.where(SplitAssignment.subset == where.subset)
+            conditions.append(Study.id.in_(in_split))
+        condition = and_(*conditions) if conditions else None
+        count = select(func.count()).select_from(Study)
+        total = conn.execute(count.where(condition) if condition is not None else count).scalar_one()
+        query = (
+            select(Study.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number,
+                   Study.source_split, Study.label)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Dataset, Dataset.id == Study.dataset_id)
+            .order_by(Study.dataset_id, Patient.patient_key, Study.body_part, Study.study_number)
+            .limit(per_page).offset((page - 1) * per_page)
+        )
+        if condition is not None:
+            query = query.where(condition)
+        studies = [StudyRow(*row) for row in conn.execute(query)]
+        by_id = {s.id: s for s in studies}
+        if by_id:
+            for study_id, image_id in conn.execute(
+                select(Image.study_id, Image.id).where(Image.study_id.in_(list(by_id))).order_by(Image.image_number)
+            ):
+                by_id[study_id].image_ids.append(image_id)
+    return StudyPage(total, page, per_page, studies)
+
+
+@dataclass
+class ImageRow(Result):
+    id: int
+    number: int
+    width: int | None
+    height: int | None
+    content_hash: str | None
+    subsets: dict[str, str]  # split name -> train, val or test
+
+
+@dataclass
+class StudyDetail(Result):
+    id: int
+    dataset: str
+    patient: str
+    part: str
+    number: int
+    source_split: str
+    label: int
+    images: list[ImageRow]
+    history: list[HistoryEvent]  # relabels by ingests and review decisions, oldest first
+    reviews: list[ReviewRecord]
+    ingests: list[IngestEntry]  # the dataset's ingests that changed it
+
+
+def study_detail(engine: Engine, study_id: int) -> StudyDetail:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Study.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number,
+                   Study.source_split, Study.label)
+            .join(Patient, Patient.id == Study.patient_id)
+            .join(Dataset, Dataset.id == Study.dataset_id)
+            .where(Study.id == study_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no study {study_id}")
+        images = [ImageRow(*r, {}) for r in conn.execute(
+            select(Image.id, Image.image_number, Image.width, Image.height, Image.content_hash)
+            .where(Image.study_id == study_id).order_by(Image.image_number))]
+        by_id = {image.id: image for image in images}
+        for image_id, split, subset in conn.execute(
+            select(SplitAssignment.image_id, SplitVersion.name, SplitAssignment.subset)
+            .join(SplitVersion, SplitVersion.id == SplitAssignment.split_id)
+            .where(SplitAssignment.image_id.in_(list(by_id) or [-1]))
+            .order_by(SplitVersion.name)
+        ):
+            by_id[image_id].subsets[split] = subset
+        events = [e for source in EVENT_SOURCES for e in source(conn, HistoryFilter(study_id=study_id))]
+    events.sort(key=lambda e: e.at)
+    ingests = [entry for entry in list_ingests(engine, row[1]) if entry.outcome == "applied"]
+    return StudyDetail(*row, images, events, reviews_of(engine, study_id=study_id), ingests)
+
+
+def unhashed_images(engine: Engine, split: str) -> int:
+    """Images of split SPLIT without content or perceptual hash (ingested without --verify): an audit
+    must read and hash them first."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(SplitAssignment)
+            .join(SplitVersion, SplitVersion.id == SplitAssignment.split_id)
+            .join(Image, Image.id == SplitAssignment.image_id)
+            .where(SplitVersion.name == split, (Image.content_hash.is_(None)) | (Image.perceptual_hash.is_(None)))
+        ).scalar_one()
+
+
+def studies_of_images(engine: Engine, image_ids) -> dict[int, int]:
+    """image id -> its study's id, for the ids that exist (to link pictures to their study pages)."""
+    ids = sorted(set(image_ids))
+    with engine.connect() as conn:
+        return dict(conn.execute(select(Image.id, Image.study_id).where(Image.id.in_(ids or [-1]))).all())
+
+
+@dataclass
+class ImageFile(Result):
+    id: int
+    path: Path  # absolute, inside the dataset's root
+    content_hash: str | None
+    study_id: int
+
+
+def image_file(engine: Engine, image_id: int) -> ImageFile:
+    """The file of image IMAGE_ID, resolved inside its dataset's root; NotFound for unknown ids, files
+    gone from disk, and stored paths that would lead outside the root (a symlink or `..` in the database)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Dataset.root, Image.path, Image.content_hash, Image.study_id)
+            .join(Dataset, Dataset.id == Image.dataset_id).where(Image.id == image_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no image {image_id}")
+    root = Path(row.root).resolve()
+    path = (root / row.path).resolve()
+    if not path.is_relative_to(root):
+        raise NotFound(f"image {image_id}: its file lies outside its dataset's root")
+    if not path.is_file():
+        raise NotFound(f"image {image_id}: its file is missing from the dataset's root")
+    return ImageFile(image_id, path, row.content_hash, row.study_id)

@@ -1,0 +1,161 @@
+"""Duplicate groups as stored: images of one dataset that are the same picture.
+
+Groups are made by `boneclf.data.duplicates` (exact: same bytes; near: same picture under the
+near-duplicate hash) and replaced wholesale per dataset each time they are computed; this module
+only writes and reads them. Readers get typed results: `list_duplicate_groups` for a page of
+groups, `get_duplicate_group` for one group with every member's identity and source split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from boneclf.errors import BonedbError
+from boneclf.results import Result
+
+from .bulk import insert_rows
+from .queries import dataset_id_of
+from .schema import Dataset, DuplicateGroup, DuplicateMember, Image, Patient, Study
+
+_groups = DuplicateGroup.__table__
+_members = DuplicateMember.__table__
+
+
+@dataclass
+class DuplicateMemberInfo(Result):
+    image_id: int
+    path: str
+    patient: str
+    study: int  # the study number (per patient and part)
+    part: str
+    label: int
+    source_split: str
+    distance: float | None  # bits from the group's first image; None in exact groups
+
+
+@dataclass
+class DuplicateGroupInfo(Result):
+    id: int
+    dataset: str
+    kind: str  # exact or near
+    method: str
+    threshold: float
+    created_at: datetime
+    size: int
+    source_splits: list[str]  # the distinct source splits its members come from
+    members: list[DuplicateMemberInfo] = field(default_factory=list)  # filled by get_duplicate_group
+
+    computed = ("crosses_source_splits",)
+
+    @property
+    def crosses_source_splits(self) -> bool:
+        """True when the dataset's own split puts copies of this picture in more than one subset."""
+        return len(self.source_splits) > 1
+
+
+@dataclass
+class GroupPlan:
+    """A group to store: its kind and members as (image id, distance or None)."""
+
+    kind: str
+    members: list[tuple[int, float | None]]
+
+
+def replace_groups(conn: Connection, dataset_id: int, plans: list[GroupPlan], *, method: dict[str, str],
+                   threshold: dict[str, float]) -> int:
+    """Delete the dataset's groups and store `plans` instead (method and threshold per kind); returns
+    how many groups were stored. Runs in the caller's transaction: all or nothing."""
+    conn.execute(delete(_groups).where(_groups.c.dataset_id == dataset_id))
+    stored = 0
+    members: list[tuple] = []
+    for plan in plans:
+        group_id = conn.execute(insert(_groups).values(
+            dataset_id=dataset_id, kind=plan.kind, method=method[plan.kind], threshold=threshold[plan.kind],
+        )).inserted_primary_key[0]
+        members.extend((group_id, image_id, distance) for image_id, distance in plan.members)
+        stored += 1
+    insert_rows(conn, _members, ("group_id", "image_id", "distance"), members)
+    return stored
+
+
+def group_memberships(conn: Connection, dataset_id: int, kinds: tuple[str, ...] = ("exact", "near")
+                      ) -> dict[int, list[int]]:
+    """group id -> image ids, for the dataset's groups of the given kinds (what splits unite)."""
+    rows = conn.execute(
+        select(_members.c.group_id, _members.c.image_id)
+        .join(_groups, _groups.c.id == _members.c.group_id)
+        .where(_groups.c.dataset_id == dataset_id, _groups.c.kind.in_(kinds))
+    )
+    found: dict[int, list[int]] = defaultdict(list)
+    for group_id, image_id in rows:
+        found[group_id].append(image_id)
+    return dict(found)
+
+
+def _member_rows(conn: Connection, group_ids: list[int]):
+    return conn.execute(
+        select(_members.c.group_id, Image.id, Image.path, Patient.patient_key, Study.study_number,
+               Study.body_part, Study.label, Study.source_split, _members.c.distance)
+        .join(Image, Image.id == _members.c.image_id)
+        .join(Study, Study.id == Image.study_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(_members.c.group_id.in_(group_ids))
+        .order_by(_members.c.group_id, Image.path)
+    ).all()
+
+
+def list_duplicate_groups(conn: Connection, dataset: str | None = None, limit: int = 50, offset: int = 0,
+                          ) -> list[DuplicateGroupInfo]:
+    """A page of groups, largest first (then by id), each with its size and source splits but no members."""
+    size = func.count(_members.c.image_id).label("size")
+    query = (
+        select(_groups.c.id, Dataset.name, _groups.c.kind, _groups.c.method, _groups.c.threshold,
+               _groups.c.created_at, size)
+        .join(Dataset, Dataset.id == _groups.c.dataset_id)
+        .join(_members, _members.c.group_id == _groups.c.id)
+        .group_by(_groups.c.id, Dataset.name, _groups.c.kind, _groups.c.method, _groups.c.threshold,
+                  _groups.c.created_at)
+        .order_by(size.desc(), _groups.c.id)
+        .limit(limit).offset(offset)
+    )
+    if dataset is not None:
+        query = query.where(_groups.c.dataset_id == dataset_id_of(conn, dataset))
+    rows = conn.execute(query).all()
+    splits: dict[int, set[str]] = defaultdict(set)
+    if rows:
+        for row in conn.execute(
+            select(_members.c.group_id, Study.source_split).distinct()
+            .join(Image, Image.id == _members.c.image_id).join(Study, Study.id == Image.study_id)
+            .where(_members.c.group_id.in_([r.id for r in rows]))
+        ):
+            splits[row[0]].add(row[1])
+    return [DuplicateGroupInfo(r.id, r.name, r.kind, r.method, r.threshold, r.created_at, r.size,
+                               sorted(splits[r.id])) for r in rows]
+
+
+def get_duplicate_group(conn: Connection, group_id: int) -> DuplicateGroupInfo:
+    """One group with every member: path, patient, study, part, label and source split."""
+    row = conn.execute(
+        select(_groups.c.id, Dataset.name, _groups.c.kind, _groups.c.method, _groups.c.threshold,
+               _groups.c.created_at)
+        .join(Dataset, Dataset.id == _groups.c.dataset_id)
+        .where(_groups.c.id == group_id)
+    ).first()
+    if row is None:
+        raise BonedbError(f"no duplicate group {group_id} (`bonedb duplicates list` shows the groups)")
+    members = [DuplicateMemberInfo(*m[1:]) for m in _member_rows(conn, [group_id])]
+    return DuplicateGroupInfo(row.id, row.name, row.kind, row.method, row.threshold, row.created_at,
+                              len(members), sorted({m.source_split for m in members}), members)
+
+
+def count_groups(conn: Connection, dataset: str) -> dict[str, int]:
+    """kind -> number of groups stored for DATASET."""
+    rows = conn.execute(
+        select(_groups.c.kind, func.count()).where(_groups.c.dataset_id == dataset_id_of(conn, dataset))
+        .group_by(_groups.c.kind)
+    )
+    return {kind: n for kind, n in rows}

@@ -1,0 +1,522 @@
+"""`bonedb serve`: every endpoint on SQLite and MySQL (bad cases included), the token guard, and the
+pages in headless Chromium against a real uvicorn server.
+
+One tiny stage-2 model is trained once for the module (32 px, one epoch): the run pages and
+Grad-CAM need a finished run, not a good one. Each database gets that run's record pointing at
+the same model folder, so the MySQL tests need no training of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy.engine import make_url
+
+from boneclf.bodyparts import BODY_PARTS
+from boneclf.cli.main import cli
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split
+from boneclf.store import migrate
+from boneclf.store.engine import make_engine
+from boneclf.store.queries import get_split
+from boneclf.store.runs import RunRecord, get_run
+from boneclf.store.schema import Image, Study, TrainingRun
+from boneclf.web.app import create_app
+from boneclf.web.security import LOOPBACK_NAMES
+
+from conftest import FAST
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Every picture in the window has loaded (those further down load lazily, when scrolled to).
+IMAGES_SHOWN = """() => Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)
+    .every(i => i.complete && i.naturalWidth > 0)"""
+SPLIT = SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1)
+
+
+def _load(engine, root: Path) -> None:
+    ingest_mura(engine, root)
+    create_split(engine, "s", SPLIT)
+    _duplicate_group(engine, root)
+
+
+def _duplicate_group(engine, root: Path) -> int:
+    """Two images of different studies made the same file, stored as an exact group (as dedup stores them)."""
+    from boneclf.store.duplicates import GroupPlan, replace_groups
+
+    with engine.begin() as conn:
+        first = conn.execute(select(Image.id, Image.path).order_by(Image.id).limit(1)).one()
+        other = conn.execute(select(Image.id, Image.path).join(Study, Study.id == Image.study_id)
+                             .where(Study.id != select(Image.study_id).where(Image.id == first.id).scalar_subquery())
+                             .order_by(Image.id.desc()).limit(1)).one()
+        shutil.copy(root / first.path, root / other.path)
+        replace_groups(conn, conn.execute(select(Image.dataset_id).where(Image.id == first.id)).scalar_one(),
+                       [GroupPlan("exact", [(first.id, None), (other.id, None)])],
+                       method={"exact": "sha256"}, threshold={"exact": 0.0})
+    return first.id
+
+
+@dataclass
+class TinyRun:
+    url: str
+    folder: Path
+    run: RunRecord
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, synth_template) -> TinyRun:
+    """The synthetic MURA in SQLite with one finished stage-2 run (shared over the parts)."""
+    from boneclf.ml.training import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("serve")
+    shutil.copytree(synth_template, folder / "data")
+    url = f"sqlite:///{folder / 'bonedb.sqlite'}"
+    engine = make_engine(url, create=True)
+    migrate.upgrade(engine)
+    _load(engine, folder / "data")
+    [result] = train(engine, TrainConfig(stage="fracture", split="s", shared=True, image_size=32, epochs=1,
+                                         patience=1, batch_size=32, runs_dir=str(folder / "runs"), **FAST),
+                     verbose=0)
+    run = get_run(engine, result.run_id)
+    engine.dispose()
+    assert run.status == "finished"
+    return TinyRun(url, folder, run)
+
+
+def _adopt(engine, run: RunRecord) -> int:
+    """The tiny run's record in another database, on that database's split "s", same model folder."""
+    with engine.begin() as conn:
+        split = get_split(conn, "s")
+        values = {k: v for k, v in run.to_dict().items() if k not in ("id", "started_at", "finished_at")}
+        values.update(split_id=split.id, split_hash=split.content_hash, started_at=run.started_at,
+                      finished_at=run.finished_at, metrics=run.metrics)
+        return conn.execute(insert(TrainingRun.__table__).values(**values)).inserted_primary_key[0]
+
+
+@dataclass
+class Served:
+    client: TestClient
+    url: str
+    engine: object
+    run_id: int
+    cache: Path
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def served(request, tiny_run, synth_template, tmp_path_factory) -> Served:
+    """One server per backend for the tests that change nothing another of them reads (one model load,
+    one ingest); tests that break or count things on purpose get their own (`own_server`)."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copytree(synth_template, folder / "data")
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'bonedb.sqlite'}"
+    else:
+        server = make_url(request.getfixturevalue("mysql_server_url"))
+        name = f"bonedb_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+        url = server.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url, create=True)
+    try:
+        migrate.upgrade(engine)
+        _load(engine, folder / "data")
+        run_id = _adopt(engine, tiny_run.run)
+        with TestClient(create_app(url, cache_dir=folder / "cache")) as client:
+            yield Served(client, url, engine, run_id, folder / "cache")
+    finally:
+        engine.dispose()
+        if name is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            admin.dispose()
+
+
+@pytest.fixture
+def own_server(engine, mura, tiny_run, tmp_path) -> Served:
+    _load(engine, mura)
+    run_id = _adopt(engine, tiny_run.run)
+    url = engine.url.render_as_string(hide_password=False)
+    cache = tmp_path / "cache"
+    with TestClient(create_app(url, cache_dir=cache)) as client:
+        yield Served(client, url, engine, run_id, cache)
+
+
+def _group_id(engine) -> int:
+    from boneclf.store.schema import DuplicateGroup
+
+    with engine.connect() as conn:
+        return conn.execute(select(DuplicateGroup.id)).scalar_one()
+
+
+def _study(engine, **where) -> tuple[int, list[int]]:
+    with engine.connect() as conn:
+        query = select(Study.id).order_by(Study.id)
+        for key, value in where.items():
+            query = query.where(getattr(Study, key) == value)
+        study_id = conn.execute(query.limit(1)).scalar_one()
+        images = conn.execute(select(Image.id).where(Image.study_id == study_id).order_by(Image.id)).scalars().all()
+    return study_id, list(images)
+
+
+# -- the API, on each backend ---------------------------------------------------------------------------
+def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served):
+    c = served.client
+    study_id, images = _study(served.engine, body_part="humerus", label=1)
+    group = _group_id(served.engine)
+    answers = {}
+    for path in ["/", "/studies", "/studies?part=humerus&label=1", f"/studies/{study_id}", "/splits", "/splits/s",
+                 "/splits/s?near=true", "/splits/s?hash=true", "/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}",
+                 "/api/datasets", "/api/stats", "/api/studies", f"/api/studies/{study_id}", "/api/history",
+                 "/api/splits", "/api/splits/s", "/api/runs", f"/api/runs/{served.run_id}",
+                 f"/api/runs/{served.run_id}/studies/{study_id}", f"/images/{images[0]}",
+                 f"/images/{images[0]}/thumbnail", f"/images/{images[0]}/thumbnail?size=256",
+                 f"/runs/{served.run_id}/gradcam/{images[0]}.png", "/charts/stats.png", "/docs", "/openapi.json",
+                 "/static/style.css", "/static/app.js", "/duplicates", f"/duplicates/{group}", "/api/duplicates",
+                 f"/api/duplicates/{group}"]:
+        response = c.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        answers[path] = response
+    assert answers[f"/images/{images[0]}"].headers["content-type"] == "image/png"
+    assert answers[f"/images/{images[0]}/thumbnail"].content.startswith(b"\xff\xd8")  # JPEG
+    assert answers[f"/runs/{served.run_id}/gradcam/{images[0]}.png"].content.startswith(b"\x89PNG")
+    openapi = answers["/openapi.json"].json()["paths"]
+    assert {"/api/studies", "/api/studies/{study_id}/reviews", "/images/{image_id}"} <= set(openapi)
+    database = served.engine.url.database  # the SQLite file's path or the MySQL database's name
+    for path, response in answers.items():
+        if response.headers["content-type"].startswith(("text/", "application/json")):
+            assert database not in response.text and "mysql" not in response.text.lower(), path
+
+
+def test_a_database_error_says_what_kind_and_nothing_of_the_url(own_server):
+    study_id, _ = _study(own_server.engine)
+    with own_server.engine.begin() as conn:
+        conn.execute(text("DROP TABLE reviews"))
+    response = own_server.client.get(f"/api/studies/{study_id}")
+    assert response.status_code == 500
+    assert response.json()["detail"].startswith("database error (")
+    assert own_server.engine.url.database not in response.text and "reviews" not in response.text
+
+
+def test_study_browser_filters_and_pages(served):
+    c = served.client
+    everything = c.get("/api/studies", params={"per_page": 200}).json()
+    with served.engine.connect() as conn:
+        assert everything["total"] == conn.execute(select(text("COUNT(*)")).select_from(Study)).scalar_one()
+    humerus = c.get("/api/studies", params={"part": "humerus", "label": 1, "per_page": 200}).json()
+    assert humerus["total"] > 0 and {(s["part"], s["label"]) for s in humerus["studies"]} == {("humerus", 1)}
+    assert all(s["image_ids"] for s in humerus["studies"])
+    test = c.get("/api/studies", params={"split": "s", "subset": "test", "per_page": 200}).json()
+    assert 0 < test["total"] < everything["total"]
+    first, second = (c.get("/api/studies", params={"per_page": 5, "page": n}).json() for n in (1, 2))
+    assert first["pages"] == -(-everything["total"] // 5)
+    assert not {s["id"] for s in first["studies"]} & {s["id"] for s in second["studies"]}
+    page = c.get("/studies", params={"part": "humerus", "label": "1"}).text
+    assert f'id="count">{humerus["total"]} stud' in page
+    for params, word in [({"part": "femur"}, "femur"), ({"label": 2}, "label"), ({"subset": "test"}, "split"),
+                         ({"split": "s", "subset": "holdout"}, "subset")]:
+        response = c.get("/api/studies", params=params)
+        assert response.status_code == 400 and word in response.json()["detail"], params
+    assert c.get("/api/studies", params={"split": "nope"}).status_code == 404
+    assert c.get("/api/studies", params={"dataset": "nope"}).status_code == 404
+
+
+def test_split_audit_hashes_only_when_asked(own_server):
+    c = own_server.client
+    before = c.get("/api/splits/s").json()
+    assert before["audit"] is None and before["unhashed"] > 0, "ingested without --verify: nothing hashed yet"
+    assert "Hash them and audit" in c.get("/splits/s").text
+    audited = c.get("/api/splits/s", params={"hash": "true", "near": "true"}).json()
+    assert audited["unhashed"] == before["unhashed"] and audited["audit"]["images"] > 0
+    # Hashes were stored: the next audit needs no hashing.
+    after = c.get("/api/splits/s").json()
+    assert after["unhashed"] == 0 and after["audit"]["images"] == audited["audit"]["images"]
+    assert sum(row["images"] for row in after["summary"]["counts"]) == after["audit"]["images"]
+
+
+def test_unknown_ids_are_404_json(served):
+    c = served.client
+    for path in ["/api/studies/999999", "/images/999999", "/images/999999/thumbnail", "/api/runs/999999",
+                 "/runs/999999/gradcam/1.png", f"/runs/{served.run_id}/gradcam/999999.png",
+                 "/api/runs/999999/studies/1", f"/api/runs/{served.run_id}/studies/999999", "/api/splits/nope",
+                 "/api/duplicates/999999", "/api/duplicates?dataset=nope"]:
+        response = c.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/json" and response.json()["detail"], path
+    assert c.post("/api/studies/999999/reviews", json={"decision": "label confirmed"}).status_code == 404
+    assert c.post("/api/duplicates/999999/reviews", json={"decision": "duplicate confirmed"}).status_code == 404
+    page = c.get("/studies/999999", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "no study 999999" in page.text
+
+
+def test_images_are_served_by_id_from_inside_the_root_only(own_server, mura, tmp_path):
+    c = own_server.client
+    secret = tmp_path / "secret.png"
+    shutil.copy(next(mura.rglob("*.png")), secret)
+    for path in ["/images/../../../etc/passwd", "/images/..%2F..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/secret.png",
+                 "/images/1%2F..%2F..%2Fsecret.png", "/static/../../../../etc/passwd", "/static/%2e%2e/app.py",
+                 "/images/-1", "/images/1.5"]:
+        response = c.get(path)
+        assert response.status_code in (404, 422), path
+        assert b"root:" not in response.content and b"create_app" not in response.content, path
+    # A path in the database that leads outside the dataset's root is refused too (a bad ingest, a symlink).
+    study_id, [first, *_] = _study(own_server.engine)
+    with own_server.engine.begin() as conn:
+        conn.execute(update(Image).where(Image.id == first).values(path=f"../{secret.name}"))
+    assert c.get(f"/images/{first}").status_code == 404
+    assert "outside" in c.get(f"/images/{first}").json()["detail"]
+    link = mura / "link.png"
+    link.symlink_to(secret)
+    with own_server.engine.begin() as conn:
+        conn.execute(update(Image).where(Image.id == first).values(path="link.png"))
+    assert c.get(f"/images/{first}").status_code == 404
+
+
+def test_thumbnails_are_made_once_and_keyed_by_content(own_server, mura):
+    c = own_server.client
+    _, [first, second, *_] = _study(own_server.engine)
+    assert c.get(f"/images/{first}/thumbnail").status_code == 200
+    [made] = list((own_server.cache / "thumbnails").rglob("*.jpg"))
+    stamp = made.stat().st_mtime_ns
+    assert c.get(f"/images/{first}/thumbnail").status_code == 200
+    assert made.stat().st_mtime_ns == stamp, "own_server from the cache, not made again"
+    # A second image with the same bytes shares the thumbnail.
+    with own_server.engine.connect() as conn:
+        paths = dict(conn.execute(select(Image.id, Image.path).where(Image.id.in_([first, second]))).all())
+    shutil.copy(mura / paths[first], mura / paths[second])
+    with own_server.engine.begin() as conn:  # hashes as `ingest --verify` would store them
+        conn.execute(update(Image).where(Image.id.in_([first, second])).values(content_hash=made.name.split("-")[0]))
+    assert c.get(f"/images/{second}/thumbnail").status_code == 200
+    assert len(list((own_server.cache / "thumbnails").rglob("*.jpg"))) == 1
+    assert c.get(f"/images/{first}/thumbnail?size=999").status_code == 400
+
+
+def test_reviews_are_recorded_with_who_and_when_and_never_change_the_label(served):
+    c = served.client
+    study_id, _ = _study(served.engine, body_part="humerus", label=1)
+    refused = c.post(f"/api/studies/{study_id}/reviews", json={"decision": "label disputed"})
+    assert refused.status_code == 400 and "note" in refused.json()["detail"]
+    assert c.post(f"/api/studies/{study_id}/reviews", json={"decision": "relabel to 0"}).status_code == 400
+    assert c.post(f"/api/studies/{study_id}/reviews", json={"decision": "duplicate confirmed"}).status_code == 400
+    made = c.post(f"/api/studies/{study_id}/reviews",
+                  json={"decision": "label disputed", "note": "no fracture line", "reviewer": "alice"})
+    assert made.status_code == 201
+    assert made.json()["reviewer"] == "alice" and made.json()["label"] == 1 and made.json()["created_at"]
+    form = c.post(f"/studies/{study_id}/reviews", data={"decision": "label confirmed", "reviewer": ""},
+                  follow_redirects=False)
+    assert form.status_code == 303 and form.headers["location"] == f"/studies/{study_id}#reviews"
+    detail = c.get(f"/api/studies/{study_id}").json()
+    assert detail["label"] == 1, "a review never changes the label"
+    assert [(r["decision"], r["note"]) for r in detail["reviews"]] == [
+        ("label disputed", "no fracture line"), ("label confirmed", None)]
+    assert detail["reviews"][1]["reviewer"], "the OS user when the form leaves it empty"
+    assert [e["by"] for e in detail["history"]][0] == "review by alice"
+    # ... and in `bonedb history`.
+    history = CliRunner().invoke(cli, ["--database-url", served.url, "history", "--json"])
+    assert history.exit_code == 0, history.output
+    assert '"reason": "label disputed"' in history.output and '"source": "no fracture line"' in history.output
+    study = detail["patient"], detail["part"], str(detail["number"])
+    human = CliRunner().invoke(cli, ["--database-url", served.url, "history", "mura-v1.1", f"patient{study[0]}",
+                                     study[1], study[2]])
+    assert "review by alice" in human.output and "label 1 kept" in human.output
+    # A form posted from another site is refused.
+    forged = c.post(f"/studies/{study_id}/reviews", data={"decision": "label confirmed"},
+                    headers={"Origin": "https://elsewhere.example"})
+    assert forged.status_code == 403
+    with served.engine.connect() as conn:
+        assert conn.execute(select(Study.label).where(Study.id == study_id)).scalar_one() == 1
+
+
+def test_duplicate_groups_side_by_side_and_their_reviews(served):
+    c = served.client
+    group = _group_id(served.engine)
+    [listed] = c.get("/api/duplicates").json()
+    assert (listed["id"], listed["kind"], listed["size"]) == (group, "exact", 2)
+    detail = c.get(f"/api/duplicates/{group}").json()
+    members = [m["image_id"] for m in detail["members"]]
+    page = c.get(f"/duplicates/{group}").text
+    assert all(f'src="/images/{image_id}"' in page for image_id in members)
+    with served.engine.connect() as conn:
+        studies = set(conn.execute(select(Image.study_id).where(Image.id.in_(members))).scalars())
+    assert all(f'href="/studies/{study_id}"' in page for study_id in studies), "each picture links to its study"
+    assert c.post(f"/api/duplicates/{group}/reviews", json={"decision": "label confirmed"}).status_code == 400
+    made = c.post(f"/api/duplicates/{group}/reviews", json={"decision": "duplicate rejected", "note": "two views",
+                                                             "reviewer": "bob"})
+    assert made.status_code == 201 and made.json()["members"] == sorted(members)
+    form = c.post(f"/duplicates/{group}/reviews", data={"decision": "duplicate confirmed"}, follow_redirects=False)
+    assert form.status_code == 303
+    assert [r["decision"] for r in c.get(f"/api/duplicates/{group}").json()["reviews"]] == [
+        "duplicate rejected", "duplicate confirmed"]
+    # Each member's study shows the decision in its history, and so does `bonedb history`.
+    for study_id in studies:
+        history = c.get(f"/api/studies/{study_id}").json()["history"]
+        assert f"duplicate rejected (group {group})" in [e["reason"] for e in history]
+    listing = CliRunner().invoke(cli, ["--database-url", served.url, "history"])
+    assert listing.output.count(f"duplicate rejected (group {group})") == len(studies)
+
+
+def test_run_pages_predict_and_cache_gradcam(served):
+    c = served.client
+    study_id, images = _study(served.engine, body_part="humerus")
+    predictions = c.get(f"/api/runs/{served.run_id}/studies/{study_id}").json()["images"]
+    assert [p["image_id"] for p in predictions] == images
+    assert all(p["outcome"] in ("normal", "abnormal") and 0 <= p["probability"] <= 1 for p in predictions)
+    assert all(c.get(p["gradcam"]).content.startswith(b"\x89PNG") for p in predictions)
+    cached = {p: p.stat().st_mtime_ns for p in (served.cache / "gradcam" / f"run{served.run_id}").glob("*")}
+    assert len(cached) >= 2, "an overlay and its prediction per picture"
+    again = c.get(f"/api/runs/{served.run_id}/studies/{study_id}").json()["images"]
+    assert again == predictions
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached, "served from the cache, not computed again"
+    runs = c.get("/api/runs").json()
+    assert [r["run"] for r in runs["comparison"]] == [served.run_id]
+    report = c.get(f"/runs/{served.run_id}/report")
+    assert report.status_code == 200 and "bonedb report" in report.text
+
+
+# -- the token, beyond localhost --------------------------------------------------------------------------
+def test_a_token_is_needed_on_every_request_when_set(tiny_run, tmp_path):
+    with TestClient(create_app(tiny_run.url, token="s3cret", cache_dir=tmp_path)) as c:
+        for path in ["/", "/api/studies", "/images/1", "/docs", "/static/style.css"]:
+            missing = c.get(path)
+            assert missing.status_code == 401 and "token" in missing.json()["detail"], path
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 403, path
+            assert c.get(path, params={"token": "s3cre"}).status_code == 403, path
+        assert c.get("/api/studies", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/api/studies/1/reviews", json={"decision": "label confirmed"}).status_code == 401
+        # A browser opens one link with ?token=; the cookie then lets its images and forms through.
+        first = c.get("/studies", params={"token": "s3cret"})
+        assert first.status_code == 200 and "bonedb_token" in first.headers["set-cookie"]
+        assert "httponly" in first.headers["set-cookie"].lower()
+        assert c.get("/images/1/thumbnail").status_code == 200
+        c.cookies.clear()
+        assert c.get("/images/1/thumbnail").status_code == 401
+
+
+def test_a_loopback_server_answers_loopback_host_names_only(tiny_run, tmp_path):
+    # A page on evil.example whose name is made to resolve to 127.0.0.1 (DNS rebinding) must not read it.
+    with TestClient(create_app(tiny_run.url, cache_dir=tmp_path, hosts=LOOPBACK_NAMES),
+                    base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/datasets").status_code == 200
+        assert c.get("/api/datasets", headers={"Host": "localhost:8000"}).status_code == 200
+        refused = c.get("/api/datasets", headers={"Host": "evil.example:8000"})
+        assert refused.status_code == 403 and "not served here" in refused.json()["detail"]
+
+
+def test_serve_refuses_other_hosts_without_a_token(tiny_run, monkeypatch):
+    monkeypatch.delenv("BONEDB_SERVE_TOKEN", raising=False)
+    result = CliRunner().invoke(cli, ["--database-url", tiny_run.url, "serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --host 0.0.0.0 reaches beyond this machine: pass --token TOKEN (or set BONEDB_SERVE_TOKEN) "
+        "so that only those who have it get in"]
+
+
+# -- in a real browser -------------------------------------------------------------------------------------
+def _missing(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    """uvicorn serving the tiny run's database on a free loopback port, in a thread of this process."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(tiny_run.url, cache_dir=tiny_run.folder / "cache", hosts=LOOPBACK_NAMES)  # as `bonedb serve`
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_steward_browses_reviews_and_looks_at_gradcam_in_chromium(server, tiny_run):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed: pip install playwright")
+    if not Path(CHROMIUM).is_file():
+        _missing(f"no {CHROMIUM}: apt-get install -y chromium")
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+
+            page.goto(f"{server}/", wait_until="load")
+            assert "mura-v1.1" in page.locator("#datasets").inner_text()
+            page.goto(f"{server}/studies", wait_until="load")
+            with page.expect_navigation():
+                page.select_option("select[name=part]", "humerus")  # the filters apply when changed
+            with page.expect_navigation():
+                page.select_option("select[name=label]", "1")
+            cards = page.locator("a.study")
+            assert cards.count() > 0
+            assert {(cards.nth(i).get_attribute("data-part"), cards.nth(i).get_attribute("data-label"))
+                    for i in range(cards.count())} == {("humerus", "1")}
+            page.wait_for_function(IMAGES_SHOWN)
+            page.screenshot(path=str(ARTIFACTS / "serve-studies.png"), full_page=True)
+
+            cards.first.click()
+            page.wait_for_load_state("load")
+            assert "humerus" in page.locator("h1").inner_text()
+            page.check("input[value='label disputed']")
+            page.fill("input[name=reviewer]", "playwright")
+            page.click("form.review button")  # the note is required once disputed: the browser stops it
+            assert page.locator("#history-table").count() == 0
+            page.fill("textarea[name=note]", "cortex intact on both views")
+            with page.expect_navigation():
+                page.click("form.review button")
+            history = page.locator("#history-table").inner_text()
+            assert "review by playwright" in history and "label disputed" in history
+            assert "cortex intact on both views" in history
+            assert "1 (abnormal)" in page.locator("#label").inner_text(), "the label is unchanged"
+            page.screenshot(path=str(ARTIFACTS / "serve-study.png"), full_page=True)
+
+            page.goto(f"{server}/duplicates", wait_until="load")
+            page.locator("#groups a").first.click()
+            page.wait_for_load_state("load")
+            assert page.locator("#members img").count() == 2
+            page.wait_for_function(IMAGES_SHOWN)
+            page.screenshot(path=str(ARTIFACTS / "serve-duplicates.png"), full_page=True)
+
+            page.goto(f"{server}/runs", wait_until="load")
+            page.click(f"#comparison a[href='/runs/{tiny_run.run.id}']")
+            page.wait_for_load_state("load")
+            assert page.locator("#report-link").count() == 1
+            page.locator("#run-studies a").first.click()
+            page.wait_for_load_state("load")
+            overlays = page.locator("#gradcams img")
+            assert overlays.count() > 0
+            page.wait_for_function(IMAGES_SHOWN)
+            page.screenshot(path=str(ARTIFACTS / "serve-gradcam.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
