@@ -204,3 +204,16 @@ def ctrl_c_as_a_terminal() -> None:
     pytest in the background (`pytest &`) ignores SIGINT, the child would inherit that, and Python installs
     its KeyboardInterrupt handler only when SIGINT is at its default."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# With pytest-xdist (`-n 2 --dist loadgroup`): a test file's tests run on one worker, so its module-scoped
+# fixtures are built once; and every test that uses the shared trained models joins one group, so the
+# session's most expensive fixture is built once, not once per worker.
+_SHARED_MODELS = {"trained", "learning_db"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        shared = _SHARED_MODELS & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("trained" if shared else item.module.__name__))
