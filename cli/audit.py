@@ -60,6 +60,11 @@ def _human_split(report: SplitAudit) -> None:
              lambda f: f"{', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     _section(f"near-duplicate images across subsets (distance <= {report.near_bits} bits)", report.near_duplicates,
              lambda f: f"distance {f['distance']}: " + " ~ ".join(f["paths"]))
+    _section("duplicate groups (copies, flips, rotations, re-encodings) across subsets", report.duplicate_groups,
+             lambda f: f"group {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
+    for subset, copies in sorted(report.within_subset_copies.items()):
+        click.echo(f"within {subset}: {plural(copies, 'redundant identical copy', 'redundant identical copies')} "
+                   "(not a leak; `split create --dedupe` keeps one of each)")
     for problem in report.unhashed[:SHOWN]:
         click.echo(f"not hashed: {problem}")
     click.echo("LEAKS FOUND" if report.leaks else "no leaks found")

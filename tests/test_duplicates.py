@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import random
+import shutil
+from pathlib import Path
+
 import pytest
+from PIL import Image as PILImage
 from sqlalchemy import select
 
+from boneclf.data.audit import audit_split
+from boneclf.data.folder_dataset import ingest_folder
 from boneclf.data.ingest import ingest_mura
+from boneclf.data.radiograph import draw_radiograph
+from boneclf.data.splits import SplitOptions, create_split, split_image_paths, split_summary
 from boneclf.errors import BonedbError
 from boneclf.store.duplicates import GroupPlan, get_duplicate_group, list_duplicate_groups, replace_groups
-from boneclf.store.schema import Image
+from boneclf.store.queries import get_split
+from boneclf.store.schema import DuplicateGroup, Image, SplitOmission
 
 
 def test_groups_are_stored_replaced_and_read_back(engine, mura):
@@ -35,3 +46,136 @@ def test_groups_are_stored_replaced_and_read_back(engine, mura):
         assert [m.image_id for m in get_duplicate_group(conn, only.id).members] == [ids[0], ids[4]]
         with pytest.raises(BonedbError, match="no duplicate group 999"):
             get_duplicate_group(conn, 999)
+
+
+# --- A folder set with planted families of duplicates ---------------------------------------------
+
+def _jpeg(image: PILImage.Image) -> PILImage.Image:
+    buffer = io.BytesIO()
+    image.convert("L").save(buffer, "JPEG", quality=85)
+    return PILImage.open(io.BytesIO(buffer.getvalue()))
+
+
+# What a published set holds: byte copies, flips, 90-degree turns, a few degrees of rotation with
+# black corners, re-encoded and rescaled copies.
+COPIES = {
+    "exact": None,
+    "flip": lambda im: im.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT),
+    "rot90": lambda im: im.transpose(PILImage.Transpose.ROTATE_90),
+    "rot2deg": lambda im: im.rotate(2, resample=PILImage.Resampling.BILINEAR, fillcolor=0),
+    "jpeg": _jpeg,
+    "half": lambda im: im.resize((im.width // 2, im.height // 2), PILImage.Resampling.LANCZOS),
+}
+
+
+def planted_folder(root: Path, families: int = 12, singles: int = 60, size: int = 96, seed: int = 0) -> dict:
+    """train/val/test x fractured/not fractured. Each family: an original in train, two copies (of the
+    kinds in COPIES, in turn) in val and test. Returns family -> its file paths (relative)."""
+    rng = random.Random(seed)
+    kinds = list(COPIES)
+    planted: dict[str, list[str]] = {}
+    for f in range(families):
+        label = ("fractured", "not fractured")[f % 2]
+        original, _ = draw_radiograph("hand", f % 2 == 0, round(size * 0.75), size, random.Random(1000 + f))
+        paths = [f"train/{label}/fam{f:02d}.png"]
+        (root / "train" / label).mkdir(parents=True, exist_ok=True)
+        original.save(root / paths[0])
+        for n, subset in enumerate(("val", "test")):
+            kind = kinds[(2 * f + n) % len(kinds)]
+            relative = f"{subset}/{label}/fam{f:02d}-{kind}.png"
+            (root / subset / label).mkdir(parents=True, exist_ok=True)
+            if COPIES[kind] is None:
+                shutil.copyfile(root / paths[0], root / relative)
+            else:
+                COPIES[kind](original).save(root / relative)
+            paths.append(relative)
+        planted[f"fam{f:02d}"] = paths
+    for k in range(singles):
+        subset = ("train", "train", "train", "val", "test")[k % 5]
+        label = ("fractured", "not fractured")[rng.random() < 0.5]
+        image, _ = draw_radiograph("hand", label == "fractured", round(size * 0.75), size, random.Random(5000 + k))
+        (root / subset / label).mkdir(parents=True, exist_ok=True)
+        image.save(root / subset / label / f"single{k:03d}.png")
+    return planted
+
+
+def _subsets_of(engine, split: str) -> dict[str, str]:
+    return {path: subset for subset, paths in split_image_paths(engine, split).items() for path in paths}
+
+
+def test_planted_families_are_found_and_never_split(engine, tmp_path):
+    root = tmp_path / "planted"
+    planted = planted_folder(root)
+    report = ingest_folder(engine, root, dataset="planted")
+    assert report.duplicate_groups >= len(planted)
+
+    # The published split leaks every family, and its audit says so, family by family.
+    published = audit_split(engine, "planted", near=False)
+    crossing = [set(p.split(": ", 1)[1] for p in f["paths"]) for f in published.duplicate_groups]
+    for family, paths in planted.items():
+        assert any(set(paths) <= found for found in crossing), f"audit missed {family}"
+    with engine.connect() as conn:
+        assert get_split(conn, "planted").leaks["duplicate groups"] >= len(planted)
+
+    # bonedb's default split keeps each family whole, and stores a clean audit with it.
+    result = create_split(engine, "grouped", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve"))
+    assert result.leaks == {}
+    subsets = _subsets_of(engine, "grouped")
+    for family, paths in planted.items():
+        assert len({subsets[p] for p in paths}) == 1, f"{family} split across subsets"
+    assert not audit_split(engine, "grouped", near=False).leaks
+    assert split_summary(engine, "grouped").leaks == {}
+
+    # Grouping by patient alone (here: one image each) separates the families, so it is refused...
+    with pytest.raises(BonedbError, match="would leak .*duplicate groups"):
+        create_split(engine, "loose", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve",
+                                                   group_by="patient"))
+    # ...unless asked for, and then the leak is recorded with the split.
+    loose = create_split(engine, "loose", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve",
+                                                       group_by="patient", allow_leaks=True))
+    assert loose.leaks["duplicate groups"] > 0
+    assert split_summary(engine, "loose").leaks == loose.leaks
+
+
+def test_user_groups_from_a_pattern_and_a_csv(engine, tmp_path):
+    root = tmp_path / "planted"
+    planted = planted_folder(root, families=6, singles=20)
+    ingest_folder(engine, root, dataset="planted")
+    with engine.begin() as conn:  # no duplicate groups: only the user's ids can keep families together
+        conn.execute(DuplicateGroup.__table__.delete())
+    options = dict(val=0.25, test=0.25, test_from="carve", seed=3)
+    create_split(engine, "by-name", SplitOptions("planted", (), group_pattern=r"^(fam\d+|single\d+)", **options))
+    subsets = _subsets_of(engine, "by-name")
+    assert all(len({subsets[p] for p in paths}) == 1 for paths in planted.values())
+
+    csv_file = tmp_path / "groups.csv"
+    csv_file.write_text("path,group\n" + "".join(f"{p},{family}\n" for family, paths in planted.items()
+                                                 for p in paths))
+    create_split(engine, "by-csv", SplitOptions("planted", (), groups_from=str(csv_file), **options))
+    subsets = _subsets_of(engine, "by-csv")
+    assert all(len({subsets[p] for p in paths}) == 1 for paths in planted.values())
+
+    csv_file.write_text("path,group\nnot/there.png,x\n")
+    with pytest.raises(BonedbError, match=r"groups.csv:2: 'not/there.png' is not an image of the dataset"):
+        create_split(engine, "bad", SplitOptions("planted", (), groups_from=str(csv_file), **options))
+    with pytest.raises(BonedbError, match="matches no group id in"):
+        create_split(engine, "bad", SplitOptions("planted", (), group_pattern=r"^fam(\d+)", **options))
+
+
+def test_dedupe_keeps_one_of_each_exact_group_and_records_the_rest(engine, tmp_path):
+    root = tmp_path / "planted"
+    planted_folder(root, families=6, singles=10)
+    ingest_folder(engine, root, dataset="planted")
+    plain = create_split(engine, "all", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve"))
+    deduped = create_split(engine, "one-each", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve",
+                                                            dedupe=True))
+    exact_copies = sum(1 for kind in ("exact",) for f in range(6) for n in range(2)
+                       if list(COPIES)[(2 * f + n) % len(COPIES)] == kind)
+    assert deduped.omitted == exact_copies > 0
+    assert deduped.images == plain.images - exact_copies
+    assert split_summary(engine, "one-each").omitted == exact_copies
+    with engine.connect() as conn:
+        kept = conn.execute(select(SplitOmission.kept_image_id)).scalars().all()
+    assert len(kept) == exact_copies
+    audit = audit_split(engine, "all", near=False)
+    assert not audit.leaks and sum(audit.within_subset_copies.values()) == exact_copies

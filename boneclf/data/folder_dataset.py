@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
-from boneclf.bodyparts import BODY_PARTS
+from boneclf.bodyparts import BODY_PARTS, UNKNOWN_PART
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -25,11 +25,11 @@ from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
+from .duplicates import regroup
 from .leakage import group_overlaps
 from .splits import load_records, store_assignment
 from .verify import inspect_files
 
-UNKNOWN_PART = "unknown"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
 SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -79,6 +79,7 @@ class FolderReport(Result):
     source_split_leaks: int = 0
     unchanged: bool = False
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
+    duplicate_groups: int = 0  # exact and near duplicate groups found among its images
 
 
 def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None) -> tuple[list[FolderImage], Counter]:
@@ -244,10 +245,11 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
     insert_rows(
         conn, Image.__table__,
         ("dataset_id", "study_id", "path", "image_number", "file_size", "width", "height",
-         "content_hash", "perceptual_hash"),
+         "content_hash", "perceptual_hash", "near_hash", "file_format"),
         [(dataset_id, study_ids[key], image.path, 1, f.file_size, f.width, f.height, f.content_hash,
-          f.perceptual_hash) for (image, f), key in zip(good, keys)],
+          f.perceptual_hash, f.near_hash, f.file_format) for (image, f), key in zip(good, keys)],
     )
+    report.duplicate_groups = len(regroup(conn, dataset_id))
     if any(image.subset != "all" for image, _ in good):
         records = load_records(conn, dataset_id, (part,))
         subset_of = {image.path: image.subset for image, _ in good}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -37,3 +38,92 @@ def perceptual_hash(image: Image.Image) -> str:
     low = (_DCT @ small @ _DCT.T)[:_KEEP, :_KEEP].flatten()
     bits = low > np.median(low[1:])  # the DC term (overall brightness) stays out of the median
     return np.packbits(bits).tobytes().hex()
+
+
+# --- The near-duplicate hash -------------------------------------------------------------------
+#
+# 64 bits: the signs of 63 low-frequency DCT coefficients of the central part of the picture
+# (bit 0, the DC term or brightness, is always 0). Signs, not "above the median", because the 8
+# flips and 90-degree rotations of a picture then act on the hash as bit operations: a left-right
+# flip negates the coefficients of odd horizontal frequency v (XOR with a mask), an up-down flip
+# those of odd vertical frequency u, and a transpose swaps (u, v) with (v, u) (a bit permutation).
+# So one stored hash stands for all 8 orientations, and matching tries them on the hash alone.
+# The coefficients are the lowest by u + v (a triangle, symmetric under the transpose), not an
+# 8 x 8 square: the highest frequencies of a square change sign first under a few degrees of
+# rotation or a small crop. The central crop drops the black corners a small rotation adds.
+
+NEAR_SIDE = 32
+NEAR_CROP = 0.70  # keep the central 70 % of each side
+NEAR_METHOD = "dct63-triangle-sign-dihedral"
+_DIAGONAL = 10
+# u + v <= 10 holds 66 coefficients; (0, 10) and (10, 0), the thinnest stripes, are left out: 64 with DC.
+NEAR_COEFFICIENTS = [(u, s - u) for s in range(_DIAGONAL + 1) for u in range(s + 1)
+                     if (u, s - u) not in ((0, _DIAGONAL), (_DIAGONAL, 0))]
+assert len(NEAR_COEFFICIENTS) == 64
+_NEAR_DCT = _dct_matrix(NEAR_SIDE)[:_DIAGONAL + 1]
+_ROWS = np.array([u for u, _ in NEAR_COEFFICIENTS])
+_COLS = np.array([v for _, v in NEAR_COEFFICIENTS])
+
+
+@lru_cache(maxsize=64)
+def _area_matrix(n: int) -> np.ndarray:
+    """(NEAR_SIDE, n): averages of n pixels over NEAR_SIDE equal intervals, weighted by overlap.
+
+    Written out rather than Pillow's resize, whose box filter is not mirror-symmetric for
+    non-integer ratios (a flipped picture would not give the flipped thumbnail)."""
+    edges = np.linspace(0, n, NEAR_SIDE + 1)
+    left, right = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(n)[None, :]
+    overlap = np.clip(np.minimum(right, pixel + 1) - np.maximum(left, pixel), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+@lru_cache(maxsize=64)
+def _near_transform(n: int) -> np.ndarray:
+    """(11, n): area-average to NEAR_SIDE, then the lowest DCT frequencies, in one matrix."""
+    return _NEAR_DCT @ _area_matrix(n)
+
+
+def near_hash_bits(image: Image.Image) -> np.ndarray:
+    """The 64 near-hash bits of IMAGE (bool, in NEAR_COEFFICIENTS order)."""
+    pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    height, width = pixels.shape
+    # Whole pixels, the same number off each side: a flipped picture gives the flipped crop exactly.
+    dx, dy = round(width * (1 - NEAR_CROP) / 2), round(height * (1 - NEAR_CROP) / 2)
+    centre = pixels[dy:height - dy, dx:width - dx]
+    centre = centre - centre.mean()
+    low = _near_transform(centre.shape[0]) @ centre @ _near_transform(centre.shape[1]).T
+    bits = low[_ROWS, _COLS] > 0
+    bits[0] = False
+    return bits
+
+
+def near_hash(image: Image.Image) -> str:
+    """The near-duplicate hash as 16 hex digits (see above)."""
+    return np.packbits(near_hash_bits(image)).tobytes().hex()
+
+
+# Bit positions counted from the most significant bit, as np.packbits lays them out.
+_SHIFT = (63 - np.arange(64)).astype(np.uint64)
+_ODD_V = np.uint64(sum(1 << int(s) for s, v in zip(_SHIFT, _COLS) if v % 2))
+_ODD_U = np.uint64(sum(1 << int(s) for s, u in zip(_SHIFT, _ROWS) if u % 2))
+_TRANSPOSED = [NEAR_COEFFICIENTS.index((v, u)) for u, v in NEAR_COEFFICIENTS]
+
+
+def _transpose(hashes: np.ndarray) -> np.ndarray:
+    """Swap the bits of coefficients (u, v) and (v, u) in every hash (uint64 array)."""
+    out = np.zeros_like(hashes)
+    for bit, target in enumerate(_TRANSPOSED):
+        out |= ((hashes >> _SHIFT[bit]) & np.uint64(1)) << _SHIFT[target]
+    return out
+
+
+def dihedral_variants(hashes: np.ndarray) -> np.ndarray:
+    """(8, n) uint64: the hashes of the 8 flips and 90-degree rotations of each picture, identity first."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    transposed = _transpose(hashes)
+    rows = []
+    for base in (hashes, transposed):
+        for mask in (np.uint64(0), _ODD_V, _ODD_U, _ODD_V ^ _ODD_U):  # both flips: (-1)^(u+v)
+            rows.append(base ^ mask)
+    return np.stack(rows)

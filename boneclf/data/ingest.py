@@ -31,6 +31,7 @@ from boneclf.store.provenance import (
 )
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
+from .duplicates import regroup
 from .labels import LabelConflict, resolve_labels
 from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .stats import DatasetStats, dataset_stats
@@ -78,6 +79,7 @@ class IngestReport(Result):
     root_changed_from: str | None = None
     stats: DatasetStats | None = None
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
+    duplicate_groups: int | None = None  # exact and near groups after --verify (None: not computed)
 
     computed = ("changed",)
 
@@ -190,6 +192,8 @@ def _write(
     study_ids, relabels = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images},
                                          labels)
     moved_studies = _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+    if facts:  # --verify read every file: its duplicate groups land with it
+        report.duplicate_groups = len(regroup(conn, dataset_id))
     if not relabels:
         return []
     report.relabeled = _explain(relabels, moved_studies, report, label_rows, images)
@@ -289,7 +293,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
     return {identity: row[0] for identity, row in existing.items()}, relabels
 
 
-_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash")
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash", "near_hash", "file_format")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> set[int]:
