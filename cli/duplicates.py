@@ -57,8 +57,8 @@ def compute(database: Database, dataset, near_bits, json_mode):
 
 @duplicates.command("list")
 @click.option("--dataset", help="Only this dataset's groups (default: every dataset).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="Groups per page.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Groups to skip (paging).")
 @json_option
 @pass_db
 def list_(database: Database, dataset, limit, offset, json_mode):
