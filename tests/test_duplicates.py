@@ -179,3 +179,24 @@ def test_dedupe_keeps_one_of_each_exact_group_and_records_the_rest(engine, tmp_p
     assert len(kept) == exact_copies
     audit = audit_split(engine, "all", near=False)
     assert not audit.leaks and sum(audit.within_subset_copies.values()) == exact_copies
+
+
+def test_evaluation_resamples_copies_together_and_counts_them(engine, tmp_path):
+    from boneclf.ml.evaluation import _leak_clusters
+    from boneclf.ml.pipeline import Examples
+
+    root = tmp_path / "planted"
+    planted = planted_folder(root, families=4, singles=6)
+    ingest_folder(engine, root, dataset="planted")
+    # The published split as it is: every family's copies sit in val and test.
+    with engine.connect() as conn:
+        split = get_split(conn, "planted")
+        rows = conn.execute(select(Image.id, Image.path).where(Image.dataset_id == split.dataset_id)).all()
+    examples = Examples([r.id for r in rows], [r.path for r in rows], [0] * len(rows),
+                        [f"study-{r.id}" for r in rows], ["unknown"] * len(rows))
+    groups, copies = _leak_clusters(engine, split.dataset_id, examples)
+    group_of = dict(zip([r.path for r in rows], groups))
+    for paths in planted.values():
+        assert len({group_of[p] for p in paths}) == 1
+    assert copies >= 2 * len(planted)  # each family: an original and two copies
+    assert len(set(groups)) <= len(rows) - copies

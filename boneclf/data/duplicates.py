@@ -53,7 +53,9 @@ def _bits(hashes: np.ndarray) -> np.ndarray:
 
 def _chunk_keys(bits: np.ndarray, chunks: int) -> list[np.ndarray]:
     keys = []
-    for part in np.array_split(np.arange(bits.shape[1]), chunks):
+    # Interleaved, not contiguous: neighbouring bits are neighbouring frequencies, alike from picture to
+    # picture, and a chunk of only the lowest ones would put most pictures in a few buckets.
+    for part in (np.arange(c, bits.shape[1], chunks) for c in range(chunks)):
         weights = (np.uint64(1) << np.arange(len(part), dtype=np.uint64))
         keys.append((bits[:, part].astype(np.uint64) * weights).sum(axis=1))
     return keys
