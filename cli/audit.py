@@ -76,7 +76,9 @@ def _human_split(report: SplitAudit) -> None:
 @json_option
 @pass_db
 def dataset_(database: Database, name, quick, json_mode):
-    """Files on disk against the database: missing, unexpected, changed since ingest.
+    """Files on disk against the database: missing, unexpected, changed since ingest. Files an ingest
+    left out on purpose (empty, undecodable, a format training cannot read) are listed with their
+    reason apart from files nobody ever saw, and do not make it exit 1.
 
     \b
     Example:
@@ -93,6 +95,7 @@ def _human_dataset(report: DatasetAudit) -> None:
     for title, items in (("missing on disk", report.missing), ("on disk, not in the database", report.unexpected),
                          ("changed since ingest", report.changed), ("unreadable", report.unreadable)):
         _section(title, items, str)
+    _section("left out by ingest on purpose (not a problem)", report.left_out, str)
     click.echo("clean" if report.clean else "PROBLEMS FOUND")
 
 

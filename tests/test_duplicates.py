@@ -200,3 +200,35 @@ def test_evaluation_resamples_copies_together_and_counts_them(engine, tmp_path):
         assert len({group_of[p] for p in paths}) == 1
     assert copies >= 2 * len(planted)  # each family: an original and two copies
     assert len(set(groups)) <= len(rows) - copies
+
+
+def test_formats_come_from_the_bytes_and_left_out_files_are_not_audit_failures(engine, tmp_path):
+    from boneclf.data.audit import audit_dataset
+    from boneclf.ml.image_spec import decode_full
+
+    root = tmp_path / "odd"
+    planted_folder(root, families=2, singles=4)
+    picture, _ = draw_radiograph("hand", True, 48, 64, random.Random(1))
+    picture.convert("P").save(root / "train" / "fractured" / "really-a-gif.jpg", format="GIF")
+    picture.save(root / "train" / "fractured" / "really-a-tiff.png", format="TIFF")
+    (root / "train" / "fractured" / "empty.png").write_bytes(b"")
+    report = ingest_folder(engine, root, dataset="odd")
+    assert len(report.refused_formats) == 1 and "really-a-tiff.png: TIFF content in a .png file" in \
+        report.refused_formats[0]
+    with engine.connect() as conn:
+        formats = dict(conn.execute(select(Image.path, Image.file_format)).all())
+    assert formats["train/fractured/really-a-gif.jpg"] == "GIF"  # accepted: training decodes GIF
+    decoded = decode_full((root / "train" / "fractured" / "really-a-gif.jpg").read_bytes())
+    assert tuple(decoded.shape) == (64, 48, 1)
+
+    audit = audit_dataset(engine, "odd")
+    assert audit.clean and audit.unexpected == []
+    assert sorted(line.split(":")[0] for line in audit.left_out) == [
+        "train/fractured/empty.png", "train/fractured/really-a-tiff.png"]
+    (root / "train" / "fractured" / "nobody-saw-me.png").write_bytes((root / report_path(root)).read_bytes())
+    audit = audit_dataset(engine, "odd")
+    assert not audit.clean and audit.unexpected == ["train/fractured/nobody-saw-me.png"]
+
+
+def report_path(root: Path) -> str:
+    return next(p.relative_to(root).as_posix() for p in sorted(root.rglob("fam*.png")))

@@ -14,7 +14,7 @@ from boneclf.store.bulk import paused_gc
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges, label_changes
 from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
-from boneclf.store.schema import Image
+from boneclf.store.schema import Image, IngestExclusion
 
 from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
 from .verify import inspect_files
@@ -144,6 +144,8 @@ class DatasetAudit(Result):
     unexpected: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    # Files on disk that an ingest saw and left out on purpose, "path: reason": not a problem.
+    left_out: list[str] = field(default_factory=list)
 
     computed = ("clean",)
 
@@ -164,6 +166,8 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
         rows = conn.execute(
             select(Image.path, Image.file_size, Image.content_hash).where(Image.dataset_id == dataset_id)
         ).all()
+        excluded = dict(conn.execute(select(IngestExclusion.path, IngestExclusion.reason)
+                                     .where(IngestExclusion.dataset_id == dataset_id)).all())
     report = DatasetAudit(dataset, str(root), len(rows))
     known = {r.path for r in rows}
     # Walk only the top-level folders the dataset's paths live in: the root may hold other data.
@@ -172,7 +176,10 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
             for name in files:
                 relative = (Path(folder) / name).relative_to(root).as_posix()
                 if Path(name).suffix.lower() in IMAGE_SUFFIXES and relative not in known:
-                    report.unexpected.append(relative)
+                    if relative in excluded:
+                        report.left_out.append(f"{relative}: {excluded[relative]}")
+                    else:
+                        report.unexpected.append(relative)
     present = []
     for row in rows:
         try:
