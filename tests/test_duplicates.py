@@ -232,3 +232,16 @@ def test_formats_come_from_the_bytes_and_left_out_files_are_not_audit_failures(e
 
 def report_path(root: Path) -> str:
     return next(p.relative_to(root).as_posix() for p in sorted(root.rglob("fam*.png")))
+
+
+def test_stats_count_copies_within_each_source_split(engine, tmp_path):
+    from boneclf.data.stats import dataset_stats
+
+    root = tmp_path / "planted"
+    planted_folder(root, families=6, singles=10)
+    for n in range(3):  # three byte copies of one training picture, inside train
+        shutil.copyfile(root / "train" / "fractured" / "fam00.png", root / "train" / "fractured" / f"again{n}.png")
+    ingest_folder(engine, root, dataset="planted")
+    by_split = {d.split: d for d in dataset_stats(engine, "planted").duplicates}
+    assert by_split["train"].identical_copies == 3
+    assert by_split["train"].in_duplicate_groups >= 4
