@@ -245,3 +245,39 @@ def test_stats_count_copies_within_each_source_split(engine, tmp_path):
     by_split = {d.split: d for d in dataset_stats(engine, "planted").duplicates}
     assert by_split["train"].identical_copies == 3
     assert by_split["train"].in_duplicate_groups >= 4
+
+
+def test_duplicates_and_split_commands(db_url, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from boneclf.cli.main import cli
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["--database-url", db_url, *args], catch_exceptions=False)
+
+    root = tmp_path / "planted"
+    planted_folder(root, families=4, singles=8)
+    assert run("db", "upgrade").exit_code == 0
+    result = run("ingest-folder", str(root), "--dataset", "fx")
+    assert result.exit_code == 0 and "duplicate groups:" in result.output
+    result = run("duplicates", "compute", "--dataset", "fx")
+    assert result.exit_code == 0 and "exact:" in result.output and "near:" in result.output
+    groups = json.loads(run("duplicates", "list", "--dataset", "fx", "--json").output)
+    assert groups and all(g["size"] >= 2 for g in groups)
+    crossing = next(g for g in groups if g["crosses_source_splits"])
+    shown = json.loads(run("duplicates", "show", str(crossing["id"]), "--json").output)
+    assert {m["source_split"] for m in shown["members"]} == set(crossing["source_splits"])
+    assert run("duplicates", "show", "9999").exit_code == 1
+
+    assert run("audit", "split", "fx", "--no-near").exit_code == 1  # the published split leaks
+    result = run("split", "show", "fx")
+    assert "audit: LEAKS" in result.output and "duplicate groups" in result.output
+    result = run("split", "create", "fx-v1", "--dataset", "fx", "--test-from", "carve", "--dedupe")
+    assert result.exit_code == 0, result.output
+    assert "leak groups assigned whole" in result.output and "--dedupe left out" in result.output
+    assert "audit: no patient, study or duplicate group crosses subsets" in run("split", "show", "fx-v1").output
+    assert run("audit", "split", "fx-v1", "--no-near").exit_code == 0
+    result = run("split", "create", "fx-loose", "--dataset", "fx", "--test-from", "carve", "--group-by", "patient")
+    assert result.exit_code == 1 and "would leak" in result.output + (result.stderr or "")
