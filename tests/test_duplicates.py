@@ -281,3 +281,17 @@ def test_duplicates_and_split_commands(db_url, tmp_path):
     assert run("audit", "split", "fx-v1", "--no-near").exit_code == 0
     result = run("split", "create", "fx-loose", "--dataset", "fx", "--test-from", "carve", "--group-by", "patient")
     assert result.exit_code == 1 and "would leak" in result.output + (result.stderr or "")
+
+
+def test_a_group_too_large_for_the_fractions_is_reported_with_its_size(engine, tmp_path):
+    root = tmp_path / "planted"
+    planted_folder(root, families=4, singles=30)
+    ingest_folder(engine, root, dataset="planted")
+    # Every "single" file in one group: 30 of 42 images (71 %) cannot be split 60/20/20.
+    result = create_split(engine, "coarse", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve",
+                                                         group_pattern=r"^(fam\d+|single)"))
+    assert result.largest_group >= 30
+    assert any("train holds" in w and "largest" in w and f"{result.largest_group} images" in w
+               for w in result.warnings), result.warnings
+    fine = create_split(engine, "fine", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve"))
+    assert fine.warnings == [] and abs(fine.fractions["test"] - 0.2) <= 0.02
