@@ -295,3 +295,13 @@ def test_a_group_too_large_for_the_fractions_is_reported_with_its_size(engine, t
                for w in result.warnings), result.warnings
     fine = create_split(engine, "fine", SplitOptions("planted", (), val=0.2, test=0.2, test_from="carve"))
     assert fine.warnings == [] and abs(fine.fractions["test"] - 0.2) <= 0.02
+
+
+def test_a_published_test_set_that_shares_pictures_with_training_is_refused_unless_allowed(engine, tmp_path):
+    root = tmp_path / "planted"
+    planted_folder(root, families=4, singles=10)
+    ingest_folder(engine, root, dataset="planted")
+    with pytest.raises(BonedbError, match="leak group.* in both the source's held-out and training images"):
+        create_split(engine, "official", SplitOptions("planted", (), val=0.2))
+    kept = create_split(engine, "official", SplitOptions("planted", (), val=0.2, allow_leaks=True))
+    assert kept.leaks.get("duplicate groups", 0) >= 4
