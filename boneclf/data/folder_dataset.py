@@ -22,17 +22,16 @@ from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.locks import exclusive
-from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied, now
-from boneclf.store.schema import Dataset, Image, IngestExclusion, Patient, Study
+from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
+from boneclf.store.schema import Dataset, Image, Patient, Study
 
 from .duplicates import regroup
+from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import group_overlaps
 from .splits import load_records, store_assignment
 from .verify import inspect_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-# Formats (as Pillow names them, read from the bytes) that the training pipeline decodes.
-TRAINABLE_FORMATS = {"PNG", "JPEG", "MPO", "GIF", "BMP"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
 SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                 "validation": "val", "test": "test", "testing": "test"}
@@ -181,7 +180,7 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progr
     for image, check in zip(images, checks):
         if check.facts is None:
             report.bad_images.append(check.error)
-            left_out.append((image.path, f"cannot decode: {check.error.rsplit(': ', 1)[-1]}"))
+            left_out.append((image.path, check.error.replace(f"{root}/", "")))
         elif check.facts.file_format not in TRAINABLE_FORMATS:
             why = (f"{check.facts.file_format} content in a {Path(image.path).suffix} file: training reads "
                    f"{', '.join(sorted(TRAINABLE_FORMATS))}; convert it (e.g. to PNG) to include it")
@@ -243,8 +242,7 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
         insert(Dataset.__table__).values(name=dataset, root=str(root), kind="folder")
     ).inserted_primary_key[0]
     # What was seen and left out on purpose, with why: `audit dataset` tells these from unknown files.
-    insert_rows(conn, IngestExclusion.__table__, ("dataset_id", "path", "reason", "created_at"),
-                [(dataset_id, path[:512], reason[:255], now()) for path, reason in sorted(set(left_out))])
+    record_exclusions(conn, dataset_id, list(left_out))
     patients = sorted({image.patient for image, _ in good})
     insert_rows(conn, Patient.__table__, ("dataset_id", "patient_key"), [(dataset_id, p) for p in patients])
     patient_ids = dict(conn.execute(
