@@ -61,7 +61,7 @@ def _chunk_keys(bits: np.ndarray, chunks: int) -> list[np.ndarray]:
     return keys
 
 
-def near_pairs(hashes: Sequence[int] | np.ndarray, max_bits: int = NEAR_THRESHOLD, block: int = 50_000
+def near_pairs(hashes: Sequence[int] | np.ndarray, max_bits: int = NEAR_THRESHOLD, block: int = 10_000
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, bits) for every pair i < j whose hashes differ by at most MAX_BITS in some orientation,
     each pair once with its smallest distance. `block` bounds the memory of one lookup round."""

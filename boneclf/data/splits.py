@@ -214,12 +214,13 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
             raise BonedbError(f"dataset {options.dataset!r} has no images of {', '.join(options.parts)} "
                               f"(its parts: {have})")
         duplicates = list(group_memberships(conn, dataset_id).values())
+        user_groups = _user_groups(options, records)  # before --dedupe: the CSV may name any image
         omissions: dict[int, int] = {}
         if options.dedupe:
             omissions = _dedupe(conn, dataset_id, records)
             records = [r for r in records if r.image_id not in omissions]
         groups = leak_groups(records, group_by=options.group_by, duplicate_groups=duplicates,
-                             user_groups=_user_groups(options, records))
+                             user_groups=user_groups)
         assignment = assign(records, options, groups)
         content_hash = assignment_hash(records, assignment)
         existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
