@@ -305,3 +305,17 @@ def test_a_published_test_set_that_shares_pictures_with_training_is_refused_unle
         create_split(engine, "official", SplitOptions("planted", (), val=0.2))
     kept = create_split(engine, "official", SplitOptions("planted", (), val=0.2, allow_leaks=True))
     assert kept.leaks.get("duplicate groups", 0) >= 4
+
+
+@pytest.mark.parametrize("transpose", [None, *PILImage.Transpose])
+def test_every_flip_and_quarter_turn_is_a_bit_operation_on_the_near_hash(transpose):
+    import numpy as np
+
+    from boneclf.data.hashing import dihedral_variants, near_hash
+
+    picture, _ = draw_radiograph("elbow", False, 61, 83, random.Random(4))  # odd sides: no easy symmetry
+    turned = picture if transpose is None else picture.transpose(transpose)
+    variants = dihedral_variants(np.array([int(near_hash(picture), 16)], dtype=np.uint64))[:, 0]
+    assert int(near_hash(turned), 16) in {int(v) for v in variants}
+    other, _ = draw_radiograph("elbow", False, 61, 83, random.Random(5))
+    assert int(near_hash(other), 16) not in {int(v) for v in variants}
