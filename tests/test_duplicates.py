@@ -319,3 +319,14 @@ def test_every_flip_and_quarter_turn_is_a_bit_operation_on_the_near_hash(transpo
     assert int(near_hash(turned), 16) in {int(v) for v in variants}
     other, _ = draw_radiograph("elbow", False, 61, 83, random.Random(5))
     assert int(near_hash(other), 16) not in {int(v) for v in variants}
+
+
+def test_compute_on_demand_hashes_older_data_once(engine, mura):
+    from boneclf.data.duplicates import compute_duplicates
+
+    ingest_mura(engine, mura)  # without --verify: no hashes yet
+    shutil.copyfile(next(mura.rglob("image1.png")), next(mura.rglob("image2.png")))  # one byte copy
+    first = compute_duplicates(engine, "mura-v1.1")
+    assert first.hashed_now == first.images > 0 and first.exact_groups == 1 and first.exact_redundant == 1
+    again = compute_duplicates(engine, "mura-v1.1")
+    assert again.hashed_now == 0 and again.exact_groups == 1
