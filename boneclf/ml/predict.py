@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine
 
+from boneclf.bodyparts import UNKNOWN_PART
 from boneclf.data.image_names import free_path, identify_images, picture_name
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
@@ -99,16 +100,19 @@ class Predictor:
     def __init__(self, engine: Engine, bodypart_run: int | None = None, fracture_run: int | None = None):
         self.engine = engine
         self.fixed_fracture = _ReadyRun(engine, fracture_run, "fracture") if fracture_run else None
-        # A stage-2 run of one region (one part, or a folder set's `unknown`) needs no router: every
-        # image goes to it. A one-region dataset has no stage 1 to train.
+        # A stage-2 run of one region needs no router when there is none to have: a folder set's
+        # `unknown` part (no body-part model can name it), or no finished body-part run at all. A MURA
+        # part's run still goes through stage 1 when one exists, which turns away other parts.
         self.stage1: _ReadyRun | None = None
         one_region = self.fixed_fracture is not None and len(self.fixed_fracture.parts) == 1
-        if bodypart_run is None and not one_region:
+        if bodypart_run is None:
             best = best_run(list_runs(engine, stage="bodypart", status="finished"))
-            if best is None:
+            if one_region and (best is None or self.fixed_fracture.parts[0] == UNKNOWN_PART):
+                best = None
+            elif best is None:
                 raise BonedbError("no finished body-part run: train one with `bonedb train --stage bodypart`, or "
                                   "pass --fracture-run with a run of one body part (no stage 1 needed)")
-            bodypart_run = best.id
+            bodypart_run = best.id if best is not None else None
         if bodypart_run is not None:
             self.stage1 = _ReadyRun(engine, bodypart_run, "bodypart")
         # Read once per predictor, not once per image: the stage-2 candidates and the best per part.
