@@ -16,6 +16,10 @@ BODY_PARTS: tuple[str, ...] = (
 
 SOURCE_SPLITS: tuple[str, ...] = ("train", "valid")
 
+# The part of a folder dataset ingested without --part: one region, not named. It can be split,
+# exported, trained (stage 2) and evaluated like any part; stage 1 has nothing to tell apart.
+UNKNOWN_PART = "unknown"
+
 
 def parse_parts(text: str | None) -> tuple[str, ...]:
     """`"humerus,shoulder"` -> ("humerus", "shoulder"); None or "all" -> all seven."""
@@ -24,9 +28,10 @@ def parse_parts(text: str | None) -> tuple[str, ...]:
     parts = []
     for raw in text.split(","):
         part = raw.strip().lower()
-        if part not in BODY_PARTS:
+        if part not in BODY_PARTS and part != UNKNOWN_PART:
             raise BonedbError(
-                f"unknown body part {raw.strip()!r}: choose from {', '.join(BODY_PARTS)}"
+                f"unknown body part {raw.strip()!r}: choose from {', '.join(BODY_PARTS)} "
+                f"(or {UNKNOWN_PART}, a folder dataset ingested without --part)"
             )
         if part not in parts:
             parts.append(part)

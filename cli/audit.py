@@ -60,6 +60,11 @@ def _human_split(report: SplitAudit) -> None:
              lambda f: f"{', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     _section(f"near-duplicate images across subsets (distance <= {report.near_bits} bits)", report.near_duplicates,
              lambda f: f"distance {f['distance']}: " + " ~ ".join(f["paths"]))
+    _section("duplicate groups (copies, flips, rotations, re-encodings) across subsets", report.duplicate_groups,
+             lambda f: f"group {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
+    for subset, copies in sorted(report.within_subset_copies.items()):
+        click.echo(f"within {subset}: {plural(copies, 'redundant identical copy', 'redundant identical copies')} "
+                   "(not a leak; `split create --dedupe` keeps one of each)")
     for problem in report.unhashed[:SHOWN]:
         click.echo(f"not hashed: {problem}")
     click.echo("LEAKS FOUND" if report.leaks else "no leaks found")
@@ -71,7 +76,9 @@ def _human_split(report: SplitAudit) -> None:
 @json_option
 @pass_db
 def dataset_(database: Database, name, quick, json_mode):
-    """Files on disk against the database: missing, unexpected, changed since ingest.
+    """Files on disk against the database: missing, unexpected, changed since ingest. Files an ingest
+    left out on purpose (empty, undecodable, a format training cannot read) are listed with their
+    reason apart from files nobody ever saw, and do not make it exit 1.
 
     \b
     Example:
@@ -88,6 +95,7 @@ def _human_dataset(report: DatasetAudit) -> None:
     for title, items in (("missing on disk", report.missing), ("on disk, not in the database", report.unexpected),
                          ("changed since ingest", report.changed), ("unreadable", report.unreadable)):
         _section(title, items, str)
+    _section("left out by ingest on purpose (not a problem)", report.left_out, str)
     click.echo("clean" if report.clean else "PROBLEMS FOUND")
 
 

@@ -48,7 +48,7 @@ def ingest_folder(database: Database, root, dataset, part, label_map, patient_pa
 
 
 def _human(report: FolderReport) -> None:
-    for problem in report.bad_images:
+    for problem in report.bad_images + report.refused_formats:
         click.echo(f"left out: {problem}", err=True)
     state = "already ingested, unchanged" if report.unchanged else "ingested"
     per_label = ", ".join(f"{k}: {v}" for k, v in report.per_subset_label.items())
@@ -56,6 +56,7 @@ def _human(report: FolderReport) -> None:
                f"{plural(report.patients, 'patient')} ({per_label}; label 1 = abnormal)")
     if report.ingest_id is not None:
         click.echo(f"logged as ingest {report.ingest_id} (bonedb log)")
+        click.echo(f"duplicate groups: {report.duplicate_groups} (bonedb duplicates list --dataset {report.dataset})")
     if report.skipped:
         click.echo("skipped: " + ", ".join(_skipped(reason, n) for reason, n in sorted(report.skipped.items())))
     if report.source_split:

@@ -16,6 +16,7 @@ from . import (
     audit,
     db,
     demo,
+    duplicates,
     export,
     history,
     ingest,
@@ -113,8 +114,8 @@ def cli(ctx, database_url):
 
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, log.log, history.history, stats.stats,
-    split.split, export.export, audit.audit, train.train, train.weights, runs.runs, runs.evaluate, predict.predict,
-    report.report, serve.serve, demo.demo,
+    split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
+    runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):
     cli.add_command(_command)
 

@@ -17,7 +17,9 @@ from .output import print_table
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--bodypart-run", type=int, metavar="RUN", help="Stage-1 run. Default: the best finished one.")
+@click.option("--bodypart-run", type=int, metavar="RUN",
+              help="Stage-1 run. Default: the best finished one; none is used with a --fracture-run of the "
+              "unknown part (a one-region folder set), nor of one part when no stage-1 run exists.")
 @click.option("--fracture-run", type=int, metavar="RUN",
               help="Stage-2 run. Default: for each part, the best finished run covering it.")
 @click.option("--gradcam", "gradcam_dir", type=click.Path(path_type=Path, file_okay=False), metavar="OUTDIR",

@@ -177,7 +177,9 @@ def evaluate(database: Database, run_id, subset, labels, json_mode):
 
     Image level: accuracy, per-class precision/recall/F1, ROC AUC, confusion matrix. Study level
     (mean of a study's image probabilities, abnormal above 0.5): accuracy, Cohen's kappa and AUROC
-    with bootstrap 95% intervals over studies. Per body part and overall; stored with the run,
+    with bootstrap 95% intervals over studies (over leak groups where duplicate groups join studies:
+    copies of one picture are resampled together). Warns when the subset holds copies of its own
+    pictures. Per body part and overall; stored with the run,
     with the split hash and which labels (pinned or current, and their label version) it used.
 
     \b
@@ -196,6 +198,11 @@ def _human_evaluation(result: EvaluationResult) -> None:
         advice = ("scored against them (pinned); `--labels current` scores against today's"
                   if result.labels == "pinned" else "scored against today's labels (--labels current)")
         click.echo(f"warning: {changes.describe()}; {advice}", err=True)
+    if result.duplicates_in_subset:
+        click.echo(f"warning: the {result.subset} subset holds "
+                   f"{plural(result.duplicates_in_subset, 'copy', 'copies')} of its own pictures (duplicate groups): "
+                   f"they are not independent cases; intervals resample {plural(result.leak_groups, 'leak group')}, "
+                   "and `split create --dedupe` keeps one of each", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")
     if result.stage == "bodypart":

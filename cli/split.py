@@ -6,8 +6,8 @@ import json
 
 import click
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import DEFAULT_DATASET
+from boneclf.data.leak_groups import GROUP_BY
 from boneclf.data.splits import (
     TEST_FROM,
     SplitOptions,
@@ -38,7 +38,8 @@ def split():
 @split.command("create")
 @click.argument("name")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="The dataset to split.")
-@parts_option("Body parts, e.g. humerus,shoulder. Default: all seven.")
+@parts_option("Body parts, e.g. humerus,shoulder (unknown: a folder dataset ingested without --part). "
+              "Default: every part the dataset has.")
 @click.option("--val", default=0.1, show_default=True, help="Fraction for validation (of the non-test images "
               "with --test-from official, of all images with carve).")
 @click.option("--test", default=0.1, show_default=True, help="Fraction for test, with --test-from carve.")
@@ -46,37 +47,68 @@ def split():
 @click.option("--test-from", type=click.Choice(TEST_FROM), default="official", show_default=True,
               help="official: the source's own held-out images (MURA's valid split, comparable with "
               "published results); carve: a fraction of all images.")
+@click.option("--group-by", type=click.Choice(GROUP_BY), default="both", show_default=True,
+              help="What ties images into one leak group that a subset gets whole: the patient (across parts), "
+              "the duplicate groups (`bonedb duplicates compute`), or both (union).")
+@click.option("--groups-from", metavar="CSV", help="Your own group ids: a CSV with `path` and `group` columns "
+              "(paths relative to the dataset root); united with --group-by.")
+@click.option("--group-pattern", metavar="REGEX", help="Read a group id out of each file name (the first "
+              "capture group), e.g. '^(.+?)(-rotated[0-9]+)?[.]'; united with --group-by.")
+@click.option("--allow-leaks", is_flag=True, help="Store the split even when its audit finds leaks (recorded "
+              "with it; `split show` says so). Without it a leaking split is refused.")
+@click.option("--dedupe", is_flag=True, help="Keep one image of each exact-duplicate group (first by path; "
+              "copies with disagreeing labels all stay); the others are recorded as omitted.")
 @click.option("--from", "from_split", metavar="SPLIT",
               help="Re-base: the same subsets as split SPLIT, with today's labels pinned (after a relabel). "
               "Takes no other split option.")
 @json_option
 @click.pass_context
 @pass_db
-def create(database: Database, ctx, name, dataset, parts, val, test, seed, test_from, from_split, json_mode):
-    """Create split NAME: every image of a patient in one subset, across body parts, stratified by
-    part and label. The same data, options and seed give the same split on any machine and backend.
-    Each image's label is pinned as it is now; training and evaluation read the pinned labels.
+def create(database: Database, ctx, name, dataset, parts, val, test, seed, test_from, group_by, groups_from,
+           group_pattern, allow_leaks, dedupe, from_split, json_mode):
+    """Create split NAME: whole leak groups per subset (a patient across body parts, united with
+    duplicate groups: copies, flips, rotations of one picture), stratified by part and label. A split
+    whose audit still finds a leak is refused unless --allow-leaks. The same data, options and seed
+    give the same split on any machine and backend. Each image's label is pinned as it is now;
+    training and evaluation read the pinned labels.
 
     \b
     Examples:
       bonedb split create hs-v1 --parts humerus,shoulder --val 0.1 --seed 42
+      bonedb split create fx-v1 --dataset fx --test-from carve --dedupe
+      bonedb split create fx-v2 --dataset fx --test-from carve --group-pattern '^([0-9]+)'
       bonedb split create hs-v2 --from hs-v1      # same subsets, today's labels
     """
     if from_split is not None:
-        given = [f"--{p.replace('_', '-')}" for p in ("dataset", "parts", "val", "test", "seed", "test_from")
+        given = [f"--{p.replace('_', '-')}" for p in ("dataset", "parts", "val", "test", "seed", "test_from",
+                                                      "group_by", "groups_from", "group_pattern", "allow_leaks",
+                                                      "dedupe")
                  if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
         if given:
             raise click.UsageError(f"--from copies the subsets of split {from_split!r}; drop {', '.join(given)}")
         result = rebase_split(database.engine, name, from_split)
     else:
-        result = create_split(database.engine, name, SplitOptions(dataset, parts or BODY_PARTS, val, test, seed,
-                                                                  test_from))
+        result = create_split(database.engine, name, SplitOptions(
+            dataset, parts or (), val, test, seed, test_from, group_by=group_by, groups_from=groups_from,
+            group_pattern=group_pattern, allow_leaks=allow_leaks, dedupe=dedupe))
 
     def human(r):
         if r.note:
             click.echo(f"warning: {r.note}", err=True)
         verb = "created" if r.created else "already exists, unchanged:"
         click.echo(f"split {name!r} {verb} {plural(r.images, 'image')}, content hash {r.content_hash[:16]}")
+        if r.created and r.groups:
+            shares = ", ".join(f"{s} {f:.1%}" for s, f in r.fractions.items())
+            click.echo(f"{plural(r.groups, 'leak group')} assigned whole (largest: {plural(r.largest_group, 'image')});"
+                       f" shares: {shares}")
+        if r.omitted:
+            click.echo(f"--dedupe left out {plural(r.omitted, 'identical copy', 'identical copies')} "
+                       "(recorded with the copy kept)")
+        for warning in r.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if r.leaks:
+            click.echo("warning: stored with leaks (--allow-leaks): "
+                       + ", ".join(f"{n} {k}" for k, n in r.leaks.items()), err=True)
         if r.rebased_from:
             changed = r.changes.describe() if r.changes.changed else \
                 f"no label changed since split {r.rebased_from!r} was made"
@@ -128,6 +160,15 @@ def show(database: Database, name, json_mode):
         click.echo(f"labels: pinned {describe_version(s.label_version)} (the counts below are by pinned label)")
         if s.label_changes.changed:
             click.echo(f"note: {s.label_changes.describe()}")
+        if s.leaks is None:
+            click.echo("audit: not recorded (made before audits were stored; `bonedb audit split` checks it)")
+        elif s.leaks:
+            click.echo("audit: LEAKS " + ", ".join(f"{n} {k}" for k, n in s.leaks.items())
+                       + f" across subsets (`bonedb audit split {s.name}` lists them)")
+        else:
+            click.echo("audit: no patient, study or duplicate group crosses subsets")
+        if s.omitted:
+            click.echo(f"dedupe: {plural(s.omitted, 'identical copy', 'identical copies')} left out")
         print_table(s.counts)
 
     emit(summary, json_mode, human)

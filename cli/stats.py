@@ -17,7 +17,8 @@ from .output import emit, print_csv, print_table
 @click.option("--csv", "csv_mode", is_flag=True, help="Print the counts table as CSV (for spreadsheets).")
 @pass_db
 def stats(database: Database, dataset, json_mode, csv_mode):
-    """Images, studies and patients per dataset x body part x MURA split x label.
+    """Images, studies and patients per dataset x body part x MURA split x label, and the copies
+    (identical files, duplicate groups) found within each source split.
 
     label is MURA's study label: 1 = abnormal (fracture, hardware or another finding), 0 = normal.
 
@@ -35,5 +36,9 @@ def stats(database: Database, dataset, json_mode, csv_mode):
         if r.totals:
             click.echo("")
             print_table(r.totals)
+        if r.duplicates:
+            click.echo("\ncopies within each source split (identical files beyond the first; images of a "
+                       "duplicate group with another image of the same split):")
+            print_table(r.duplicates)
 
     emit(result, json_mode, human)

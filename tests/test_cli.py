@@ -68,7 +68,7 @@ def test_unknown_part_option(tmp_path):
     assert result.exit_code == 2  # a bad option value is a usage error, as click reports every other one
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: Invalid value for '--parts': unknown body part 'knee': choose from elbow, finger, forearm, hand, "
-        "humerus, shoulder, wrist")
+        "humerus, shoulder, wrist (or unknown, a folder dataset ingested without --part)")
 
 
 @pytest.mark.parametrize("port", ["3306", "1"])
@@ -99,6 +99,6 @@ def test_every_command_documents_itself_with_an_example():
 
 def test_every_command_is_registered():
     assert set(cli.commands) == {
-        "audit", "db", "demo", "evaluate", "export", "history", "ingest", "ingest-folder", "log", "predict", "report",
-        "runs", "serve", "split", "stats", "synth", "train", "weights",
+        "audit", "db", "demo", "duplicates", "evaluate", "export", "history", "ingest", "ingest-folder", "log",
+        "predict", "report", "runs", "serve", "split", "stats", "synth", "train", "weights",
     }

@@ -77,6 +77,12 @@ def test_verify_reports_missing_and_truncated_files_and_writes_nothing(engine, m
     report = ingest_mura(engine, mura, verify=True, skip_bad=True)
     assert len(report.skipped) == 2
     assert report.images_added == synth_counts(mura)[0] - 2
+    # The truncated file is still on disk: left out on purpose, with its reason, not an unknown file.
+    from boneclf.data.audit import audit_dataset
+
+    audit = audit_dataset(engine, "mura-v1.1", quick=True)
+    assert audit.unexpected == [] and len(audit.left_out) == 1
+    assert audit.left_out[0].startswith(f"{lines[3]}: cannot decode {lines[3]}")
 
 
 def test_bad_input_lists_every_problem_and_writes_nothing(engine, mura):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from boneclf.ml.metrics import (
@@ -110,3 +111,20 @@ def test_interval_caveats():
     assert "all normal" in interval_caveat(40, 0) and interval_caveat(1, 1).startswith("1 study, abnormal")
     assert "zero width" in interval_caveat(200, 80, [1.0, 1.0])
     assert interval_caveat(0, 0) == "no studies"
+
+
+def test_bootstrap_over_leak_groups_is_as_wide_as_the_groups_are_few():
+    """22 pictures, each copied 20 times, as in a published set whose test is mostly copies: an interval
+    over 440 "independent" studies is narrow; over the 22 groups it is as wide as 22 cases allow."""
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 22)
+    right = rng.random(22) < 0.7  # the model gets 70 % of the pictures right
+    probs = np.where(right, truth, 1 - truth) * 0.8 + 0.1
+    labels, scores = np.repeat(truth, 20), np.repeat(probs, 20)
+    studies = [f"s{i}" for i in range(440)]  # a folder set: one study per image
+    groups = [f"g{i // 20}" for i in range(440)]
+    naive = binary_metrics(labels, scores, studies)["study"]["accuracy_ci"]
+    grouped = binary_metrics(labels, scores, studies, groups=groups)["study"]
+    assert naive[1] - naive[0] < 0.1
+    assert grouped["accuracy_ci"][1] - grouped["accuracy_ci"][0] > 0.3
+    assert grouped["bootstrap_units"] == 22

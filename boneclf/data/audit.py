@@ -11,9 +11,10 @@ from sqlalchemy import Engine, bindparam, select, update
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import paused_gc
+from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges, label_changes
 from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
-from boneclf.store.schema import Image
+from boneclf.store.schema import Image, IngestExclusion
 
 from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
 from .verify import inspect_files
@@ -29,6 +30,10 @@ class SplitAudit(Result):
     overlaps: list[dict] = field(default_factory=list)  # patients and studies in several subsets
     exact_duplicates: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
+    # Stored duplicate groups (`bonedb duplicates`) whose members lie in several subsets: the same
+    # picture flipped, rotated, cropped or re-encoded, which the pairwise hash above misses.
+    duplicate_groups: list[dict] = field(default_factory=list)
+    within_subset_copies: dict[str, int] = field(default_factory=dict)  # subset -> redundant identical files
     unhashed: list[str] = field(default_factory=list)  # files that could not be read to hash
     near_bits: int = NEAR_DUPLICATE_BITS
     label_changes: LabelChanges | None = None  # since the split was made (not a leak; said in one line)
@@ -37,7 +42,7 @@ class SplitAudit(Result):
 
     @property
     def leaks(self) -> bool:
-        return bool(self.overlaps or self.exact_duplicates or self.near_duplicates)
+        return bool(self.overlaps or self.exact_duplicates or self.near_duplicates or self.duplicate_groups)
 
 
 def audit_split(
@@ -65,12 +70,41 @@ def audit_split(
             [(r.study_id, r.subset, r.path) for r in rows],
         )
         report.exact_duplicates = exact_duplicates([(r.content_hash, r.subset, r.path) for r in rows])
+        report.within_subset_copies = within_subset_copies([(r.content_hash, r.subset) for r in rows])
+        with engine.connect() as conn:
+            memberships = group_memberships(conn, split.dataset_id)
+        report.duplicate_groups = crossing_groups(memberships, {r.image_id: (r.subset, r.path) for r in rows})
         if near:
             found = near_duplicates([(r.perceptual_hash, r.subset, r.path) for r in rows], near_bits)
             # A pair of identical files is already listed as an exact duplicate.
             by_path = {f"{r.subset}: {r.path}": r.content_hash for r in rows}
             report.near_duplicates = [f for f in found if by_path[f["paths"][0]] != by_path[f["paths"][1]]]
     return report
+
+
+def within_subset_copies(rows) -> dict[str, int]:
+    """subset -> identical files beyond the first within that subset (rows are (content hash, subset))."""
+    seen: set = set()
+    copies: dict[str, int] = {}
+    for content, subset in rows:
+        if content is None:
+            continue
+        if (content, subset) in seen:
+            copies[subset] = copies.get(subset, 0) + 1
+        seen.add((content, subset))
+    return copies
+
+
+def crossing_groups(memberships: dict[int, list[int]], where: dict[int, tuple[str, str]]) -> list[dict]:
+    """Duplicate groups with members in more than one subset; WHERE is image id -> (subset, path)."""
+    found = []
+    for group_id, members in sorted(memberships.items()):
+        placed = sorted(where[m] for m in members if m in where)
+        subsets = sorted({subset for subset, _ in placed})
+        if len(subsets) > 1:
+            found.append({"kind": "duplicate group", "key": str(group_id), "subsets": subsets,
+                          "paths": [f"{subset}: {path}" for subset, path in placed]})
+    return found
 
 
 def _split_rows(engine: Engine, split_id: int) -> list:
@@ -110,6 +144,8 @@ class DatasetAudit(Result):
     unexpected: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    # Files on disk that an ingest saw and left out on purpose, "path: reason": not a problem.
+    left_out: list[str] = field(default_factory=list)
 
     computed = ("clean",)
 
@@ -130,6 +166,8 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
         rows = conn.execute(
             select(Image.path, Image.file_size, Image.content_hash).where(Image.dataset_id == dataset_id)
         ).all()
+        excluded = dict(conn.execute(select(IngestExclusion.path, IngestExclusion.reason)
+                                     .where(IngestExclusion.dataset_id == dataset_id)).all())
     report = DatasetAudit(dataset, str(root), len(rows))
     known = {r.path for r in rows}
     # Walk only the top-level folders the dataset's paths live in: the root may hold other data.
@@ -138,7 +176,10 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
             for name in files:
                 relative = (Path(folder) / name).relative_to(root).as_posix()
                 if Path(name).suffix.lower() in IMAGE_SUFFIXES and relative not in known:
-                    report.unexpected.append(relative)
+                    if relative in excluded:
+                        report.left_out.append(f"{relative}: {excluded[relative]}")
+                    else:
+                        report.unexpected.append(relative)
     present = []
     for row in rows:
         try:

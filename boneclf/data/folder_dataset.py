@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
-from boneclf.bodyparts import BODY_PARTS
+from boneclf.bodyparts import BODY_PARTS, UNKNOWN_PART
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -25,11 +25,12 @@ from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
+from .duplicates import regroup
+from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import group_overlaps
 from .splits import load_records, store_assignment
 from .verify import inspect_files
 
-UNKNOWN_PART = "unknown"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
 SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -75,14 +76,19 @@ class FolderReport(Result):
     per_subset_label: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     bad_images: list[str] = field(default_factory=list)  # truncated or undecodable: reported, not fatal
+    # Decodable, but in a format training cannot read (found from the bytes, whatever the name says).
+    refused_formats: list[str] = field(default_factory=list)
     source_split: str | None = None
     source_split_leaks: int = 0
     unchanged: bool = False
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
+    duplicate_groups: int = 0  # exact and near duplicate groups found among its images
 
 
-def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None) -> tuple[list[FolderImage], Counter]:
-    """Walk ROOT; returns the images and a count of skipped files by reason. Unknown label folders raise."""
+def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
+         left_out: list[tuple[str, str]] | None = None) -> tuple[list[FolderImage], Counter]:
+    """Walk ROOT; returns the images and a count of skipped files by reason. Unknown label folders raise.
+    Image files skipped on purpose (empty ones) are appended to LEFT_OUT as (path, reason)."""
     if not root.is_dir():
         raise BonedbError(f"{root}: no such folder")
     tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -111,6 +117,8 @@ def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None) -> 
                     reason = _junk_reason(full)
                     if reason:
                         skipped[reason] += 1
+                        if left_out is not None and full.suffix.lower() in IMAGE_SUFFIXES:
+                            left_out.append((full.relative_to(root).as_posix(), reason))
                         continue
                     relative = full.relative_to(root).as_posix()
                     images.append(FolderImage(relative, subset, label, _patient(pattern, name, relative)))
@@ -163,7 +171,8 @@ def ingest_folder(
 
 def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progress,
             record: IngestRecord) -> FolderReport:
-    images, skipped = scan(root, label_map, patient_pattern)
+    left_out: list[tuple[str, str]] = []
+    images, skipped = scan(root, label_map, patient_pattern, left_out)
     report = FolderReport(dataset, str(root), skipped=dict(skipped))
     with progress(len(images), "Reading images") as advance:
         checks = inspect_files(root, [i.path for i in images], advance)
@@ -171,12 +180,18 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progr
     for image, check in zip(images, checks):
         if check.facts is None:
             report.bad_images.append(check.error)
+            left_out.append((image.path, check.error.replace(f"{root}/", "")))
+        elif check.facts.file_format not in TRAINABLE_FORMATS:
+            why = (f"{check.facts.file_format} content in a {Path(image.path).suffix} file: training reads "
+                   f"{', '.join(sorted(TRAINABLE_FORMATS))}; convert it (e.g. to PNG) to include it")
+            report.refused_formats.append(f"{image.path}: {why}")
+            left_out.append((image.path, why))
         else:
             good.append((image, check.facts))
     if not good:
         raise BonedbError(f"{root}: no readable images under label folders (skipped: {dict(skipped) or 'none'})")
     record.source_sha256 = {"listing": _listing_hash(good)}
-    record.counts.rows_skipped = sum(skipped.values()) + len(report.bad_images)
+    record.counts.rows_skipped = sum(skipped.values()) + len(report.bad_images) + len(report.refused_formats)
     with engine.begin() as conn:
         existing = conn.execute(select(Dataset.id, Dataset.kind).where(Dataset.name == dataset)).first()
         if existing is not None:
@@ -188,7 +203,7 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progr
                                          rows_skipped=record.counts.rows_skipped)
             # Logged first: the source's own split pins its labels at this ingest's label version.
             report.ingest_id = log_applied(conn, record)
-            _write(conn, dataset, root, part or UNKNOWN_PART, good, report)
+            _write(conn, dataset, root, part or UNKNOWN_PART, good, report, left_out)
     report.images = len(good)
     report.patients = len({image.patient for image, _ in good})
     counts = Counter(f"{image.subset}/{image.label}" for image, _ in good)
@@ -221,10 +236,13 @@ def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> Non
         )
 
 
-def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport) -> None:
+def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport,
+           left_out: list[tuple[str, str]] = ()) -> None:
     dataset_id = conn.execute(
         insert(Dataset.__table__).values(name=dataset, root=str(root), kind="folder")
     ).inserted_primary_key[0]
+    # What was seen and left out on purpose, with why: `audit dataset` tells these from unknown files.
+    record_exclusions(conn, dataset_id, list(left_out))
     patients = sorted({image.patient for image, _ in good})
     insert_rows(conn, Patient.__table__, ("dataset_id", "patient_key"), [(dataset_id, p) for p in patients])
     patient_ids = dict(conn.execute(
@@ -244,10 +262,11 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
     insert_rows(
         conn, Image.__table__,
         ("dataset_id", "study_id", "path", "image_number", "file_size", "width", "height",
-         "content_hash", "perceptual_hash"),
+         "content_hash", "perceptual_hash", "near_hash", "file_format"),
         [(dataset_id, study_ids[key], image.path, 1, f.file_size, f.width, f.height, f.content_hash,
-          f.perceptual_hash) for (image, f), key in zip(good, keys)],
+          f.perceptual_hash, f.near_hash, f.file_format) for (image, f), key in zip(good, keys)],
     )
+    report.duplicate_groups = len(regroup(conn, dataset_id))
     if any(image.subset != "all" for image, _ in good):
         records = load_records(conn, dataset_id, (part,))
         subset_of = {image.path: image.subset for image, _ in good}

@@ -37,3 +37,90 @@ def perceptual_hash(image: Image.Image) -> str:
     low = (_DCT @ small @ _DCT.T)[:_KEEP, :_KEEP].flatten()
     bits = low > np.median(low[1:])  # the DC term (overall brightness) stays out of the median
     return np.packbits(bits).tobytes().hex()
+
+
+# --- The near-duplicate hash -------------------------------------------------------------------
+#
+# 64 bits: the signs of 63 low-frequency DCT coefficients of the central part of the picture
+# (bit 0, the DC term or brightness, is always 0). Signs, not "above the median", because the 8
+# flips and 90-degree rotations of a picture then act on the hash as bit operations: a left-right
+# flip negates the coefficients of odd horizontal frequency v (XOR with a mask), an up-down flip
+# those of odd vertical frequency u, and a transpose swaps (u, v) with (v, u) (a bit permutation).
+# So one stored hash stands for all 8 orientations, and matching tries them on the hash alone.
+# The coefficients are the lowest by u + v (a triangle, symmetric under the transpose), not an
+# 8 x 8 square: the highest frequencies of a square change sign first under a few degrees of
+# rotation or a small crop. The central crop drops the black corners a small rotation adds.
+
+NEAR_SIDE = 32
+NEAR_CROP = 0.70  # keep the central 70 % of each side
+NEAR_METHOD = "dct63-triangle-sign-dihedral"
+_DIAGONAL = 10
+# u + v <= 10 holds 66 coefficients; (0, 10) and (10, 0), the thinnest stripes, are left out: 64 with DC.
+NEAR_COEFFICIENTS = [(u, s - u) for s in range(_DIAGONAL + 1) for u in range(s + 1)
+                     if (u, s - u) not in ((0, _DIAGONAL), (_DIAGONAL, 0))]
+assert len(NEAR_COEFFICIENTS) == 64
+_NEAR_DCT = _dct_matrix(NEAR_SIDE)[:_DIAGONAL + 1]
+_ROWS = np.array([u for u, _ in NEAR_COEFFICIENTS])
+_COLS = np.array([v for _, v in NEAR_COEFFICIENTS])
+
+
+def _area_average(pixels: np.ndarray, axis: int) -> np.ndarray:
+    """PIXELS averaged over NEAR_SIDE equal intervals along AXIS, each pixel weighted by its overlap.
+
+    Done with cumulative sums rather than Pillow's resize, whose box filter is not mirror-symmetric
+    for non-integer ratios (a flipped picture would not give the flipped thumbnail), and rather than
+    a matrix product, which OpenBLAS spreads over threads: inside ingest's thread pool that made
+    each hash ten times slower on a busy machine."""
+    n = pixels.shape[axis]
+    sums = np.concatenate([np.zeros_like(np.take(pixels, [0], axis=axis)), np.cumsum(pixels, axis=axis)], axis=axis)
+    edges = np.linspace(0, n, NEAR_SIDE + 1)
+    low = np.minimum(np.floor(edges).astype(int), n - 1)
+    frac = (edges - low).reshape([-1 if a == axis else 1 for a in range(pixels.ndim)])
+    below = np.take(sums, low, axis=axis)
+    at_edges = below + frac * (np.take(sums, low + 1, axis=axis) - below)
+    return np.diff(at_edges, axis=axis) / (n / NEAR_SIDE)
+
+
+def near_hash_bits(image: Image.Image) -> np.ndarray:
+    """The 64 near-hash bits of IMAGE (bool, in NEAR_COEFFICIENTS order)."""
+    pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    height, width = pixels.shape
+    # Whole pixels, the same number off each side: a flipped picture gives the flipped crop exactly.
+    dx, dy = round(width * (1 - NEAR_CROP) / 2), round(height * (1 - NEAR_CROP) / 2)
+    centre = pixels[dy:height - dy, dx:width - dx]
+    small = _area_average(_area_average(centre, 0), 1)
+    low = _NEAR_DCT @ (small - small.mean()) @ _NEAR_DCT.T
+    bits = low[_ROWS, _COLS] > 0
+    bits[0] = False
+    return bits
+
+
+def near_hash(image: Image.Image) -> str:
+    """The near-duplicate hash as 16 hex digits (see above)."""
+    return np.packbits(near_hash_bits(image)).tobytes().hex()
+
+
+# Bit positions counted from the most significant bit, as np.packbits lays them out.
+_SHIFT = (63 - np.arange(64)).astype(np.uint64)
+_ODD_V = np.uint64(sum(1 << int(s) for s, v in zip(_SHIFT, _COLS) if v % 2))
+_ODD_U = np.uint64(sum(1 << int(s) for s, u in zip(_SHIFT, _ROWS) if u % 2))
+_TRANSPOSED = [NEAR_COEFFICIENTS.index((v, u)) for u, v in NEAR_COEFFICIENTS]
+
+
+def _transpose(hashes: np.ndarray) -> np.ndarray:
+    """Swap the bits of coefficients (u, v) and (v, u) in every hash (uint64 array)."""
+    out = np.zeros_like(hashes)
+    for bit, target in enumerate(_TRANSPOSED):
+        out |= ((hashes >> _SHIFT[bit]) & np.uint64(1)) << _SHIFT[target]
+    return out
+
+
+def dihedral_variants(hashes: np.ndarray) -> np.ndarray:
+    """(8, n) uint64: the hashes of the 8 flips and 90-degree rotations of each picture, identity first."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    transposed = _transpose(hashes)
+    rows = []
+    for base in (hashes, transposed):
+        for mask in (np.uint64(0), _ODD_V, _ODD_U, _ODD_V ^ _ODD_U):  # both flips: (-1)^(u+v)
+            rows.append(base ^ mask)
+    return np.stack(rows)

@@ -31,6 +31,8 @@ from boneclf.store.provenance import (
 )
 from boneclf.store.schema import Dataset, Image, Patient, Study
 
+from .duplicates import regroup
+from .formats import TRAINABLE_FORMATS, record_exclusions
 from .labels import LabelConflict, resolve_labels
 from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .stats import DatasetStats, dataset_stats
@@ -78,6 +80,7 @@ class IngestReport(Result):
     root_changed_from: str | None = None
     stats: DatasetStats | None = None
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
+    duplicate_groups: int | None = None  # exact and near groups after --verify (None: not computed)
 
     computed = ("changed",)
 
@@ -123,6 +126,7 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
     images = [image for image in manifest.images if image.study not in labels.bad_studies]
 
     facts: dict[str, FileFacts] = {}
+    left_out: list[tuple[str, str]] = []  # (path, reason): files --verify found and --skip-bad leaves out
     if verify:
         with progress(len(images), "Verifying images") as advance:
             checks = inspect_files(manifest.root, [image.path for image in images], advance)
@@ -132,6 +136,14 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
                 problems.append(Problem(image.file, image.line, f"{check.error}: restore the file, "
                                         "or leave it out with --skip-bad"))
                 failed.add(image.path)
+                left_out.append((image.path, check.error.replace(f"{manifest.root}/", "")))
+            elif check.facts.file_format not in TRAINABLE_FORMATS:
+                why = (f"{check.facts.file_format} content in a {Path(image.path).suffix} file: training reads "
+                       f"{', '.join(sorted(TRAINABLE_FORMATS))}; convert it (e.g. to PNG)")
+                problems.append(Problem(image.file, image.line, f"{image.path}: {why}, or leave it out with "
+                                        "--skip-bad"))
+                failed.add(image.path)
+                left_out.append((image.path, why))
             else:
                 facts[image.path] = check.facts
         images = [image for image in images if image.path not in failed]
@@ -151,6 +163,7 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
     )
     with engine.begin() as conn:
         changes = _write(conn, report, images, labels.labels, facts, manifest.labels)
+        record_exclusions(conn, _dataset_id(conn, report), left_out)
         if report.changed:
             record.counts = _counts(report)
             report.ingest_id = log_applied(conn, record)
@@ -190,6 +203,8 @@ def _write(
     study_ids, relabels = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images},
                                          labels)
     moved_studies = _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+    if facts:  # --verify read every file: its duplicate groups land with it
+        report.duplicate_groups = len(regroup(conn, dataset_id))
     if not relabels:
         return []
     report.relabeled = _explain(relabels, moved_studies, report, label_rows, images)
@@ -289,7 +304,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
     return {identity: row[0] for identity, row in existing.items()}, relabels
 
 
-_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash")
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash", "near_hash", "file_format")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> set[int]:

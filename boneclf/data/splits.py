@@ -1,7 +1,9 @@
-"""Versioned, patient-level, stratified train/val/test splits, stored immutably in the database.
+"""Versioned, leak-group-level, stratified train/val/test splits, stored immutably in the database.
 
-A split groups images by patient *across body parts* (a patient with humerus and shoulder
-studies lands in one subset), keeps each (part, label) stratum's share close to the whole, and
+A split assigns whole leak groups (`leak_groups`): a patient *across body parts* (a patient with
+humerus and shoulder studies lands in one subset) united with the dataset's duplicate groups
+(copies, flips, rotations, re-encodings of one picture) and any user-supplied group id. It keeps
+each (part, label) stratum's share close to the whole, and
 depends only on the data, the options and the seed: the order patients are considered in comes
 from a hash of (seed, patient id), never from row order or a platform's random generator.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
 
@@ -25,11 +27,23 @@ from sqlalchemy import Connection, Engine, delete, distinct, func, insert, selec
 from boneclf.errors import BonedbError
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import dataset_id_of, get_split, split_images
 from boneclf.store.runs import runs_using_split
-from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
+from boneclf.store.schema import (
+    Dataset,
+    DuplicateGroup,
+    DuplicateMember,
+    Image,
+    Patient,
+    SplitAssignment,
+    SplitOmission,
+    SplitVersion,
+    Study,
+)
 
+from .leak_groups import GROUP_BY, groups_from_pattern, leak_groups, read_group_csv
 from .leakage import group_overlaps
 
 SUBSETS = ("train", "val", "test")
@@ -48,8 +62,15 @@ class SplitOptions:
     test: float = 0.1
     seed: int = 42
     test_from: str = "official"
+    group_by: str = "both"  # patient, duplicates or both: what ties images into one leak group
+    groups_from: str | None = None  # a CSV of (path, group): the user's own group ids
+    group_pattern: str | None = None  # a regular expression reading a group id out of each file name
+    allow_leaks: bool = False  # store the split even if the audit finds leaks (recorded with it)
+    dedupe: bool = False  # keep one image per exact-duplicate group (the others recorded as omitted)
 
     def validate(self) -> None:
+        if self.group_by not in GROUP_BY:
+            raise BonedbError(f"--group-by {self.group_by!r}: choose {', '.join(GROUP_BY)}")
         if self.test_from not in TEST_FROM:
             raise BonedbError(f"--test-from {self.test_from!r}: choose official or carve")
         if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
@@ -61,6 +82,12 @@ class SplitOptions:
         data["parts"] = sorted(self.parts)
         if self.test_from == "official":
             data["test"] = None  # the source's held-out images are the test set; no fraction applies
+        # Options added with duplicate groups are stored only when not the default, so that a split
+        # made before them compares equal when it is created again with the same options.
+        for key, default in (("group_by", "both"), ("groups_from", None), ("group_pattern", None),
+                             ("allow_leaks", False), ("dedupe", False)):
+            if data[key] == default:
+                del data[key]
         return data
 
 
@@ -83,6 +110,12 @@ class SplitResult(Result):
     note: str | None = None
     rebased_from: str | None = None
     changes: LabelChanges | None = None  # re-based: what differs from the split it came from
+    leaks: dict[str, int] = field(default_factory=dict)  # the audit when stored: crossings by kind
+    omitted: int = 0  # --dedupe: identical copies left out, each recorded with the copy kept
+    groups: int = 0  # leak groups assigned
+    largest_group: int = 0  # images in the largest leak group
+    fractions: dict[str, float] = field(default_factory=dict)  # share of images per subset, as made
+    warnings: list[str] = field(default_factory=list)  # groups too large for the requested fractions
 
 
 def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
@@ -95,9 +128,12 @@ def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
     return sorted((Record(*row) for row in rows), key=lambda r: r.path)
 
 
-def assign(records: list[Record], options: SplitOptions) -> dict[int, str]:
-    """image id -> subset. Pure and deterministic."""
+def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] | None = None) -> dict[int, str]:
+    """image id -> subset, whole leak groups (GROUPS: image id -> group key; default: the patient) at a
+    time. Pure and deterministic."""
     options.validate()
+    if groups is None:
+        groups = {r.image_id: r.patient for r in records}
     if options.test_from == "official":
         held_out = [r for r in records if r.source_split in OFFICIAL_TEST]
         if not held_out:
@@ -106,37 +142,39 @@ def assign(records: list[Record], options: SplitOptions) -> dict[int, str]:
                 "ingest them, or carve a test set from the rest with --test-from carve"
             )
         pool = [r for r in records if r.source_split not in OFFICIAL_TEST]
-        crossing = sorted({r.patient for r in held_out} & {r.patient for r in pool})
-        if crossing:
+        crossing = sorted({groups[r.image_id] for r in held_out} & {groups[r.image_id] for r in pool})
+        if crossing and not options.allow_leaks:
             raise BonedbError(
-                f"patients {', '.join(crossing[:5])} are in both the source's held-out and training images, so "
-                "its own test set leaks: use --test-from carve"
+                f"{len(crossing)} leak group(s) (patients or duplicate pictures, e.g. the group of patient "
+                f"{crossing[0]}) are in both the source's held-out and training images, so its own test set "
+                "leaks: use --test-from carve (or --allow-leaks to keep the source's test set as it is)"
             )
         assignment = {r.image_id: "test" for r in held_out}
-        assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed))
+        assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed, groups))
         return assignment
     fractions = {"train": 1 - options.val - options.test, "val": options.val, "test": options.test}
-    return _stratified(records, fractions, options.seed)
+    return _stratified(records, fractions, options.seed, groups)
 
 
-def _stratified(records: list[Record], fractions: dict[str, float], seed: int) -> dict[int, str]:
-    """Assign whole patients, largest first, each to the subset whose strata most lack its images."""
+def _stratified(records: list[Record], fractions: dict[str, float], seed: int,
+                groups: dict[int, str]) -> dict[int, str]:
+    """Assign whole leak groups, largest first, each to the subset whose strata most lack its images."""
     subsets = [s for s in SUBSETS if fractions.get(s, 0) > 0]
-    by_patient: dict[str, list[Record]] = defaultdict(list)
+    by_group: dict[str, list[Record]] = defaultdict(list)
     totals: dict[tuple, int] = defaultdict(int)
     for record in records:
-        by_patient[record.patient].append(record)
+        by_group[groups[record.image_id]].append(record)
         totals[(record.part, record.label)] += 1
     target = {s: {k: fractions[s] * n for k, n in totals.items()} for s in subsets}
     have = {s: defaultdict(float) for s in subsets}
 
-    def order(patient: str) -> tuple:
-        digest = hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
-        return (-len(by_patient[patient]), digest)
+    def order(group: str) -> tuple:
+        digest = hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()
+        return (-len(by_group[group]), digest)
 
     assignment: dict[int, str] = {}
-    for patient in sorted(by_patient, key=order):
-        images = by_patient[patient]
+    for group in sorted(by_group, key=order):
+        images = by_group[group]
         counts: dict[tuple, int] = defaultdict(int)
         for record in images:
             counts[(record.part, record.label)] += 1
@@ -163,14 +201,27 @@ def assignment_hash(records: list[Record], assignment: dict[int, str]) -> str:
 
 
 def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "bonedb") -> SplitResult:
-    """Store a new split version; the same name and options again is a no-op, other options an error."""
+    """Store a new split version; the same name and options again is a no-op, other options an error.
+    No parts (an empty tuple) means every part the dataset has, `unknown` included."""
     options.validate()
     with paused_gc(), engine.begin() as conn:
         dataset_id = dataset_id_of(conn, options.dataset)
+        if not options.parts:
+            options = replace(options, parts=dataset_parts(conn, dataset_id))
         records = load_records(conn, dataset_id, options.parts)
         if not records:
-            raise BonedbError(f"dataset {options.dataset!r} has no images of {', '.join(options.parts)}")
-        assignment = assign(records, options)
+            have = ", ".join(dataset_parts(conn, dataset_id)) or "none"
+            raise BonedbError(f"dataset {options.dataset!r} has no images of {', '.join(options.parts)} "
+                              f"(its parts: {have})")
+        duplicates = list(group_memberships(conn, dataset_id).values())
+        user_groups = _user_groups(options, records)  # before --dedupe: the CSV may name any image
+        omissions: dict[int, int] = {}
+        if options.dedupe:
+            omissions = _dedupe(conn, dataset_id, records)
+            records = [r for r in records if r.image_id not in omissions]
+        groups = leak_groups(records, group_by=options.group_by, duplicate_groups=duplicates,
+                             user_groups=user_groups)
+        assignment = assign(records, options, groups)
         content_hash = assignment_hash(records, assignment)
         existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
         if existing is not None and existing.kind != kind:
@@ -178,8 +229,80 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
                               "choose another name")
         if existing is not None:
             return _existing(existing, name, options.as_parameters(), content_hash, conn)
-        return _store(conn, name, dataset_id, kind, options.as_parameters(), options.seed, records, assignment,
-                      content_hash)
+        result = _store(conn, name, dataset_id, kind, options.as_parameters(), options.seed, records, assignment,
+                        content_hash, refuse_leaks=not options.allow_leaks, duplicates=duplicates)
+        if omissions:
+            split_id = conn.execute(select(_versions.c.id).where(_versions.c.name == name)).scalar_one()
+            insert_rows(conn, SplitOmission.__table__, ("split_id", "image_id", "kept_image_id"),
+                        [(split_id, image_id, kept) for image_id, kept in sorted(omissions.items())])
+    result.omitted = len(omissions)
+    _describe_balance(result, records, assignment, groups, options)
+    return result
+
+
+def dataset_parts(conn: Connection, dataset_id: int) -> tuple[str, ...]:
+    """The body parts a dataset has images of, sorted."""
+    return tuple(sorted(conn.execute(
+        select(Study.body_part).distinct().where(Study.dataset_id == dataset_id)).scalars()))
+
+
+def _user_groups(options: SplitOptions, records: list[Record]) -> dict[str, str] | None:
+    """path -> the user's group id, from --groups-from and/or --group-pattern (the CSV wins where both say)."""
+    if not (options.groups_from or options.group_pattern):
+        return None
+    paths = [r.path for r in records]
+    groups = groups_from_pattern(options.group_pattern, paths) if options.group_pattern else {}
+    if options.groups_from:
+        groups.update(read_group_csv(options.groups_from, set(paths)))
+    return groups
+
+
+def _dedupe(conn: Connection, dataset_id: int, records: list[Record]) -> dict[int, int]:
+    """image id -> the image kept in its place: of each exact-duplicate group among RECORDS, the first by
+    path stays. Copies whose labels disagree all stay (which copy is right is not for a split to decide)."""
+    rows = conn.execute(
+        select(DuplicateMember.group_id, DuplicateMember.image_id)
+        .join(DuplicateGroup, DuplicateGroup.id == DuplicateMember.group_id)
+        .where(DuplicateGroup.dataset_id == dataset_id, DuplicateGroup.kind == "exact")
+    ).all()
+    by_id = {r.image_id: r for r in records}
+    members: dict[int, list[Record]] = defaultdict(list)
+    for group_id, image_id in rows:
+        if image_id in by_id:
+            members[group_id].append(by_id[image_id])
+    omitted = {}
+    for copies in members.values():
+        if len(copies) < 2 or len({r.label for r in copies}) > 1:
+            continue
+        kept, *rest = sorted(copies, key=lambda r: r.path)
+        omitted.update({r.image_id: kept.image_id for r in rest})
+    return omitted
+
+
+def _describe_balance(result: SplitResult, records: list[Record], assignment: dict[int, str],
+                      groups: dict[int, str], options: SplitOptions) -> None:
+    """Fill in the shares as made, and a warning for each subset whose share a too-large group pushed
+    more than 2 points away from the request."""
+    total = len(records)
+    sizes: dict[str, int] = defaultdict(int)
+    for key in groups.values():
+        sizes[key] += 1
+    result.groups, result.largest_group = len(sizes), max(sizes.values(), default=0)
+    made: dict[str, int] = defaultdict(int)
+    for subset in assignment.values():
+        made[subset] += 1
+    result.fractions = {s: round(made[s] / total, 4) for s in SUBSETS if made[s] or s != "test"}
+    if options.test_from == "official":
+        return
+    asked = {"train": 1 - options.val - options.test, "val": options.val, "test": options.test}
+    for subset, want in asked.items():
+        got = made[subset] / total
+        if abs(got - want) > 0.02:
+            biggest = max(sizes, key=lambda k: sizes[k])
+            result.warnings.append(
+                f"{subset} holds {got:.1%} of the images, asked {want:.1%} ({got - want:+.1%}): leak groups are "
+                f"too coarse; the largest (patient {biggest.split('#')[0]}'s) holds {sizes[biggest]} images, "
+                f"{sizes[biggest] / total:.1%} of the split")
 
 
 def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
@@ -211,7 +334,8 @@ def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
         else:
             # A dataset's own split may leak (the audit shows it); its re-base keeps the same subsets.
             result = _store(conn, name, old.dataset_id, "bonedb", parameters, old.seed, records, assignment,
-                            content_hash, refuse_leaks=old.kind != "source")
+                            content_hash, refuse_leaks=old.kind != "source"
+                            and not old.parameters.get("allow_leaks"))
     result.rebased_from, result.changes = source, changes
     return result
 
@@ -227,24 +351,41 @@ def store_assignment(
 
 
 def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, content_hash,
-           refuse_leaks: bool = True) -> SplitResult:
-    overlaps = group_overlaps(
-        [(r.patient, assignment[r.image_id], r.path) for r in records],
-        [(r.study_id, assignment[r.image_id], r.path) for r in records],
-    ) if refuse_leaks else []
-    if overlaps:
-        first = overlaps[0]
-        raise BonedbError(f"split {name!r} would leak ({len(overlaps)} overlaps, e.g. {first['kind']} "
-                          f"{first['key']} in {', '.join(first['subsets'])}); nothing was stored")
+           refuse_leaks: bool = True, duplicates: list | None = None) -> SplitResult:
+    if duplicates is None:
+        duplicates = list(group_memberships(conn, dataset_id).values())
+    leaks = _leak_counts(conn, records, assignment, duplicates)
+    if leaks and refuse_leaks:
+        found = ", ".join(f"{n} {kind}" for kind, n in leaks.items())
+        raise BonedbError(f"split {name!r} would leak ({found} across subsets); nothing was stored "
+                          "(`bonedb split create --allow-leaks` stores it anyway, with the leaks recorded)")
     split_id = conn.execute(
         insert(_versions).values(
             name=name, dataset_id=dataset_id, kind=kind, parameters=parameters, seed=seed,
             content_hash=content_hash, images=len(records), label_version=label_version(conn, dataset_id),
+            leaks=leaks,
         )
     ).inserted_primary_key[0]
     insert_rows(conn, SplitAssignment.__table__, ("split_id", "image_id", "subset", "label"),
                 [(split_id, r.image_id, assignment[r.image_id], r.label) for r in records])
-    return SplitResult(name, True, content_hash, len(records))
+    return SplitResult(name, True, content_hash, len(records), leaks=leaks)
+
+
+def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplicates: list) -> dict[str, int]:
+    """What `bonedb audit split` would find crossing subsets, counted by kind: patients, studies,
+    identical files (same sha256) and stored duplicate groups. Empty: no leak."""
+    overlaps = group_overlaps(
+        [(r.patient, assignment[r.image_id], r.path) for r in records],
+        [(r.study_id, assignment[r.image_id], r.path) for r in records],
+    )
+    counts: dict[str, int] = defaultdict(int)
+    for overlap in overlaps:
+        counts[f"{overlap['kind']}s"] += 1
+    for members in duplicates:
+        subsets = {assignment[m] for m in members if m in assignment}
+        if len(subsets) > 1:
+            counts["duplicate groups"] += 1
+    return dict(counts)
 
 
 def _existing(existing, name, parameters: dict, content_hash: str, conn) -> SplitResult:
@@ -314,6 +455,8 @@ class SplitSummary(Result):
     counts: list[SubsetCount]  # by the labels the split pinned
     label_version: int | None = None
     label_changes: LabelChanges | None = None
+    leaks: dict[str, int] | None = None  # the audit when stored ({}: none; None: made before audits were kept)
+    omitted: int = 0  # images --dedupe left out
 
 
 def split_summary(engine: Engine, name: str) -> SplitSummary:
@@ -332,9 +475,11 @@ def split_summary(engine: Engine, name: str) -> SplitSummary:
         ).all()
         dataset = conn.execute(select(Dataset.name).where(Dataset.id == split.dataset_id)).scalar_one()
         changes = label_changes(conn, split)
+        omitted = conn.execute(select(func.count()).select_from(SplitOmission)
+                               .where(SplitOmission.split_id == split.id)).scalar_one()
     counts = sorted((SubsetCount(*r) for r in rows), key=lambda r: (SUBSETS.index(r.subset), r.part, r.label))
     return SplitSummary(split.name, dataset, split.kind, split.seed, split.parameters, split.content_hash,
-                        split.created_at, counts, split.label_version, changes)
+                        split.created_at, counts, split.label_version, changes, split.leaks, omitted)
 
 
 def split_image_paths(engine: Engine, name: str) -> dict[str, list[str]]:

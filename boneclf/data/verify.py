@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .hashing import content_hash, perceptual_hash
+from .hashing import content_hash, near_hash, perceptual_hash
 
 Progress = Callable[[int], None]
 
@@ -27,6 +27,8 @@ class FileFacts:
     height: int
     content_hash: str
     perceptual_hash: str
+    near_hash: str
+    file_format: str  # read from the bytes by Pillow (JPEG, PNG, GIF, ...), whatever the file is named
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,11 @@ def inspect_file(root: Path, relative: str) -> FileCheck:
             image.load()  # decode every pixel: verify() alone misses truncated data
             width, height = image.size
             picture_hash = perceptual_hash(image)
+            near = near_hash(image)
+            file_format = (image.format or "unknown")[:8]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return FileCheck(relative, None, f"cannot decode {full}: {exc}")
-    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash)
+    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format)
     return FileCheck(relative, facts, None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -11,8 +12,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy import Engine
 
+from boneclf.data.leak_groups import UnionFind
 from boneclf.errors import BonedbError
 from boneclf.results import Result
+from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import EvaluationRecord, RunRecord, get_run, latest_evaluation, save_evaluation
 
@@ -99,6 +102,10 @@ class EvaluationResult(Result):
     labels: str | None = None  # pinned (the split's) or current (today's)
     label_version: int | None = None  # of the labels it scored against
     label_changes: LabelChanges | None = None  # stage 2: pinned labels of the subset that differ from today's
+    # Copies of one picture inside the scored subset (images beyond the first of each duplicate group):
+    # they are not independent test cases; intervals resample leak groups, and the CLI warns.
+    duplicates_in_subset: int = 0
+    leak_groups: int | None = None  # the units the intervals resampled (studies united with duplicate groups)
 
     @classmethod
     def from_record(cls, run: RunRecord, record: EvaluationRecord) -> EvaluationResult:
@@ -140,11 +147,14 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
         result.overall = multiclass_metrics(used.labels, probabilities, loaded.class_names)
     else:
         scores = probabilities.reshape(-1)
-        result.overall = binary_metrics(used.labels, scores, used.studies)
+        groups, result.duplicates_in_subset = _leak_clusters(engine, data.split.dataset_id, used)
+        result.leak_groups = len(set(groups))
+        result.overall = binary_metrics(used.labels, scores, used.studies, groups=groups)
         result.per_part = {
             part: binary_metrics([y for y, p in zip(used.labels, used.parts) if p == part],
                                  [s for s, p in zip(scores, used.parts) if p == part],
-                                 [k for k, p in zip(used.studies, used.parts) if p == part])
+                                 [k for k, p in zip(used.studies, used.parts) if p == part],
+                                 groups=[g for g, p in zip(groups, used.parts) if p == part])
             for part in sorted(set(used.parts))
         }
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
@@ -154,6 +164,26 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
     result.evaluation_id = save_evaluation(engine, run_id, subset, stored, split_hash=result.split_hash,
                                            labels=labels, label_version=result.label_version)
     return result
+
+
+def _leak_clusters(engine: Engine, dataset_id: int, examples) -> tuple[list[str], int]:
+    """(a leak-group key per example, copies within the examples): studies united with the dataset's
+    duplicate groups, so that copies of one picture are resampled together. For MURA (no duplicates)
+    each study is its own group, the protocol as before."""
+    with engine.connect() as conn:
+        memberships = group_memberships(conn, dataset_id)
+    row_of: dict[int, list[int]] = defaultdict(list)
+    for row, image_id in enumerate(examples.image_ids):
+        row_of[image_id].append(row)
+    studies, rows, grouped = UnionFind(), UnionFind(), set()
+    for members in memberships.values():
+        present = [row for m in members for row in row_of.get(m, [])]
+        if len(present) > 1:
+            studies.union(examples.studies[row] for row in present)
+            rows.union(present)
+            grouped.update(present)
+    copies = len(grouped) - len({rows.root(row) for row in grouped})
+    return [studies.root(study) for study in examples.studies], copies
 
 
 def predictions_file(folder: Path, subset: str, labels: str | None) -> Path:

@@ -86,9 +86,18 @@ class ImageSpec:
 
 
 def decode_full(data):
-    """Encoded bytes (PNG, JPEG, GIF's first frame, BMP) -> (H, W, 1) uint8 at full size."""
+    """Encoded bytes (PNG, JPEG, GIF's first frame, BMP) -> (H, W, 1) uint8 at full size.
+
+    The format comes from the bytes, not the file name. TensorFlow decodes GIF only to 3 channels
+    (asking it for 1 fails, and the pipeline would drop the file), so a GIF is decoded in colour
+    and made gray; every other format keeps the single-channel decode it always had."""
     tf = tensorflow()
-    image = tf.io.decode_image(data, channels=1, expand_animations=False)
+    is_gif = tf.equal(tf.strings.substr(data, 0, 3), "GIF")
+    image = tf.cond(
+        is_gif,
+        lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, channels=3, expand_animations=False)),
+        lambda: tf.io.decode_image(data, channels=1, expand_animations=False),
+    )
     image.set_shape([None, None, 1])
     return image
 

@@ -117,15 +117,27 @@ def study_scores(studies, labels, probabilities) -> tuple[list[str], np.ndarray,
     return keys, np.array([truth[k] for k in keys]), np.array([np.mean(grouped[k]) for k in keys])
 
 
-def bootstrap_interval(statistic, *arrays, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> list[float]:
-    """95% percentile interval of statistic(*arrays) over resamples of the rows (studies)."""
+def bootstrap_interval(statistic, *arrays, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0,
+                       clusters=None) -> list[float]:
+    """95% percentile interval of statistic(*arrays) over resamples of the rows (studies), or, with
+    `clusters` (one key per row), over resamples of whole clusters: rows that are not independent (copies
+    of one picture, one patient's studies) are drawn together, as they would come from a new sample."""
     n = len(arrays[0])
     if n == 0:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
+    members = None
+    if clusters is not None:
+        by_cluster: dict = defaultdict(list)
+        for row, key in enumerate(clusters):
+            by_cluster[key].append(row)
+        members = [np.array(rows) for _, rows in sorted(by_cluster.items(), key=lambda kv: str(kv[0]))]
     values = []
     for _ in range(rounds):
-        index = rng.integers(0, n, n)
+        if members is None:
+            index = rng.integers(0, n, n)
+        else:
+            index = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
         value = statistic(*(np.asarray(a)[index] for a in arrays))
         if not np.isnan(value):
             values.append(value)
@@ -134,8 +146,9 @@ def bootstrap_interval(statistic, *arrays, rounds: int = BOOTSTRAP_ROUNDS, seed:
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
-def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = True) -> dict:
-    """Image-level and study-level scores for a normal/abnormal model."""
+def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = True, groups=None) -> dict:
+    """Image-level and study-level scores for a normal/abnormal model. GROUPS (one leak-group key per
+    image, optional) makes the intervals resample leak groups of studies instead of single studies."""
     labels, probabilities = np.asarray(labels, int), np.asarray(probabilities, float)
     predictions = (probabilities > THRESHOLD).astype(int)
     accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
@@ -154,12 +167,17 @@ def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = Tru
         "auc": roc_auc(study_labels, study_probs),
         "confusion": confusion(study_labels, study_pred, 2).tolist(),
     }
+    clusters = None
+    if groups is not None:
+        group_of = dict(zip(studies, groups))  # a study's images share a leak group
+        clusters = [group_of[k] for k in keys]
+        study["bootstrap_units"] = len(set(clusters))
     if with_intervals:
         study["accuracy_ci"] = bootstrap_interval(lambda y, p: float(((p > THRESHOLD) == y).mean()),
-                                                  study_labels, study_probs)
+                                                  study_labels, study_probs, clusters=clusters)
         study["kappa_ci"] = bootstrap_interval(lambda y, p: cohen_kappa(y, (p > THRESHOLD).astype(int)),
-                                               study_labels, study_probs)
-        study["auc_ci"] = bootstrap_interval(roc_auc, study_labels, study_probs)
+                                               study_labels, study_probs, clusters=clusters)
+        study["auc_ci"] = bootstrap_interval(roc_auc, study_labels, study_probs, clusters=clusters)
     return {"image": image, "study": study}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine
 
+from boneclf.bodyparts import UNKNOWN_PART
 from boneclf.data.image_names import free_path, identify_images, picture_name
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
@@ -98,13 +99,22 @@ class Predictor:
 
     def __init__(self, engine: Engine, bodypart_run: int | None = None, fracture_run: int | None = None):
         self.engine = engine
+        self.fixed_fracture = _ReadyRun(engine, fracture_run, "fracture") if fracture_run else None
+        # A stage-2 run of one region needs no router when there is none to have: a folder set's
+        # `unknown` part (no body-part model can name it), or no finished body-part run at all. A MURA
+        # part's run still goes through stage 1 when one exists, which turns away other parts.
+        self.stage1: _ReadyRun | None = None
+        one_region = self.fixed_fracture is not None and len(self.fixed_fracture.parts) == 1
         if bodypart_run is None:
             best = best_run(list_runs(engine, stage="bodypart", status="finished"))
-            if best is None:
-                raise BonedbError("no finished body-part run: train one with `bonedb train --stage bodypart`")
-            bodypart_run = best.id
-        self.stage1 = _ReadyRun(engine, bodypart_run, "bodypart")
-        self.fixed_fracture = _ReadyRun(engine, fracture_run, "fracture") if fracture_run else None
+            if one_region and (best is None or self.fixed_fracture.parts[0] == UNKNOWN_PART):
+                best = None
+            elif best is None:
+                raise BonedbError("no finished body-part run: train one with `bonedb train --stage bodypart`, or "
+                                  "pass --fracture-run with a run of one body part (no stage 1 needed)")
+            bodypart_run = best.id if best is not None else None
+        if bodypart_run is not None:
+            self.stage1 = _ReadyRun(engine, bodypart_run, "bodypart")
         # Read once per predictor, not once per image: the stage-2 candidates and the best per part.
         self._candidates = [] if fracture_run else list_runs(engine, stage="fracture", status="finished")
         self._best_for: dict[str, int | None] = {}
@@ -138,8 +148,9 @@ class Predictor:
         return result
 
     def _stage_one(self, result: Prediction, files: dict[int, bytes]) -> tuple[dict, dict]:
-        """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded."""
-        run = self.stage1
+        """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded.
+        Without stage 1, the fixed stage-2 run's one part is every image's part (and its inputs are made)."""
+        run = self.stage1 or self.fixed_fracture
         pictures: dict[int, np.ndarray] = {}
         inputs: dict[int, np.ndarray] = {}
         for i in sorted(files):
@@ -147,6 +158,10 @@ class Predictor:
                 pictures[i], inputs[i] = run.spec.load(files[i])
             except BonedbError as exc:
                 result.images[i].error = f"{result.images[i].path}: {exc}"
+        if self.stage1 is None:
+            for i in inputs:
+                result.images[i].part = run.parts[0]
+            return pictures, inputs
         order = sorted(inputs)
         for start in range(0, len(order), BATCH):
             chunk = order[start:start + BATCH]
@@ -184,7 +199,7 @@ class Predictor:
             for start in range(0, len(indices), BATCH):
                 chunk = indices[start:start + BATCH]
                 # The stage-2 run's own image spec: it may differ from stage 1's (size, pad, Canny).
-                same = run.spec == self.stage1.spec
+                same = run.spec == (self.stage1 or self.fixed_fracture).spec
                 batch = np.stack([inputs[i] if same else run.spec.load(files[i])[1] for i in chunk])
                 if explainer is not None:
                     heatmaps, outputs = explainer(batch)

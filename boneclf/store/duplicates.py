@@ -68,7 +68,10 @@ class GroupPlan:
 def replace_groups(conn: Connection, dataset_id: int, plans: list[GroupPlan], *, method: dict[str, str],
                    threshold: dict[str, float]) -> int:
     """Delete the dataset's groups and store `plans` instead (method and threshold per kind); returns
-    how many groups were stored. Runs in the caller's transaction: all or nothing."""
+    how many groups there are. Runs in the caller's transaction: all or nothing. When the stored groups
+    are already these, nothing is written (a repeated ingest or compute changes nothing)."""
+    if _stored_plans(conn, dataset_id) == _comparable(plans, method, threshold):
+        return len(plans)
     conn.execute(delete(_groups).where(_groups.c.dataset_id == dataset_id))
     stored = 0
     members: list[tuple] = []
@@ -80,6 +83,26 @@ def replace_groups(conn: Connection, dataset_id: int, plans: list[GroupPlan], *,
         stored += 1
     insert_rows(conn, _members, ("group_id", "image_id", "distance"), members)
     return stored
+
+
+def _comparable(plans: list[GroupPlan], method: dict[str, str], threshold: dict[str, float]) -> set:
+    return {(p.kind, method[p.kind], float(threshold[p.kind]),
+             frozenset((image_id, None if d is None else float(d)) for image_id, d in p.members)) for p in plans}
+
+
+def _stored_plans(conn: Connection, dataset_id: int) -> set:
+    rows = conn.execute(
+        select(_groups.c.id, _groups.c.kind, _groups.c.method, _groups.c.threshold, _members.c.image_id,
+               _members.c.distance)
+        .join(_members, _members.c.group_id == _groups.c.id)
+        .where(_groups.c.dataset_id == dataset_id)
+    ).all()
+    groups: dict[int, tuple] = {}
+    members: dict[int, set] = defaultdict(set)
+    for row in rows:
+        groups[row.id] = (row.kind, row.method, float(row.threshold))
+        members[row.id].add((row.image_id, None if row.distance is None else float(row.distance)))
+    return {(*groups[g], frozenset(members[g])) for g in groups}
 
 
 def group_memberships(conn: Connection, dataset_id: int, kinds: tuple[str, ...] = ("exact", "near")

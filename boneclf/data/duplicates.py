@@ -1,0 +1,248 @@
+"""Duplicate groups: which images of a dataset are the same picture, and computing them on demand.
+
+Two kinds, both stored by `boneclf.store.duplicates`:
+- **exact**: files with the same sha256 (two or more of them);
+- **near**: pictures whose near hashes (`hashing.near_hash`) differ by at most NEAR_THRESHOLD
+  bits in some orientation (the 8 flips and 90-degree rotations), joined transitively. A near group
+  is only stored when it holds two or more *different* files: byte copies alone are an exact group.
+
+Matching is not quadratic. Multi-index hashing: the 63 informative bits are cut into
+`threshold + 1` chunks, and two hashes within `threshold` bits agree exactly on at least one chunk
+(pigeonhole), so only images sharing a chunk value are compared. Each image's 8 orientations are
+looked up against every image's stored hash. Union-find joins the matches into groups.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, Engine, bindparam, select, update
+
+from boneclf.progress import ProgressFactory, silent
+from boneclf.results import Result
+from boneclf.store.duplicates import (
+    DuplicateGroupInfo,
+    GroupPlan,
+    get_duplicate_group,
+    list_duplicate_groups,
+    replace_groups,
+)
+from boneclf.store.queries import dataset_id_of, dataset_root
+from boneclf.store.schema import Image
+
+from .hashing import NEAR_METHOD, dihedral_variants
+from .verify import inspect_files
+
+# Bits (of 63) at or below which two pictures are near duplicates: chosen on the measurements of
+# benchmarks/near_duplicate_benchmark.py (BENCHMARKS.md, "Near duplicates").
+NEAR_THRESHOLD = 6
+# Distinct pictures at most in one near group (see `components`).
+NEAR_GROUP_CAP = 16
+EXACT_METHOD = "sha256"
+
+_SHIFTS = np.arange(62, -1, -1, dtype=np.uint64)  # bits 1..63 (the DC bit, the top one, is always 0)
+
+
+def _bits(hashes: np.ndarray) -> np.ndarray:
+    """(n, 63) uint8: the informative bits of each hash, most significant first."""
+    return ((hashes[:, None] >> _SHIFTS[None, :]) & np.uint64(1)).astype(np.uint8)
+
+
+def _chunk_keys(bits: np.ndarray, chunks: int) -> list[np.ndarray]:
+    keys = []
+    # Interleaved, not contiguous: neighbouring bits are neighbouring frequencies, alike from picture to
+    # picture, and a chunk of only the lowest ones would put most pictures in a few buckets.
+    for part in (np.arange(c, bits.shape[1], chunks) for c in range(chunks)):
+        weights = (np.uint64(1) << np.arange(len(part), dtype=np.uint64))
+        keys.append((bits[:, part].astype(np.uint64) * weights).sum(axis=1))
+    return keys
+
+
+def near_pairs(hashes: Sequence[int] | np.ndarray, max_bits: int = NEAR_THRESHOLD, block: int = 10_000
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, bits) for every pair i < j whose hashes differ by at most MAX_BITS in some orientation,
+    each pair once with its smallest distance. `block` bounds the memory of one lookup round."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    if n < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    variants = dihedral_variants(hashes)  # (8, n)
+    queries = variants.reshape(-1)
+    owners = np.tile(np.arange(n), 8)
+    chunks = max_bits + 1
+    stored_keys = _chunk_keys(_bits(hashes), chunks)
+    query_keys = _chunk_keys(_bits(queries), chunks)
+    found_i, found_j, found_d = [], [], []
+    for stored, asked in zip(stored_keys, query_keys):
+        order = np.argsort(stored, kind="stable")
+        sorted_keys = stored[order]
+        lo = np.searchsorted(sorted_keys, asked, side="left")
+        hi = np.searchsorted(sorted_keys, asked, side="right")
+        for start in range(0, len(queries), block):
+            stop = start + block
+            counts = (hi[start:stop] - lo[start:stop]).astype(np.int64)
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            q = np.repeat(np.arange(start, min(stop, len(queries))), counts)
+            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            j = order[np.repeat(lo[start:stop], counts) + offsets]
+            i = owners[q]
+            keep = i < j
+            q, i, j = q[keep], i[keep], j[keep]
+            d = np.bitwise_count(queries[q] ^ hashes[j]).astype(np.int64)
+            close = d <= max_bits
+            found_i.append(i[close])
+            found_j.append(j[close])
+            found_d.append(d[close])
+    if not found_i:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    i, j, d = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+    # One row per pair, its smallest distance: sort by (pair, distance) and keep each pair's first.
+    pair = i.astype(np.int64) * n + j
+    order = np.lexsort((d, pair))
+    pair, d = pair[order], d[order]
+    first = np.ones(len(pair), dtype=bool)
+    first[1:] = pair[1:] != pair[:-1]
+    pair, d = pair[first], d[first]
+    return pair // n, pair % n, d
+
+
+def components(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray, distances: np.ndarray | None = None,
+               cap: int | None = None) -> list[list[int]]:
+    """Groups of size >= 2 joined by the pairs (union-find), each sorted, in order of their first member.
+
+    With `cap`, the closest pairs are joined first and a join that would make a group larger than
+    `cap` is skipped: single linkage chains, and on pictures as alike as radiographs of one body
+    part a few false matches would otherwise chain thousands of images into one group (measured:
+    BENCHMARKS.md). True families of copies are small and close, so they are joined before the cap
+    bites."""
+    parent = list(range(n))
+    size = [1] * n
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    order = np.lexsort((pairs_j, pairs_i, distances)) if distances is not None else range(len(pairs_i))
+    for k in order:
+        ra, rb = find(int(pairs_i[k])), find(int(pairs_j[k]))
+        if ra == rb or (cap is not None and size[ra] + size[rb] > cap):
+            continue
+        keep, other = min(ra, rb), max(ra, rb)
+        parent[other] = keep
+        size[keep] += size[other]
+    found: dict[int, list[int]] = defaultdict(list)
+    for x in range(n):
+        found[find(x)].append(x)
+    return [members for _, members in sorted(found.items()) if len(members) > 1]
+
+
+@dataclass(frozen=True)
+class HashedImage:
+    image_id: int
+    content_hash: str
+    near_hash: str  # 16 hex digits
+
+
+def plan_groups(images: Sequence[HashedImage], max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
+    """Exact groups (same content hash) and near groups (close near hashes over distinct contents)."""
+    by_content: dict[str, list[int]] = defaultdict(list)
+    near_of: dict[str, str] = {}
+    for image in sorted(images, key=lambda im: im.image_id):
+        by_content[image.content_hash].append(image.image_id)
+        near_of.setdefault(image.content_hash, image.near_hash)
+    plans = [GroupPlan("exact", [(image_id, None) for image_id in ids])
+             for ids in by_content.values() if len(ids) > 1]
+    contents = list(by_content)
+    hashes = np.array([int(near_of[c], 16) for c in contents], dtype=np.uint64)
+    i, j, d = near_pairs(hashes, max_bits)
+    variants = dihedral_variants(hashes)
+    for members in components(len(contents), i, j, d, NEAR_GROUP_CAP):
+        first = members[0]
+        # Distance of each member to the group's first picture, in its best orientation.
+        distance = np.bitwise_count(variants[:, members] ^ hashes[first]).min(axis=0)
+        plans.append(GroupPlan("near", [(image_id, float(bits)) for m, bits in zip(members, distance)
+                                        for image_id in by_content[contents[m]]]))
+    return plans
+
+
+def regroup(conn: Connection, dataset_id: int, max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
+    """Replace the dataset's groups with those of its hashed images, in the caller's transaction
+    (ingest calls it as it writes, so images and their groups land together)."""
+    rows = conn.execute(select(Image.id, Image.content_hash, Image.near_hash)
+                        .where(Image.dataset_id == dataset_id, Image.content_hash.is_not(None),
+                               Image.near_hash.is_not(None))).all()
+    plans = plan_groups([HashedImage(*row) for row in rows], max_bits)
+    replace_groups(conn, dataset_id, plans, method={"exact": EXACT_METHOD, "near": NEAR_METHOD},
+                   threshold={"exact": 0.0, "near": float(max_bits)})
+    return plans
+
+
+@dataclass
+class DuplicatesResult(Result):
+    dataset: str
+    images: int
+    hashed_now: int  # images read now because an older ingest stored no near hash
+    unreadable: list[str]  # files that could not be read (left out of the groups)
+    exact_groups: int
+    exact_redundant: int  # images beyond the first of each exact group
+    near_groups: int
+    near_images: int
+    threshold: int
+    method: str
+
+
+def compute_duplicates(engine: Engine, dataset: str, *, max_bits: int = NEAR_THRESHOLD,
+                       progress: ProgressFactory = silent) -> DuplicatesResult:
+    """Hash what has no hash yet, then replace the dataset's duplicate groups with freshly computed ones."""
+    with engine.connect() as conn:
+        dataset_id = dataset_id_of(conn, dataset)
+        root = dataset_root(conn, dataset_id)
+        rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash)
+                            .where(Image.dataset_id == dataset_id).order_by(Image.id)).all()
+    todo = [r for r in rows if r.content_hash is None or r.near_hash is None]
+    measured: dict[int, tuple[str, str]] = {}
+    unreadable = []
+    if todo:
+        with progress(len(todo), "hashing images") as advance:
+            checks = inspect_files(root, [r.path for r in todo], advance)
+        for row, check in zip(todo, checks):
+            if check.facts is None:
+                unreadable.append(check.error)
+            else:
+                measured[row.id] = (check.facts.content_hash, check.facts.near_hash)
+    with engine.begin() as conn:
+        if measured:
+            conn.execute(
+                update(Image).where(Image.id == bindparam("b_id"))
+                .values(content_hash=bindparam("b_hash"), near_hash=bindparam("b_near"))
+                .execution_options(synchronize_session=False),
+                [{"b_id": k, "b_hash": c, "b_near": n} for k, (c, n) in measured.items()],
+            )
+        plans = regroup(conn, dataset_id, max_bits)
+    exact = [p for p in plans if p.kind == "exact"]
+    near = [p for p in plans if p.kind == "near"]
+    return DuplicatesResult(dataset, len(rows), len(measured), unreadable, len(exact),
+                            sum(len(p.members) - 1 for p in exact), len(near), sum(len(p.members) for p in near),
+                            max_bits, NEAR_METHOD)
+
+
+def list_groups(engine: Engine, dataset: str | None = None, limit: int = 50, offset: int = 0
+                ) -> list[DuplicateGroupInfo]:
+    """A page of stored groups, largest first."""
+    with engine.connect() as conn:
+        return list_duplicate_groups(conn, dataset, limit, offset)
+
+
+def show_group(engine: Engine, group_id: int) -> DuplicateGroupInfo:
+    """One stored group with its members."""
+    with engine.connect() as conn:
+        return get_duplicate_group(conn, group_id)
