@@ -39,7 +39,7 @@ from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, warm
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
-from .training_data import STAGES, load_stage_data, sample_weights
+from .training_data import STAGES, StageData, load_stage_data, sample_weights
 from .weights import import_command
 
 CACHE_MODES = ("memory", "disk", "none")
@@ -75,6 +75,8 @@ class TrainConfig:
     patience: int = 5
     tensorboard: bool = True
     runs_dir: str = "runs"
+    from_export: str | None = None  # an export folder to train from, with no database
+
 
     def resolved(self) -> TrainConfig:
         if self.stage not in STAGES:
@@ -114,7 +116,7 @@ class TrainConfig:
 
 @dataclass
 class RunResult(Result):
-    run_id: int
+    run_id: int | None  # None: trained from an export, not recorded (yet)
     stage: str
     parts: list[str]
     architecture: str
@@ -130,12 +132,19 @@ class RunResult(Result):
         return headline(self.metrics)
 
 
-def train(engine: Engine, config: TrainConfig, *, progress: ProgressFactory = silent, verbose="auto",
+def train(engine: Engine | None, config: TrainConfig, *, progress: ProgressFactory = silent, verbose="auto",
           callbacks: list | None = None) -> list[RunResult]:
-    """Train what the config asks for: one run, or for stage 2 without --shared one run per part."""
+    """Train what the config asks for: one run, or for stage 2 without --shared one run per part.
+
+    With `config.from_export` the examples come from that export folder and no database is used
+    (engine may be None): each run is a folder under runs_dir that `bonedb runs import` records later."""
+    if config.from_export:
+        config = _with_export_spec(config)
     config = config.resolved()
+    if not config.from_export and engine is None:
+        raise BonedbError("training needs a database, or an export folder (--from-export DIR)")
     if config.stage == "fracture" and not config.shared:
-        data = load_stage_data(engine, config.split, "fracture", config.parts)
+        data = _stage_data(engine, config, config.parts)
         groups = [(part,) for part in sorted(set(data.subsets["train"].parts))]
         _check_every_part(engine, config, groups)
     else:
@@ -154,7 +163,7 @@ def _check_every_part(engine: Engine, config: TrainConfig, groups: list[tuple[st
     bad, reasons = [], []
     for group in groups:
         try:
-            load_stage_data(engine, config.split, config.stage, group)
+            _stage_data(engine, config, group)
         except BonedbError as exc:
             bad.append(group[0])
             reasons.append(str(exc))
@@ -163,6 +172,31 @@ def _check_every_part(engine: Engine, config: TrainConfig, groups: list[tuple[st
         remedy = f"leave {', '.join(bad)} out (--parts {','.join(good)}) or" if good else "choose another split or"
         raise BonedbError(f"{'; '.join(reasons)}; nothing was trained: {remedy} train one model over all "
                           "parts with --shared")
+
+
+def _with_export_spec(config: TrainConfig) -> TrainConfig:
+    """The config with the export's split name and, for decoded shards, their image size, pad and Canny."""
+    from .export_data import read_marker
+
+    folder = Path(config.from_export).absolute()
+    marker = read_marker(folder)
+    config = replace(config, from_export=str(folder), split=marker["split"])
+    stored = marker.get("image_spec")
+    if not stored:
+        return config
+    if config.image_size not in (None, stored["size"]):
+        raise BonedbError(f"{folder} holds images decoded at {stored['size']} px: leave out --image-size "
+                          f"{config.image_size}, or export the split again with --image-size {config.image_size}")
+    return replace(config, image_size=stored["size"], pad=stored["pad"], canny=stored["canny"])
+
+
+def _stage_data(engine: Engine | None, config: TrainConfig, parts: tuple[str, ...] | None) -> StageData:
+    """The examples of a stage, from the config's export folder or from the database."""
+    if config.from_export:
+        from .export_data import load_export_stage_data
+
+        return load_export_stage_data(Path(config.from_export), config.stage, parts)
+    return load_stage_data(engine, config.split, config.stage, parts)
 
 
 def _interrupted_after(exc: KeyboardInterrupt, done: list[RunResult]) -> Interrupted:
@@ -184,6 +218,9 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
     since the run would no longer be the run its record describes.
     """
     row = get_run(engine, run_id)
+    if row.parameters.get("from_export"):
+        raise BonedbError(f"run {run_id} was trained from an export and imported: it cannot be resumed here; "
+                          "train a new run")
     if row.status == "finished":
         raise BonedbError(f"run {run_id} already finished: nothing to resume")
     foreign = Path(row.artifact_dir).exists() and not_the_runs_folder(Path(row.artifact_dir), row)
@@ -242,20 +279,14 @@ def _check_tensorboard(wanted: bool) -> None:
 def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_id: int | None = None) -> RunResult:
     tf = tensorflow()
     keras = _keras()
-    data = load_stage_data(engine, config.split, config.stage, config.parts)
+    data = _stage_data(engine, config, config.parts)
     parts = sorted(set(data.subsets["train"].parts))
     config = replace(config, parts=tuple(parts))
     resuming = run_id is not None
-    if run_id is None:
-        run_id = create_run(engine, stage=config.stage, parts=tuple(parts), architecture=config.arch,
-                            parameters=config.to_parameters(), image_spec=config.image_spec().to_dict(),
-                            split=data.split, label_version=data.label_version, tf_version=tf.__version__,
-                            runs_dir=str(Path(config.runs_dir).absolute()))
-    else:
-        set_status(engine, run_id, "running")
-    run_dir = Path(get_run(engine, run_id).artifact_dir)
-    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
-        set_status(engine, run_id, "failed", error=f"{run_dir} already holds files")
+    ledger = _FolderLedger() if config.from_export else _DatabaseLedger(engine)
+    run_id, run_dir = ledger.open(config, data, run_id)
+    if not resuming and run_dir.exists() and any(run_dir.iterdir()) and not config.from_export:
+        ledger.close("failed", error=f"{run_dir} already holds files")
         raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
                           "database?): pass another --runs-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,23 +300,111 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
         _write_json(run_dir / "config.json", {**config.to_parameters(), "run_id": run_id,
                                               "image_spec": config.image_spec().to_dict(),
                                               "split_hash": data.split.content_hash,
-                                              "label_version": data.label_version})
+                                              "label_version": data.label_version,
+                                              "versions": versions(tf)})
         _write_json(run_dir / "class_names.json", data.class_names)
+        ledger.started(run_dir)
         job = _Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming)
         result.metrics, result.skipped_images = job.run()
         result.status = "finished"
-        set_status(engine, run_id, "finished", metrics=result.metrics)
+        ledger.close("finished", metrics=result.metrics)
     except KeyboardInterrupt:
-        set_status(engine, run_id, "interrupted", error=f"interrupted; resume with bonedb train --resume {run_id}")
+        if config.from_export:
+            ledger.close("interrupted", error="interrupted")
+            raise Interrupted(f"training from the export was interrupted; {run_dir} is marked interrupted") from None
+        ledger.close("interrupted", error=f"interrupted; resume with bonedb train --resume {run_id}")
         raise Interrupted(f"run {run_id} is marked interrupted; continue it with "
                           f"`bonedb train --resume {run_id}`") from None
     except BaseException as exc:
-        set_status(engine, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+        ledger.close("failed", error=f"{type(exc).__name__}: {exc}"[:4000])
         raise
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
     return result
+
+
+def versions(tf) -> dict:
+    """The software a run was trained with, for its record."""
+    import platform
+
+    import boneclf
+
+    return {"bonedb": boneclf.__version__, "tensorflow": tf.__version__, "keras": _keras().__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+class _DatabaseLedger:
+    """Records a run in the database (training_runs), as it starts and however it ends."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.run_id = engine, None
+
+    def open(self, config: TrainConfig, data: StageData, run_id: int | None) -> tuple[int, Path]:
+        if run_id is None:
+            run_id = create_run(self.engine, stage=config.stage, parts=config.parts, architecture=config.arch,
+                                parameters=config.to_parameters(), image_spec=config.image_spec().to_dict(),
+                                split=data.split, label_version=data.label_version,
+                                tf_version=tensorflow().__version__, runs_dir=str(Path(config.runs_dir).absolute()))
+        else:
+            set_status(self.engine, run_id, "running")
+        self.run_id = run_id
+        return run_id, Path(get_run(self.engine, run_id).artifact_dir)
+
+    def started(self, run_dir: Path) -> None:
+        pass
+
+    def close(self, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
+        set_status(self.engine, self.run_id, status, metrics=metrics, error=error)
+
+
+class _FolderLedger:
+    """Records a run trained from an export in its own folder (run.json), for `bonedb runs import`."""
+
+    def open(self, config: TrainConfig, data: StageData, run_id: int | None) -> tuple[None, Path]:
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc)
+        group = config.parts[0] if len(config.parts) == 1 else "all"
+        base = Path(config.runs_dir).absolute() / f"{data.split.name}-{config.stage}-{group}-{now:%Y%m%d-%H%M%S}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        self.run_dir = base
+        for n in range(2, 1000):  # two runs in the same second get distinct folders
+            try:
+                self.run_dir.mkdir()
+                break
+            except FileExistsError:
+                self.run_dir = base.with_name(f"{base.name}-{n}")
+        self.record = {
+            "bonedb_run": 1, "stage": config.stage, "parts": list(config.parts), "architecture": config.arch,
+            "parameters": config.to_parameters(), "image_spec": config.image_spec().to_dict(),
+            "split_name": data.split.name, "split_hash": data.split.content_hash,
+            "label_version": data.label_version, "export": data.export.to_dict(),
+            "status": "running", "started_at": now.replace(tzinfo=None).isoformat(timespec="seconds"),
+            "finished_at": None, "host": platform_node(), "tf_version": tensorflow().__version__,
+            "metrics": None, "error": None,
+        }
+        return None, self.run_dir
+
+    def started(self, run_dir: Path) -> None:
+        _write_json(run_dir / RUN_FILE, self.record)
+
+    def close(self, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
+        from datetime import datetime, timezone
+
+        self.record.update(status=status, metrics=metrics, error=error,
+                           finished_at=datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"))
+        if self.run_dir.exists():
+            _write_json(self.run_dir / RUN_FILE, self.record)
+
+
+RUN_FILE = "run.json"  # a run trained from an export, as `bonedb runs import` records it
+
+
+def platform_node() -> str:
+    import platform
+
+    return platform.node()[:255]
 
 
 def _write_json(path: Path, data) -> None:
@@ -307,12 +426,28 @@ class _Job:
     # -- data ---------------------------------------------------------------------------------
     def _decoded(self, subset: str):
         examples = self.data.subsets[subset]
+        export = self.data.export
+        if export is not None and export.format == "tfrecord":
+            return self._from_shards(export, subset, examples)
         cache = {"memory": "memory", "none": None,
                  "disk": str(self.run_dir / "cache" / f"{subset}.tfcache")}[self.config.cache]
         ds = decoded_dataset(examples, self.spec, cache=cache)
         seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
         skipped = [examples.paths[i] for i in range(len(examples)) if i not in seen]
         return ds, examples, skipped
+
+    def _from_shards(self, export, subset: str, examples: Examples):
+        """Records of an export's shards; decoded shards are used as stored, so nothing is decoded."""
+        from .tfrecords import shard_dataset
+
+        ds = shard_dataset(export.folder, export.shards.get(subset, []), examples.image_ids, self.spec,
+                           export.stored_spec)
+        if self.config.cache != "none":
+            ds = ds.cache()
+        if export.stored_spec is not None:
+            return ds, examples, []  # the export decoded every image, or it was not written
+        seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
+        return ds, examples, [examples.paths[i] for i in range(len(examples)) if i not in seen]
 
     def _batches(self, ds, examples: Examples, *, training: bool):
         tf = tensorflow()
