@@ -51,8 +51,12 @@ def _verbose(json_mode: bool):
 @click.option("--canny", is_flag=True, help="Train on Canny edge maps, as the seed paper tried.")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
               help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only.")
-@click.option("--cache", type=click.Choice(CACHE_MODES), default="memory", show_default=True,
-              help="Where decoded images are kept between epochs (disk: runs/<id>/cache).")
+@click.option("--cache", type=click.Choice(CACHE_MODES), default="persistent", show_default=True,
+              help="Where decoded images are kept. persistent: in --cache-dir across runs (keyed by each file's "
+              "content hash and the image spec: a second run at the same size decodes nothing) and in memory; "
+              "memory: for this run only; disk: runs/<id>/cache; none: decoded every epoch.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="The persistent decoded cache. Default: <runs-dir>/decoded-cache.")
 @click.option("--no-precompute", is_flag=True, help="Phase 1 runs the frozen backbone every epoch instead of once.")
 @click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs (runs/<id>/tensorboard).")
@@ -64,7 +68,8 @@ def _verbose(json_mode: bool):
 @json_option
 @pass_db
 def train(database: Database, stage, split_name, parts, shared, arch, weights, image_size, epochs, head_epochs,
-          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, augment, cache, no_precompute, patience,
+          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, augment, cache, cache_dir, no_precompute,
+          patience,
           no_tensorboard, runs_dir, resume_id, from_export, json_mode):
     """Train stage 1 (body part) or stage 2 (normal/abnormal) on split NAME; record the run.
 
@@ -96,7 +101,7 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
             parts=parts, shared=shared, arch=arch, weights=weights,
             image_size=image_size, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, lr=lr,
             seed=seed, fine_tune_from=fine_tune_from, mixed_precision=mixed_precision, pad=pad, canny=canny,
-            augment=augment, cache=cache, precompute=not no_precompute, patience=patience,
+            augment=augment, cache=cache, cache_dir=cache_dir, precompute=not no_precompute, patience=patience,
             tensorboard=not no_tensorboard, runs_dir=runs_dir,
         )
         engine = None if from_export else database.engine  # from an export: no database at all

@@ -36,13 +36,15 @@ from boneclf.store.runs import (
 from .backbones import STAGE_DEFAULTS, get_backbone
 from .image_spec import ImageSpec, spec_for
 from .metrics import binary_metrics, multiclass_metrics
-from .pipeline import Examples, decoded_dataset, warm
+from .pipeline import Examples, decoded_dataset, persistent_dataset, warm
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
 from .training_data import STAGES, StageData, load_stage_data, sample_weights
 from .weights import import_command
 
-CACHE_MODES = ("memory", "disk", "none")
+# persistent: decoded images kept across runs in cache_dir (keyed by content hash and image spec) and in
+# memory during the run; memory: decoded once per run; disk: the run's own tf.data cache; none: every epoch.
+CACHE_MODES = ("persistent", "memory", "disk", "none")
 # What `--resume` may change: how the run is fed and logged, not what it learns from or how.
 RESUMABLE = ("tensorboard", "batch_size", "cache", "epochs", "patience")
 
@@ -70,7 +72,8 @@ class TrainConfig:
     pad: bool = False
     canny: bool = False
     augment: str = "paper"
-    cache: str = "memory"
+    cache: str = "persistent"
+    cache_dir: str | None = None  # the persistent decoded cache; default <runs_dir>/decoded-cache
     precompute: bool = True
     patience: int = 5
     tensorboard: bool = True
@@ -87,7 +90,7 @@ class TrainConfig:
         if size < backbone.min_size:
             raise BonedbError(f"--image-size {size} is too small for {arch}: use {backbone.min_size} or more")
         if self.cache not in CACHE_MODES:
-            raise BonedbError(f"--cache {self.cache!r}: choose memory, disk or none")
+            raise BonedbError(f"--cache {self.cache!r}: choose {', '.join(CACHE_MODES)}")
         if not 0 < self.fine_tune_from <= 1:
             raise BonedbError(f"--fine-tune-from {self.fine_tune_from}: a fraction of the backbone in (0, 1]")
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
@@ -425,16 +428,31 @@ class _Job:
 
     # -- data ---------------------------------------------------------------------------------
     def _decoded(self, subset: str):
+        ds, examples, skipped = self._decoded_or_none(subset)
+        if len(examples) and len(skipped) == len(examples):
+            raise BonedbError(f"none of the {len(examples)} {subset} images could be read and decoded (the first: "
+                              f"{skipped[0]}): restore the files, or find every missing one with `bonedb audit "
+                              "dataset`")
+        return ds, examples, skipped
+
+    def _decoded_or_none(self, subset: str):
         examples = self.data.subsets[subset]
         export = self.data.export
         if export is not None and export.format == "tfrecord":
             return self._from_shards(export, subset, examples)
-        cache = {"memory": "memory", "none": None,
+        if self.config.cache == "persistent" and examples.hashes is not None:
+            ds, undecodable = persistent_dataset(examples, self.spec, self._cache_dir(), self.progress,
+                                                 f"Decoding {subset} images")
+            return ds.cache(), examples, [examples.paths[i] for i in undecodable]
+        cache = {"memory": "memory", "persistent": "memory", "none": None,
                  "disk": str(self.run_dir / "cache" / f"{subset}.tfcache")}[self.config.cache]
         ds = decoded_dataset(examples, self.spec, cache=cache)
         seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
         skipped = [examples.paths[i] for i in range(len(examples)) if i not in seen]
         return ds, examples, skipped
+
+    def _cache_dir(self) -> Path:
+        return Path(self.config.cache_dir or Path(self.config.runs_dir) / "decoded-cache").absolute()
 
     def _from_shards(self, export, subset: str, examples: Examples):
         """Records of an export's shards; decoded shards are used as stored, so nothing is decoded."""

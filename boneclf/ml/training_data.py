@@ -72,6 +72,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
                     (r.label if labels == "pinned" else r.current_label) for r in picked],
             studies=[r.study_key for r in picked],
             parts=[r.part for r in picked],
+            hashes=[r.content_hash for r in picked],
         )
     train_classes = Counter(subsets["train"].labels)
     if len(train_classes) < 2:
