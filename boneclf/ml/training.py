@@ -34,6 +34,7 @@ from boneclf.store.runs import (
 )
 
 from .backbones import STAGE_DEFAULTS, get_backbone
+from .cluster import cluster_role, divide, patch_keras_for_multi_worker
 from .image_spec import ImageSpec, spec_for
 from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, persistent_dataset, warm
@@ -130,6 +131,7 @@ class RunResult(Result):
     split_hash: str = ""
     label_version: int | None = None  # of the split's pinned labels, which it trained on
     label_changes: LabelChanges | None = None  # stage 2: labels changed in the dataset since the split was made
+    cluster: dict | None = None  # with TF_CONFIG: workers, this one's index, chief or not, batches it trained
 
     def headline(self) -> str:
         return headline(self.metrics)
@@ -141,6 +143,9 @@ def train(engine: Engine | None, config: TrainConfig, *, progress: ProgressFacto
 
     With `config.from_export` the examples come from that export folder and no database is used
     (engine may be None): each run is a folder under runs_dir that `bonedb runs import` records later."""
+    if cluster_role() is not None:
+        _strategy()  # collectives must be set up before TensorFlow runs its first op
+        patch_keras_for_multi_worker()
     if config.from_export:
         config = _with_export_spec(config)
     config = config.resolved()
@@ -286,7 +291,11 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
     parts = sorted(set(data.subsets["train"].parts))
     config = replace(config, parts=tuple(parts))
     resuming = run_id is not None
-    ledger = _FolderLedger() if config.from_export else _DatabaseLedger(engine)
+    role = cluster_role()
+    if role is not None and not role.chief:
+        ledger = _ScratchLedger()  # another worker: trains alongside, records nothing, keeps nothing
+    else:
+        ledger = _FolderLedger() if config.from_export else _DatabaseLedger(engine)
     run_id, run_dir = ledger.open(config, data, run_id)
     if not resuming and run_dir.exists() and any(run_dir.iterdir()) and not config.from_export:
         ledger.close("failed", error=f"{run_dir} already holds files")
@@ -324,6 +333,12 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
+        ledger.clean_up()
+    if role is not None:
+        result.cluster = {"workers": role.workers, "index": role.index, "chief": role.chief,
+                          "train_batches": job.train_batches}
+        if not role.chief:
+            result.artifact_dir = ""  # its scratch folder is gone
     return result
 
 
@@ -335,6 +350,28 @@ def versions(tf) -> dict:
 
     return {"bonedb": boneclf.__version__, "tensorflow": tf.__version__, "keras": _keras().__version__,
             "numpy": np.__version__, "python": platform.python_version()}
+
+
+class _ScratchLedger:
+    """A worker other than the chief: its checkpoints, logs and model go to a temporary folder, removed at
+    the end (every worker must save, since saving reads variables through the strategy)."""
+
+    def open(self, config: TrainConfig, data: StageData, run_id: int | None) -> tuple[None, Path]:
+        import tempfile
+
+        self.run_dir = Path(tempfile.mkdtemp(prefix="bonedb-worker-"))
+        return None, self.run_dir
+
+    def started(self, run_dir: Path) -> None:
+        pass
+
+    def close(self, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
+        pass
+
+    def clean_up(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 class _DatabaseLedger:
@@ -359,6 +396,9 @@ class _DatabaseLedger:
 
     def close(self, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
         set_status(self.engine, self.run_id, status, metrics=metrics, error=error)
+
+    def clean_up(self) -> None:
+        pass
 
 
 class _FolderLedger:
@@ -400,6 +440,9 @@ class _FolderLedger:
         if self.run_dir.exists():
             _write_json(self.run_dir / RUN_FILE, self.record)
 
+    def clean_up(self) -> None:
+        pass
+
 
 RUN_FILE = "run.json"  # a run trained from an export, as `bonedb runs import` records it
 
@@ -425,6 +468,9 @@ class _Job:
         self.outputs = 1 if config.stage == "fracture" else len(data.class_names)
         self.state_file = run_dir / "state.json"
         self.checkpoint = run_dir / "checkpoint.keras"
+        self.role = cluster_role()
+        self.shard_files: dict[str, list[str]] = {}  # subsets read from TFRecord shards: their files
+        self.train_batches = 0  # this worker's training steps, over all epochs
 
     # -- data ---------------------------------------------------------------------------------
     def _decoded(self, subset: str):
@@ -458,7 +504,8 @@ class _Job:
         """Records of an export's shards; decoded shards are used as stored, so nothing is decoded."""
         from .tfrecords import shard_dataset
 
-        ds = shard_dataset(export.folder, export.shards.get(subset, []), examples.image_ids, self.spec,
+        self.shard_files[subset] = export.shards.get(subset, [])
+        ds = shard_dataset(export.folder, self.shard_files[subset], examples.image_ids, self.spec,
                            export.stored_spec)
         if self.config.cache != "none":
             ds = ds.cache()
@@ -467,7 +514,42 @@ class _Job:
         seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
         return ds, examples, [examples.paths[i] for i in range(len(examples)) if i not in seen]
 
-    def _batches(self, ds, examples: Examples, *, training: bool):
+    def _batches(self, ds, examples: Examples, *, training: bool, kept: int | None = None):
+        if self.role is not None:
+            return self._divided(ds, examples, training, kept)
+        return self._batched(ds, examples, training, self.config.batch_size * _strategy().num_replicas_in_sync)
+
+    def _divided(self, ds, examples: Examples, training: bool, kept: int | None):
+        """Several workers: each its own part of the images, all the same number of batches (see cluster.py)."""
+        tf = tensorflow()
+        subset = "train" if training else "val"
+        files = self.shard_files.get(subset, [])
+        per_replica = self.config.batch_size
+
+        def part(context):
+            workers, me = context.num_input_pipelines, context.input_pipeline_id
+            if len(files) >= workers:  # whole shards per worker: each reads only its own files
+                from .tfrecords import shard_dataset
+
+                mine = files[me::workers]
+                counts = [sum(1 for p in examples.paths if p.split("#")[0].endswith(tuple(files[w::workers])))
+                          for w in range(workers)]
+                local = shard_dataset(self.data.export.folder, mine, examples.image_ids, self.spec,
+                                      self.data.export.stored_spec)
+            else:  # every N-th image of the (cached) dataset
+                total = kept if kept is not None else len(examples)
+                counts = [len(range(w, total, workers)) for w in range(workers)]
+                local = ds.shard(workers, me)
+            batch = context.get_per_replica_batch_size(per_replica * context.num_replicas_in_sync)
+            if not training:  # a small validation part still gets scored, in smaller batches
+                batch = max(1, min(batch, min(counts)))
+            steps = divide(counts, batch)
+            return self._batched(local, examples, training, batch, drop_remainder=True).take(steps)
+
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+        return _strategy().distribute_datasets_from_function(part, options)
+
+    def _batched(self, ds, examples: Examples, training: bool, batch_size: int, drop_remainder: bool = False):
         tf = tensorflow()
         labels = tf.constant(np.asarray(examples.labels, np.float32 if self.outputs == 1 else np.int64))
         weights = tf.constant(np.asarray(sample_weights(examples, self.config.stage), np.float32))
@@ -475,7 +557,7 @@ class _Job:
                     num_parallel_calls=tf.data.AUTOTUNE)
         if training:
             ds = ds.shuffle(4096, seed=self.config.seed, reshuffle_each_iteration=True)
-        return ds.batch(self.config.batch_size * _strategy().num_replicas_in_sync).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
     # -- phases -------------------------------------------------------------------------------
     def run(self) -> tuple[dict, list[str]]:
@@ -497,15 +579,20 @@ class _Job:
                     history = self._phase_head(model, train_ds, train_ex, val_ds, val_ex)
                 self._compile(model, phase)
             model.fit(
-                self._batches(train_ds, train_ex, training=True),
-                validation_data=self._batches(val_ds, val_ex, training=False),
+                self._batches(train_ds, train_ex, training=True, kept=len(train_ex) - len(skipped_train)),
+                validation_data=self._batches(val_ds, val_ex, training=False, kept=len(val_ex) - len(skipped_val)),
                 epochs=self.config.epochs, initial_epoch=state.get("epoch", 0) if resumed else 0,
                 verbose=self.verbose, callbacks=self._callbacks(phase, history),
                 shuffle=False,  # the tf.data pipeline shuffles; Keras would only warn that it cannot
             )
         model.save(self.run_dir / "model.keras")
         _write_json(self.run_dir / "history.json", history)
-        probabilities = model.predict(self._batches(val_ds, val_ex, training=False), verbose=0)
+        if self.role is None:
+            probabilities = model.predict(self._batches(val_ds, val_ex, training=False), verbose=0)
+        else:  # every worker scores all of val on its own copy of the model: no collectives needed
+            probabilities = np.concatenate([
+                np.asarray(model(x, training=False)) for x, _y, _w in
+                self._batched(val_ds, val_ex, False, self.config.batch_size)])
         kept = [i for i in range(len(val_ex)) if val_ex.paths[i] not in set(skipped_val)]
         metrics = self._metrics(val_ex.take(kept), probabilities)
         metrics["skipped_images"] = len(skipped_train) + len(skipped_val)
@@ -579,7 +666,7 @@ class _Job:
         ]
         if save:
             callbacks += [keras.callbacks.ModelCheckpoint(str(self.checkpoint)),
-                          _StateWriter(self, phase, history)]
+                          _StateWriter(self, phase, history), _BatchCounter(self)]
         if self.config.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard" / phase)))
         return callbacks + self.extra_callbacks
@@ -613,6 +700,18 @@ def _state_writer_class():
             self.job._save_state(self.phase, epoch + 1, self.history)
 
     return StateWriter
+
+
+def _BatchCounter(job):  # noqa: N802 (a callback factory, as _StateWriter)
+    keras = _keras()
+
+    class BatchCounter(keras.callbacks.Callback):
+        """Counts this worker's training steps (with several workers: proof that each took part)."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            job.train_batches += 1
+
+    return BatchCounter()
 
 
 def _StateWriter(job, phase, history):  # noqa: N802 (a callback factory: Keras loads only when training)
