@@ -34,7 +34,7 @@ def free_ports(count: int) -> list[int]:
 
 def test_two_workers_train_one_model_recorded_once(learning_db, tmp_path):
     engine, _folder = learning_db
-    export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=128)
+    exported = export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=128)
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     bonedb = str(Path(sys.executable).parent / "bonedb")
     processes, scratch = [], []
@@ -65,6 +65,9 @@ def test_two_workers_train_one_model_recorded_once(learning_db, tmp_path):
     assert chief["cluster"]["chief"] and not other["cluster"]["chief"]
     assert chief["cluster"]["train_batches"] > 0 and other["cluster"]["train_batches"] == chief["cluster"][
         "train_batches"], "both took part, in step"
+    # Whole shards per worker when they split evenly, else every other image: either way nearly every image.
+    assert chief["cluster"]["divided_by"] in ("shards", "images")
+    assert chief["cluster"]["images_per_epoch"] > exported.per_subset["train"] - 2 * 32
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(chief["artifact_dir"]).name]
     assert other["artifact_dir"] == "" and not any(scratch[1].iterdir()), "the other worker cleaned up"
 

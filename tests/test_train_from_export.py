@@ -142,6 +142,20 @@ def test_cli_export_train_import_evaluate(small, tmp_path):
     run_id = json.loads(done.output)["id"]
     done = runner.invoke(cli, ["--database-url", url, "evaluate", str(run_id), "--json"])
     assert done.exit_code == 0, done.output
+    # A stage-2 model from the same shards, imported too: predict uses both imported runs.
+    done = runner.invoke(cli, ["train", "--stage", "fracture", "--shared", "--from-export", str(shards), "--arch",
+                               "cnn", "--weights", "none", "--epochs", "1", "--augment", "flip", "--no-tensorboard",
+                               "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert done.exit_code == 0, done.output
+    fracture_dir = json.loads(done.output.strip().splitlines()[-1])["artifact_dir"]
+    done = runner.invoke(cli, ["--database-url", url, "runs", "import", fracture_dir, "--json"])
+    assert done.exit_code == 0, done.output
+    fracture_id = json.loads(done.output)["id"]
+    image = next((folder / "data").rglob("*.png"))
+    done = runner.invoke(cli, ["--database-url", url, "predict", str(image), "--bodypart-run", str(run_id),
+                               "--fracture-run", str(fracture_id), "--json"])
+    assert done.exit_code == 0, done.output
+    assert str(run_id) in done.output and str(fracture_id) in done.output
     shutil.rmtree(run_dir)
 
 

@@ -336,7 +336,7 @@ def _train_group(engine, config: TrainConfig, progress, verbose, callbacks, run_
         ledger.clean_up()
     if role is not None:
         result.cluster = {"workers": role.workers, "index": role.index, "chief": role.chief,
-                          "train_batches": job.train_batches}
+                          "train_batches": job.train_batches, **job.division}
         if not role.chief:
             result.artifact_dir = ""  # its scratch folder is gone
     return result
@@ -471,6 +471,7 @@ class _Job:
         self.role = cluster_role()
         self.shard_files: dict[str, list[str]] = {}  # subsets read from TFRecord shards: their files
         self.train_batches = 0  # this worker's training steps, over all epochs
+        self.division: dict = {}  # several workers: how the training images were divided between them
 
     # -- data ---------------------------------------------------------------------------------
     def _decoded(self, subset: str):
@@ -528,15 +529,17 @@ class _Job:
 
         def part(context):
             workers, me = context.num_input_pipelines, context.input_pipeline_id
-            if len(files) >= workers:  # whole shards per worker: each reads only its own files
+            counts = [sum(1 for p in examples.paths if p.split("#")[0].endswith(tuple(files[w::workers])))
+                      for w in range(workers)] if len(files) >= workers else [0]
+            # Whole shards per worker (each reads only its own files) when that divides the images evenly
+            # enough; else every N-th image, so that no worker's surplus is left out of every epoch.
+            by_shards = min(counts) >= 0.9 * max(counts) > 0
+            if by_shards:
                 from .tfrecords import shard_dataset
 
-                mine = files[me::workers]
-                counts = [sum(1 for p in examples.paths if p.split("#")[0].endswith(tuple(files[w::workers])))
-                          for w in range(workers)]
-                local = shard_dataset(self.data.export.folder, mine, examples.image_ids, self.spec,
+                local = shard_dataset(self.data.export.folder, files[me::workers], examples.image_ids, self.spec,
                                       self.data.export.stored_spec)
-            else:  # every N-th image of the (cached) dataset
+            else:
                 total = kept if kept is not None else len(examples)
                 counts = [len(range(w, total, workers)) for w in range(workers)]
                 local = ds.shard(workers, me)
@@ -544,6 +547,9 @@ class _Job:
             if not training:  # a small validation part still gets scored, in smaller batches
                 batch = max(1, min(batch, min(counts)))
             steps = divide(counts, batch)
+            if training:
+                self.division = {"divided_by": "shards" if by_shards else "images",
+                                 "images_per_epoch": steps * batch * workers}
             return self._batched(local, examples, training, batch, drop_remainder=True).take(steps)
 
         options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
@@ -553,11 +559,14 @@ class _Job:
         tf = tensorflow()
         labels = tf.constant(np.asarray(examples.labels, np.float32 if self.outputs == 1 else np.int64))
         weights = tf.constant(np.asarray(sample_weights(examples, self.config.stage), np.float32))
-        ds = ds.map(lambda i, x, _y: (self.spec.model_input(x), tf.gather(labels, i), tf.gather(weights, i)),
+        ds = ds.map(lambda i, x, _y: (x, tf.gather(labels, i), tf.gather(weights, i)),
                     num_parallel_calls=tf.data.AUTOTUNE)
         if training:
             ds = ds.shuffle(4096, seed=self.config.seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        # uint8 is shuffled and batched (a quarter of float32's bytes); whole batches become model inputs
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(lambda x, y, w: (self.spec.model_input(x), y, w),
+                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     # -- phases -------------------------------------------------------------------------------
     def run(self) -> tuple[dict, list[str]]:
