@@ -490,13 +490,20 @@ class _Job:
         if self.config.cache == "persistent" and examples.hashes is not None:
             ds, undecodable = persistent_dataset(examples, self.spec, self._cache_dir(), self.progress,
                                                  f"Decoding {subset} images")
-            return ds.cache(), examples, [examples.paths[i] for i in undecodable]
+            return self._cached(ds), examples, [examples.paths[i] for i in undecodable]
         cache = {"memory": "memory", "persistent": "memory", "none": None,
                  "disk": str(self.run_dir / "cache" / f"{subset}.tfcache")}[self.config.cache]
+        if self.role is not None:
+            cache = None  # each worker caches its own part (see _divided)
         ds = decoded_dataset(examples, self.spec, cache=cache)
         seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
         skipped = [examples.paths[i] for i in range(len(examples)) if i not in seen]
         return ds, examples, skipped
+
+    def _cached(self, ds):
+        """DS cached in memory; with several workers not here: each caches its own part, in _divided (a
+        cache first filled through a part of it would be left incomplete)."""
+        return ds.cache() if self.config.cache != "none" and self.role is None else ds
 
     def _cache_dir(self) -> Path:
         return Path(self.config.cache_dir or Path(self.config.runs_dir) / "decoded-cache").absolute()
@@ -508,8 +515,7 @@ class _Job:
         self.shard_files[subset] = export.shards.get(subset, [])
         ds = shard_dataset(export.folder, self.shard_files[subset], examples.image_ids, self.spec,
                            export.stored_spec)
-        if self.config.cache != "none":
-            ds = ds.cache()
+        ds = self._cached(ds)
         if export.stored_spec is not None:
             return ds, examples, []  # the export decoded every image, or it was not written
         seen = warm(ds, len(examples), self.progress, f"Decoding {subset} images")
@@ -547,10 +553,13 @@ class _Job:
             if not training:  # a small validation part still gets scored, in smaller batches
                 batch = max(1, min(batch, min(counts)))
             steps = divide(counts, batch)
+            local = local.take(steps * batch)  # the same whole batches on every worker, every epoch
+            if self.config.cache != "none":
+                local = local.cache()
             if training:
                 self.division = {"divided_by": "shards" if by_shards else "images",
                                  "images_per_epoch": steps * batch * workers}
-            return self._batched(local, examples, training, batch, drop_remainder=True).take(steps)
+            return self._batched(local, examples, training, batch, drop_remainder=True)
 
         options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
         return _strategy().distribute_datasets_from_function(part, options)
