@@ -73,3 +73,27 @@ def test_two_workers_train_one_model_recorded_once(learning_db, tmp_path):
 
     run = import_run(engine, chief["artifact_dir"])
     assert evaluate_run(engine, run.id, "test").overall["accuracy"] >= 0.95
+
+
+def test_cluster_roles_from_tf_config(monkeypatch):
+    import pytest
+
+    from boneclf.errors import BonedbError
+    from boneclf.ml.cluster import Role, cluster_role, divide
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster_role() is None
+    cluster = {"worker": ["a:1", "b:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert cluster_role() == Role(workers=2, index=1, chief=False)
+    cluster = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert cluster_role() == Role(workers=3, index=1, chief=False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
+    assert cluster_role() == Role(workers=3, index=0, chief=True)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(BonedbError, match="TF_CONFIG is not TensorFlow's cluster description"):
+        cluster_role()
+    assert divide([70, 64], 16) == 4
+    with pytest.raises(BonedbError, match="less than a batch of 16"):
+        divide([70, 9], 16)
