@@ -168,3 +168,21 @@ def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_db, tmp
     [result] = train(None, config, verbose=0)
     run = import_run(engine, result.artifact_dir)
     assert evaluate_run(engine, run.id, "test").overall["accuracy"] >= 0.95
+
+
+def test_runs_import_on_both_backends(engine, mura, tmp_path):
+    """`runs import` records the run on the stored split with its hash, on SQLite and on MySQL."""
+    from boneclf.bodyparts import BODY_PARTS
+    from boneclf.data.ingest import ingest_mura
+    from boneclf.data.splits import SplitOptions, create_split
+
+    ingest_mura(engine, mura)
+    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.2, test=0.2, seed=1))
+    export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32)
+    [result] = train(None, TrainConfig(stage="bodypart", split="", from_export=str(tmp_path / "shards"), epochs=1,
+                                       runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
+    run = import_run(engine, result.artifact_dir)
+    [listed] = list_runs(engine)
+    assert (listed.id, listed.status, listed.split_name, listed.image_spec["size"]) == (run.id, "finished", "s", 32)
+    assert listed.metrics == json.loads((tmp_path / "runs" / result.artifact_dir.split("/")[-1] / "run.json")
+                                        .read_text())["metrics"]
