@@ -162,7 +162,7 @@ def test_cli_export_train_import_evaluate(small, tmp_path):
 def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_db, tmp_path):
     """The same bar as the database path's stage-1 test, on the same synthetic set, scored after import."""
     engine, _folder = learning_db
-    export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=64, shard_size=256)
+    export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=256)
     config = TrainConfig(stage="bodypart", split="", from_export=str(tmp_path / "shards"), epochs=10, patience=10,
                          runs_dir=str(tmp_path / "runs"), **FAST)
     [result] = train(None, config, verbose=0)
