@@ -26,12 +26,18 @@ from .output import emit, progress_for
               help="hardlink falls back to copy across filesystems.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="files", show_default=True,
               help="tfrecord: sharded TFRecord files per subset instead of image files.")
+@click.option("--image-size", type=int, help="tfrecord: store images decoded and resized to this many pixels "
+              "(uint8, as training reads them), so training decodes nothing. Default: the files' own bytes.")
+@click.option("--pad", is_flag=True, help="With --image-size: keep the aspect ratio, padding to square.")
+@click.option("--canny", is_flag=True, help="With --image-size: store Canny edge maps.")
+@click.option("--shard-size", type=int, help="tfrecord: images per shard (default 1024).")
 @click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export and nothing else "
               "(every file listed in its manifest); asks first on a terminal, else needs --yes.")
 @yes_option("replacing a previous export")
 @json_option
 @pass_db
-def export(database: Database, name, out, stage, parts, combined, link, fmt, force, yes, json_mode):
+def export(database: Database, name, out, stage, parts, combined, link, fmt, image_size, pad, canny, shard_size,
+           force, yes, json_mode):
     """Write split NAME under OUT as class folders, with manifest.csv and split.json.
 
     "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
@@ -42,15 +48,19 @@ def export(database: Database, name, out, stage, parts, combined, link, fmt, for
       bonedb export hs-v1 exports/stage1 --stage bodypart
       bonedb export hs-v1 exports/stage2 --stage fracture --parts humerus,shoulder
       bonedb export hs-v1 exports/shards --format tfrecord
+      bonedb export hs-v1 exports/shards-224 --format tfrecord --image-size 224   # training-ready
       bonedb export hs-v1 exports/stage1 --stage bodypart --force --yes   # replace it, no question
     """
     progress = progress_for(json_mode)
     if fmt == "tfrecord":
         from boneclf.ml.tfrecords import export_shards  # TensorFlow loads only when asked for
 
-        report = export_shards(database.engine, name, out, stage=stage, parts=parts, force=force,
+        report = export_shards(database.engine, name, out, stage=stage, parts=parts, image_size=image_size,
+                               pad=pad, canny=canny, shard_size=shard_size, force=force,
                                confirm=confirmer(yes), progress=progress)
     else:
+        if image_size or pad or canny or shard_size:
+            raise click.UsageError("--image-size, --pad, --canny and --shard-size go with --format tfrecord")
         report = export_split(database.engine, name, out, stage=stage, parts=parts, combined=combined, link=link,
                               force=force, confirm=confirmer(yes), progress=progress)
     emit(report, json_mode, _human)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from boneclf.errors import BonedbError
@@ -115,6 +117,27 @@ def _value(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
+
+
+@runs.command("import")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+@pass_db
+def import_(database: Database, run_dir, json_mode):
+    """Record RUN_DIR, a run trained with `bonedb train --from-export`, in this database, on the stored
+    split with the same content hash (refused when there is none). The run keeps its folder;
+    `bonedb evaluate` and `bonedb predict` then work on it like on any other run.
+
+    \b
+    Example:
+      bonedb runs import runs/hs-v1-fracture-all-20260101-120000
+    """
+    from boneclf.ml.run_import import import_run
+
+    run = import_run(database.engine, run_dir)
+    emit(run, json_mode, lambda r: click.echo(f"recorded {r.artifact_dir} as run {r.id} ({r.stage} "
+                                              f"{r.architecture} on {','.join(r.parts)}, split {r.split_name}); "
+                                              f"{r.headline()}"))
 
 
 @runs.command("delete")

@@ -29,6 +29,9 @@ def _verbose(json_mode: bool):
 @click.option("--stage", type=click.Choice(["bodypart", "fracture"]), help="bodypart: which bone (stage 1); "
               "fracture: normal or abnormal (stage 2, MURA's label).")
 @click.option("--split", "split_name", metavar="NAME", help="The split to train on (bonedb split create).")
+@click.option("--from-export", "from_export", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Train from an export folder (class folders or TFRecord shards) instead of --split, with no "
+              "database; the run folder is recorded later with `bonedb runs import`.")
 @parts_option("Body parts. Default: all in the split.")
 @click.option("--shared", is_flag=True, help="Stage 2: one model over all chosen parts instead of one per part.")
 @click.option("--arch", type=click.Choice(list(REGISTRY)),
@@ -48,8 +51,12 @@ def _verbose(json_mode: bool):
 @click.option("--canny", is_flag=True, help="Train on Canny edge maps, as the seed paper tried.")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
               help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only.")
-@click.option("--cache", type=click.Choice(CACHE_MODES), default="memory", show_default=True,
-              help="Where decoded images are kept between epochs (disk: runs/<id>/cache).")
+@click.option("--cache", type=click.Choice(CACHE_MODES), default="persistent", show_default=True,
+              help="Where decoded images are kept. persistent: in --cache-dir across runs (keyed by each file's "
+              "content hash and the image spec: a second run at the same size decodes nothing) and in memory; "
+              "memory: for this run only; disk: runs/<id>/cache; none: decoded every epoch.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="The persistent decoded cache. Default: <runs-dir>/decoded-cache.")
 @click.option("--no-precompute", is_flag=True, help="Phase 1 runs the frozen backbone every epoch instead of once.")
 @click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs (runs/<id>/tensorboard).")
@@ -61,8 +68,9 @@ def _verbose(json_mode: bool):
 @json_option
 @pass_db
 def train(database: Database, stage, split_name, parts, shared, arch, weights, image_size, epochs, head_epochs,
-          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, augment, cache, no_precompute, patience,
-          no_tensorboard, runs_dir, resume_id, json_mode):
+          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, augment, cache, cache_dir, no_precompute,
+          patience,
+          no_tensorboard, runs_dir, resume_id, from_export, json_mode):
     """Train stage 1 (body part) or stage 2 (normal/abnormal) on split NAME; record the run.
 
     Every run is stored in the database (parameters, image spec, split and its hash, label version,
@@ -77,22 +85,27 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
       bonedb train --stage fracture --split hs-v1 --parts humerus,shoulder --arch densenet121
       bonedb train --stage fracture --split hs-v1 --arch cnn --weights none --image-size 128 --epochs 30
       bonedb train --resume 7 --no-tensorboard --batch-size 16
+      bonedb train --stage fracture --shared --from-export exports/shards-224 --arch cnn --weights none
     """
     progress, verbose = progress_for(json_mode), _verbose(json_mode)
     if resume_id is not None:
         changes = _given_on_resume(click.get_current_context())
         results = [resume(database.engine, resume_id, changes=changes, progress=progress, verbose=verbose)]
     else:
-        if not stage or not split_name:
-            raise click.UsageError("--stage and --split are required (or --resume RUN)")
+        if not stage or not (split_name or from_export):
+            raise click.UsageError("--stage and --split (or --from-export DIR) are required (or --resume RUN)")
+        if split_name and from_export:
+            raise click.UsageError("--split and --from-export exclude each other: an export names its split")
         config = TrainConfig(
-            stage=stage, split=split_name, parts=parts, shared=shared, arch=arch, weights=weights,
+            stage=stage, split=split_name or "", from_export=str(from_export) if from_export else None,
+            parts=parts, shared=shared, arch=arch, weights=weights,
             image_size=image_size, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, lr=lr,
             seed=seed, fine_tune_from=fine_tune_from, mixed_precision=mixed_precision, pad=pad, canny=canny,
-            augment=augment, cache=cache, precompute=not no_precompute, patience=patience,
+            augment=augment, cache=cache, cache_dir=cache_dir, precompute=not no_precompute, patience=patience,
             tensorboard=not no_tensorboard, runs_dir=runs_dir,
         )
-        results = train_stage(database.engine, config, progress=progress, verbose=verbose)
+        engine = None if from_export else database.engine  # from an export: no database at all
+        results = train_stage(engine, config, progress=progress, verbose=verbose)
     for result in results:
         if json_mode:
             click.echo(json.dumps(result.to_dict(), default=str))  # one line per run, as it finishes
@@ -123,6 +136,11 @@ def _human(result: RunResult) -> None:
     if changes is not None and changes.changed:
         click.echo(f"warning: {changes.describe()}; run {result.run_id} trained on the split's pinned labels "
                    f"(`bonedb split create NEW --from {changes.split}` re-bases it on today's)", err=True)
+    if result.run_id is None:
+        click.echo(f"{result.status}: {result.stage} {result.architecture} on {','.join(result.parts)}; "
+                   f"{result.headline()}; files in {result.artifact_dir} (record it with `bonedb runs import "
+                   f"{result.artifact_dir}`)")
+        return
     click.echo(f"run {result.run_id} {result.status}: {result.stage} {result.architecture} on "
                f"{','.join(result.parts)}; {result.headline()}; files in {result.artifact_dir}")
 

@@ -1,5 +1,5 @@
 """Training as users run it (issue 9): the CLI's defaults left on (TensorBoard logs, --augment paper,
---cache memory), --resume with the options that may change, Ctrl-C naming the run, every part checked
+--cache persistent), --resume with the options that may change, Ctrl-C naming the run, every part checked
 before per-part training starts, `evaluate` on an unfinished run, `runs show`/`runs list`, `runs delete`.
 
 The other training tests switch these defaults off for speed (conftest.FAST); here they stay on.
@@ -105,7 +105,7 @@ def test_default_augmentation_is_the_papers_and_only_in_training(default_run):
     np.testing.assert_array_equal(np.asarray(augment(image, training=False)), image)  # none at inference
 
 
-def test_default_memory_cache_decodes_each_image_once(small, tmp_path):
+def test_default_cache_decodes_each_image_once(small, tmp_path):
     """After the first epoch the images are gone from disk; the cached decodes carry training to the end."""
     engine, folder = small
     data, away = folder / "data", folder / "data-away"
@@ -117,7 +117,7 @@ def test_default_memory_cache_decodes_each_image_once(small, tmp_path):
 
     config = TrainConfig(stage="bodypart", split="s", image_size=32, epochs=3, patience=10,
                          runs_dir=str(tmp_path / "runs"), **FAST)
-    assert config.cache == "memory", "the library's default, as the CLI's"
+    assert config.cache == "persistent", "the library's default, as the CLI's"
     try:
         [result] = train(engine, config, verbose=0, callbacks=[TakeTheFilesAway()])
     finally:
@@ -126,7 +126,7 @@ def test_default_memory_cache_decodes_each_image_once(small, tmp_path):
     assert result.status == "finished" and result.skipped_images == []
     history = json.loads((Path(result.artifact_dir) / "history.json").read_text())
     assert len(history["loss"]) == 3 and len(history["val_loss"]) == 3
-    assert not (Path(result.artifact_dir) / "cache").exists(), "memory, not disk"
+    assert not (Path(result.artifact_dir) / "cache").exists(), "the shared decoded cache, not the run's own"
 
 
 def test_defect1_resume_honours_safe_options_and_refuses_the_others(small, tmp_path):

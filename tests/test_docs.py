@@ -194,8 +194,8 @@ def test_readme_steps_by_hand_run_verbatim(tmp_path):
     runs = list_runs(engine)
     assert [(r.id, r.stage, r.status) for r in runs] == [
         (1, "bodypart", "failed"), (2, "bodypart", "finished"), (3, "fracture", "finished")]
-    # The defaults the block leaves on: TensorBoard logs, memory cache, and for stage 1 the paper's augmentation.
-    assert runs[1].parameters["tensorboard"] and runs[1].parameters["cache"] == "memory"
+    # The defaults the block leaves on: TensorBoard logs, the persistent decoded cache, and for stage 1 the paper's augmentation.
+    assert runs[1].parameters["tensorboard"] and runs[1].parameters["cache"] == "persistent"
     assert runs[1].parameters["augment"] == "paper"
     assert list((tmp_path / "runs" / "3" / "tensorboard").rglob("events.out.tfevents.*"))
     stage1 = latest_result(engine, runs[1], "test")

@@ -91,7 +91,9 @@ def export_split(
     with tree as partial:
         report.copied_instead_of_linked = _write_files(partial, root, entries, link, progress)
         write_manifest(partial, entries)
-        write_marker(partial, split, stage=stage, combined=combined, link=link, fmt="files", parts=parts)
+        class_names = sorted({e.part for e in entries}) if stage == "bodypart" else ["normal", "abnormal"]
+        write_marker(partial, split, stage=stage, combined=combined, link=link, fmt="files", parts=parts,
+                     extra={"class_names": class_names})
     report.replaced_previous = tree.replaced
     return report
 

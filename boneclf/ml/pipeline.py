@@ -10,11 +10,14 @@ it runs on the accelerator when there is one and is off at inference.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from boneclf.data.hashing import content_hash
 from boneclf.progress import ProgressFactory, silent
 
 from .image_spec import ImageSpec
@@ -30,13 +33,16 @@ class Examples:
     labels: list[int]
     studies: list[str]  # study identity, for study-level scoring
     parts: list[str]
+    hashes: list[str | None] | None = None  # the files' content hashes (sha256), keys of the decoded cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def take(self, indices) -> Examples:
+        indices = list(indices)
         return Examples(*([values[i] for i in indices] for values in
-                          (self.image_ids, self.paths, self.labels, self.studies, self.parts)))
+                          (self.image_ids, self.paths, self.labels, self.studies, self.parts)),
+                        hashes=[self.hashes[i] for i in indices] if self.hashes is not None else None)
 
 
 def decoded_dataset(examples: Examples, spec: ImageSpec, *, cache: str | None = "memory"):
@@ -71,3 +77,65 @@ def warm(ds, total: int, progress: ProgressFactory = silent, label: str = "Decod
             advance(len(batch))
             check()
     return seen
+
+
+def cache_key(spec: ImageSpec) -> str:
+    """The folder of a decoded cache that holds images made by SPEC (all that decides their pixels)."""
+    return f"{spec.size}px" + ("-pad" if spec.pad else "") + ("-canny" if spec.canny else "")
+
+
+def persistent_dataset(examples: Examples, spec: ImageSpec, cache_dir: Path, progress: ProgressFactory = silent,
+                       label: str = "Decoding images", check=lambda: None) -> tuple[object, list[int]]:
+    """(dataset of (index, image uint8, label), indices of undecodable images), through a decoded cache that
+    outlives the run: CACHE_DIR/<spec>/<hash[:2]>/<content hash>.u8 holds an image's uint8 pixels, so a later
+    run on the same images and spec decodes nothing. Images missing from it are decoded in parallel and
+    added (each file written whole, then renamed: a crash leaves no torn entry). Images ingested without
+    --verify have no stored hash: their files are read and hashed (not decoded) on every run."""
+    tf = tensorflow()
+    folder = Path(cache_dir) / cache_key(spec)
+    hashes = list(examples.hashes or [None] * len(examples))
+    unknown = [i for i, h in enumerate(hashes) if h is None]
+    if unknown:
+        with ThreadPoolExecutor(4) as pool:  # hashlib releases the GIL on large buffers
+            for i, h in zip(unknown, pool.map(_file_hash, [examples.paths[i] for i in unknown])):
+                hashes[i] = h
+    entries = [folder / h[:2] / f"{h}.u8" if h else None for h in hashes]
+    missing = [i for i, entry in enumerate(entries) if entry is not None and not entry.is_file()]
+    undecodable: set[int] = set()
+    if missing:
+        decoded: set[int] = set()
+        with progress(len(missing), label) as advance:
+            for indices, images, _labels in decoded_dataset(examples.take(missing), spec, cache=None).batch(64):
+                for j, image in zip(indices.numpy().tolist(), images.numpy()):
+                    entry = entries[missing[j]]
+                    entry.parent.mkdir(parents=True, exist_ok=True)
+                    partial = entry.with_name(f".{entry.name}.{os.getpid()}")
+                    partial.write_bytes(image.tobytes())
+                    os.replace(partial, entry)
+                    decoded.add(missing[j])
+                advance(len(indices))
+                check()  # between batches, as in warm()
+        undecodable = set(missing) - decoded
+    kept = [i for i in range(len(examples)) if i not in undecodable]
+    ds = tf.data.Dataset.from_tensor_slices((
+        np.asarray(kept, dtype=np.int64),
+        tf.constant([str(entries[i]) if entries[i] is not None else examples.paths[i] for i in kept], tf.string),
+        np.asarray([entries[i] is not None for i in kept], dtype=bool),
+        np.asarray([examples.labels[i] for i in kept], dtype=np.int64)))
+    shape = (spec.size, spec.size, 1)
+
+    def load(i, path, cached, y):
+        data = tf.io.read_file(path)
+        image = tf.cond(cached, lambda: tf.reshape(tf.io.decode_raw(data, tf.uint8), shape),
+                        lambda: tf.ensure_shape(spec.decode(data), shape))
+        return i, image, y
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    return ds, sorted(undecodable)
+
+
+def _file_hash(path: str) -> str | None:
+    try:
+        return content_hash(Path(path).read_bytes())
+    except OSError:
+        return None  # missing: decoding it fails too, and the image is reported as skipped

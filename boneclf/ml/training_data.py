@@ -30,6 +30,7 @@ class StageData:
     labels: str = "pinned"  # which labels the examples carry: the split's pinned ones or today's
     label_version: int | None = None  # of those labels (see boneclf.store.provenance)
     label_changes: LabelChanges | None = None  # stage 2: pinned labels that differ from today's
+    export: object | None = None  # an ExportSource when read from an export folder instead of the database
 
 
 def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[str, ...] | None, *,
@@ -71,6 +72,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
                     (r.label if labels == "pinned" else r.current_label) for r in picked],
             studies=[r.study_key for r in picked],
             parts=[r.part for r in picked],
+            hashes=[r.content_hash for r in picked],
         )
     train_classes = Counter(subsets["train"].labels)
     if len(train_classes) < 2:

@@ -224,3 +224,37 @@ def not_the_runs_folder(folder: Path, run: RunRecord) -> str | None:
     if config.get("run_id") != run.id or config.get("split_hash") != run.split_hash:
         return f"its config.json belongs to another run (run {config.get('run_id')})"
     return None
+
+
+def record_imported_run(engine: Engine, record: dict, artifact_dir: str) -> RunRecord:
+    """Record a finished run trained elsewhere from an export (its run.json as RECORD), on the stored split
+    whose content hash it trained on; refuses a hash this database does not hold and a folder recorded twice."""
+    from .schema import SplitVersion
+
+    splits = SplitVersion.__table__
+    with engine.begin() as conn:
+        twice = conn.execute(select(_runs.c.id).where(_runs.c.artifact_dir == artifact_dir)).first()
+        if twice is not None:
+            raise BonedbError(f"{artifact_dir} is already recorded as run {twice.id} (`bonedb runs show {twice.id}`)")
+        matches = conn.execute(select(splits.c.id, splits.c.name).where(splits.c.content_hash == record["split_hash"])
+                               .order_by(splits.c.id)).all()
+        if not matches:
+            named = conn.execute(select(splits.c.content_hash).where(splits.c.name == record["split_name"])).first()
+            why = (f"this database's split {record['split_name']!r} has another hash ({named.content_hash[:16]}), "
+                   "so it holds other images or labels" if named else
+                   f"this database has no split {record['split_name']!r} and none with that hash")
+            raise BonedbError(f"{artifact_dir} was trained on split {record['split_name']!r} with content hash "
+                              f"{record['split_hash'][:16]}, but {why}: import it into the database the export "
+                              "was made from")
+        split = next((m for m in matches if m.name == record["split_name"]), matches[0])
+        run_id = conn.execute(insert(_runs).values(
+            stage=record["stage"], parts=list(record["parts"]), architecture=record["architecture"],
+            parameters=record["parameters"], image_spec=record["image_spec"], split_id=split.id,
+            split_name=split.name, split_hash=record["split_hash"], label_version=record.get("label_version"),
+            status=record["status"], host=str(record.get("host", ""))[:255],
+            tf_version=str(record.get("tf_version", ""))[:32], metrics=record.get("metrics"),
+            artifact_dir=artifact_dir, error=record.get("error"),
+            started_at=datetime.fromisoformat(record["started_at"]),
+            finished_at=datetime.fromisoformat(record["finished_at"]) if record.get("finished_at") else None,
+        )).inserted_primary_key[0]
+    return get_run(engine, run_id)
