@@ -6,7 +6,9 @@ learns like a run trained from the database, is recorded once imported, and is s
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 import shutil
 from dataclasses import replace
 
@@ -159,15 +161,34 @@ def test_cli_export_train_import_evaluate(small, tmp_path):
     shutil.rmtree(run_dir)
 
 
-def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_db, tmp_path):
-    """The same bar as the database path's stage-1 test, on the same synthetic set, scored after import."""
+@pytest.mark.parametrize("shuffled", [False, True], ids=["labels", "shuffled-labels"])
+def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_db, tmp_path, shuffled):
+    """The same bar as the database path's stage-1 test, on the same synthetic set, scored after import; the
+    same export with its training labels shuffled (manifest.csv, which training reads them from) must fail it."""
     engine, _folder = learning_db
     export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=256)
+    if shuffled:
+        manifest = tmp_path / "shards" / "manifest.csv"
+        with manifest.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        learned_from = [r for r in rows if r["subset"] in ("train", "val")]
+        parts = [r["part"] for r in learned_from]
+        random.Random(0).shuffle(parts)
+        for row, part in zip(learned_from, parts):
+            row["part"] = part
+        with manifest.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     config = TrainConfig(stage="bodypart", split="", from_export=str(tmp_path / "shards"), epochs=10, patience=10,
                          runs_dir=str(tmp_path / "runs"), **FAST)
     [result] = train(None, config, verbose=0)
     run = import_run(engine, result.artifact_dir)
-    assert evaluate_run(engine, run.id, "test").overall["accuracy"] >= 0.95
+    accuracy = evaluate_run(engine, run.id, "test").overall["accuracy"]
+    if shuffled:
+        assert accuracy < 0.5, accuracy
+    else:
+        assert accuracy >= 0.95, accuracy
 
 
 def test_runs_import_on_both_backends(engine, mura, tmp_path):
