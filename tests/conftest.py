@@ -206,14 +206,16 @@ def ctrl_c_as_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# With pytest-xdist (`-n 2 --dist loadgroup`): a test file's tests run on one worker, so its module-scoped
-# fixtures are built once; and every test that uses the shared trained models joins one group, so the
-# session's most expensive fixture is built once, not once per worker.
+# With pytest-xdist (addopts: `-n 2 --dist loadgroup`): a test file's tests run on one worker, so its
+# module-scoped fixtures are built once; and every test that uses the shared trained models joins one
+# group, so the session's most expensive fixture is built once, not once per worker. A wrapper, so that
+# the groups are marked before xdist's own hook reads them.
 _SHARED_MODELS = {"trained", "learning_db"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items):
     for item in items:
         shared = _SHARED_MODELS & set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.xdist_group("trained" if shared else item.module.__name__))
+    return (yield)
