@@ -33,7 +33,14 @@ from boneclf.store.duplicates import (
 from boneclf.store.queries import dataset_id_of, dataset_root
 from boneclf.store.schema import Image
 
-from .hashing import NEAR_METHOD, dihedral_variants
+from .hashing import (
+    NEAR_METHOD,
+    POLAR_METHOD,
+    dihedral_variants,
+    rotation_invariants,
+    rotation_scores,
+    signature_array,
+)
 from .verify import inspect_files
 
 # Bits (of 63) at or below which two pictures are near duplicates: chosen on the measurements of
@@ -42,6 +49,13 @@ NEAR_THRESHOLD = 6
 # Distinct pictures at most in one near group (see `components`).
 NEAR_GROUP_CAP = 16
 EXACT_METHOD = "sha256"
+# Rotation signatures (`hashing.rotation_signature`): pairs whose invariants have a cosine of at least
+# ROTATION_CANDIDATE are checked, and those whose best-turn correlation reaches ROTATION_SCORE match.
+# A near-hash match must also reach NEAR_CONFIRM_SCORE when both pictures have a signature. Chosen on
+# benchmarks/near_duplicate_benchmark.py (BENCHMARKS.md, "Near duplicates").
+ROTATION_CANDIDATE = 0.995
+ROTATION_SCORE = 0.98
+NEAR_CONFIRM_SCORE = 0.90
 
 _SHIFTS = np.arange(62, -1, -1, dtype=np.uint64)  # bits 1..63 (the DC bit, the top one, is always 0)
 
@@ -143,6 +157,61 @@ def components(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray, distances: np.n
     for x in range(n):
         found[find(x)].append(x)
     return [members for _, members in sorted(found.items()) if len(members) > 1]
+
+
+def rotation_pairs(signatures: np.ndarray, min_score: float = ROTATION_SCORE,
+                   min_similarity: float = ROTATION_CANDIDATE, block: int = 2048
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, score) for every pair i < j of signatures (uint8 rows) that are the same picture turned
+    by up to POLAR_MAX_TURN degrees from a quarter turn, flipped or not.
+
+    Candidates are the pairs whose rotation invariants are nearly parallel, found block by block with
+    one matrix product (n^2 dot products of a few dozen floats: about a second at 40,000); only those
+    are correlated at every allowed turn."""
+    n = len(signatures)
+    empty = np.zeros(0, dtype=np.int64)
+    if n < 2:
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    invariants = rotation_invariants(signatures)
+    found_i, found_j = [], []
+    for start in range(0, n, block):
+        similar = invariants[start:start + block] @ invariants[start:].T
+        rows, cols = np.nonzero(similar >= min_similarity)
+        rows, cols = rows + start, cols + start
+        keep = rows < cols
+        found_i.append(rows[keep])
+        found_j.append(cols[keep])
+    i, j = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
+    scores = pair_scores(signatures, i, j)
+    close = scores >= min_score
+    return i[close], j[close], scores[close]
+
+
+def pair_scores(signatures: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 8192) -> np.ndarray:
+    """`rotation_scores` of the pairs (i, j), a block at a time to bound memory."""
+    scores = np.zeros(len(i), dtype=np.float32)
+    for start in range(0, len(i), block):
+        stop = start + block
+        scores[start:stop] = rotation_scores(signatures[i[start:stop]], signatures[j[start:stop]])
+    return scores
+
+
+def match_pairs(hashes: np.ndarray, signatures: np.ndarray | None, max_bits: int = NEAR_THRESHOLD
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, order key) of the matching pairs, smallest key most alike: near-hash matches, confirmed
+    by the rotation signature, united with the rotation-signature matches. Without signatures (data
+    hashed before they existed) the near-hash matches alone, keyed by their bits."""
+    i, j, bits = near_pairs(hashes, max_bits)
+    if signatures is None:
+        return i, j, bits.astype(np.float64)
+    scores = pair_scores(signatures, i, j)
+    confirmed = scores >= NEAR_CONFIRM_SCORE
+    ri, rj, rscores = rotation_pairs(signatures)
+    n = len(hashes)
+    pair = np.concatenate([i[confirmed] * n + j[confirmed], ri * n + rj])
+    key = 1.0 - np.concatenate([scores[confirmed], rscores]).astype(np.float64)
+    pair, first = np.unique(pair, return_index=True)
+    return pair // n, pair % n, key[first]
 
 
 @dataclass(frozen=True)
