@@ -54,8 +54,8 @@ EXACT_METHOD = "sha256"
 # A near-hash match must also reach NEAR_CONFIRM_SCORE when both pictures have a signature. Chosen on
 # benchmarks/near_duplicate_benchmark.py (BENCHMARKS.md, "Near duplicates").
 ROTATION_CANDIDATE = 0.995
-ROTATION_SCORE = 0.98
-NEAR_CONFIRM_SCORE = 0.90
+ROTATION_SCORE = 0.985
+NEAR_CONFIRM_SCORE = 0.75
 
 _SHIFTS = np.arange(62, -1, -1, dtype=np.uint64)  # bits 1..63 (the DC bit, the top one, is always 0)
 
@@ -219,22 +219,27 @@ class HashedImage:
     image_id: int
     content_hash: str
     near_hash: str  # 16 hex digits
+    rotation_signature: bytes | None = None  # hashing.rotation_signature; None if measured before it existed
 
 
 def plan_groups(images: Sequence[HashedImage], max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
-    """Exact groups (same content hash) and near groups (close near hashes over distinct contents)."""
+    """Exact groups (same content hash) and near groups (`match_pairs` over distinct contents). The
+    rotation signature takes part only when every picture has one: `duplicates compute` fills in
+    those an older ingest left out."""
     by_content: dict[str, list[int]] = defaultdict(list)
-    near_of: dict[str, str] = {}
+    first_of: dict[str, HashedImage] = {}
     for image in sorted(images, key=lambda im: im.image_id):
         by_content[image.content_hash].append(image.image_id)
-        near_of.setdefault(image.content_hash, image.near_hash)
+        first_of.setdefault(image.content_hash, image)
     plans = [GroupPlan("exact", [(image_id, None) for image_id in ids])
              for ids in by_content.values() if len(ids) > 1]
     contents = list(by_content)
-    hashes = np.array([int(near_of[c], 16) for c in contents], dtype=np.uint64)
-    i, j, d = near_pairs(hashes, max_bits)
+    hashes = np.array([int(first_of[c].near_hash, 16) for c in contents], dtype=np.uint64)
+    stored = [first_of[c].rotation_signature for c in contents]
+    signatures = signature_array(stored) if stored and all(s is not None for s in stored) else None
+    i, j, key = match_pairs(hashes, signatures, max_bits)
     variants = dihedral_variants(hashes)
-    for members in components(len(contents), i, j, d, NEAR_GROUP_CAP):
+    for members in components(len(contents), i, j, key, NEAR_GROUP_CAP):
         first = members[0]
         # Distance of each member to the group's first picture, in its best orientation.
         distance = np.bitwise_count(variants[:, members] ^ hashes[first]).min(axis=0)
@@ -246,11 +251,15 @@ def plan_groups(images: Sequence[HashedImage], max_bits: int = NEAR_THRESHOLD) -
 def regroup(conn: Connection, dataset_id: int, max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
     """Replace the dataset's groups with those of its hashed images, in the caller's transaction
     (ingest calls it as it writes, so images and their groups land together)."""
-    rows = conn.execute(select(Image.id, Image.content_hash, Image.near_hash)
+    rows = conn.execute(select(Image.id, Image.content_hash, Image.near_hash, Image.rotation_signature)
                         .where(Image.dataset_id == dataset_id, Image.content_hash.is_not(None),
                                Image.near_hash.is_not(None))).all()
-    plans = plan_groups([HashedImage(*row) for row in rows], max_bits)
-    replace_groups(conn, dataset_id, plans, method={"exact": EXACT_METHOD, "near": NEAR_METHOD},
+    images = [HashedImage(*row) for row in rows]
+    plans = plan_groups(images, max_bits)
+    method = NEAR_METHOD
+    if images and all(image.rotation_signature is not None for image in images):
+        method = f"{NEAR_METHOD}+{POLAR_METHOD}"
+    replace_groups(conn, dataset_id, plans, method={"exact": EXACT_METHOD, "near": method},
                    threshold={"exact": 0.0, "near": float(max_bits)})
     return plans
 
@@ -259,7 +268,7 @@ def regroup(conn: Connection, dataset_id: int, max_bits: int = NEAR_THRESHOLD) -
 class DuplicatesResult(Result):
     dataset: str
     images: int
-    hashed_now: int  # images read now because an older ingest stored no near hash
+    hashed_now: int  # images read now because an older ingest stored no near hash or rotation signature
     unreadable: list[str]  # files that could not be read (left out of the groups)
     exact_groups: int
     exact_redundant: int  # images beyond the first of each exact group
@@ -275,10 +284,11 @@ def compute_duplicates(engine: Engine, dataset: str, *, max_bits: int = NEAR_THR
     with engine.connect() as conn:
         dataset_id = dataset_id_of(conn, dataset)
         root = dataset_root(conn, dataset_id)
-        rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash)
+        rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash,
+                                   Image.rotation_signature.is_(None).label("unsigned"))
                             .where(Image.dataset_id == dataset_id).order_by(Image.id)).all()
-    todo = [r for r in rows if r.content_hash is None or r.near_hash is None]
-    measured: dict[int, tuple[str, str]] = {}
+    todo = [r for r in rows if r.content_hash is None or r.near_hash is None or r.unsigned]
+    measured: dict[int, tuple[str, str, bytes]] = {}
     unreadable = []
     if todo:
         with progress(len(todo), "hashing images") as advance:
@@ -287,21 +297,23 @@ def compute_duplicates(engine: Engine, dataset: str, *, max_bits: int = NEAR_THR
             if check.facts is None:
                 unreadable.append(check.error)
             else:
-                measured[row.id] = (check.facts.content_hash, check.facts.near_hash)
+                measured[row.id] = (check.facts.content_hash, check.facts.near_hash,
+                                    check.facts.rotation_signature)
     with engine.begin() as conn:
         if measured:
             conn.execute(
                 update(Image).where(Image.id == bindparam("b_id"))
-                .values(content_hash=bindparam("b_hash"), near_hash=bindparam("b_near"))
+                .values(content_hash=bindparam("b_hash"), near_hash=bindparam("b_near"),
+                        rotation_signature=bindparam("b_signature"))
                 .execution_options(synchronize_session=False),
-                [{"b_id": k, "b_hash": c, "b_near": n} for k, (c, n) in measured.items()],
+                [{"b_id": k, "b_hash": c, "b_near": n, "b_signature": r} for k, (c, n, r) in measured.items()],
             )
         plans = regroup(conn, dataset_id, max_bits)
     exact = [p for p in plans if p.kind == "exact"]
     near = [p for p in plans if p.kind == "near"]
     return DuplicatesResult(dataset, len(rows), len(measured), unreadable, len(exact),
                             sum(len(p.members) - 1 for p in exact), len(near), sum(len(p.members) for p in near),
-                            max_bits, NEAR_METHOD)
+                            max_bits, f"{NEAR_METHOD}+{POLAR_METHOD}")
 
 
 def list_groups(engine: Engine, dataset: str | None = None, limit: int = 50, offset: int = 0
