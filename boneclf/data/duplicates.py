@@ -38,8 +38,9 @@ from .hashing import (
     POLAR_METHOD,
     dihedral_variants,
     rotation_invariants,
-    rotation_scores,
+    rotation_spectra,
     signature_array,
+    spectra_scores,
 )
 from .verify import inspect_files
 
@@ -160,8 +161,8 @@ def components(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray, distances: np.n
 
 
 def rotation_pairs(signatures: np.ndarray, min_score: float = ROTATION_SCORE,
-                   min_similarity: float = ROTATION_CANDIDATE, block: int = 2048
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   min_similarity: float = ROTATION_CANDIDATE, block: int = 1024,
+                   spectra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, score) for every pair i < j of signatures (uint8 rows) that are the same picture turned
     by up to POLAR_MAX_TURN degrees from a quarter turn, flipped or not.
 
@@ -172,7 +173,8 @@ def rotation_pairs(signatures: np.ndarray, min_score: float = ROTATION_SCORE,
     empty = np.zeros(0, dtype=np.int64)
     if n < 2:
         return empty, empty, np.zeros(0, dtype=np.float32)
-    invariants = rotation_invariants(signatures)
+    spectra = rotation_spectra(signatures) if spectra is None else spectra
+    invariants = rotation_invariants(signatures, spectra=spectra)
     found_i, found_j = [], []
     for start in range(0, n, block):
         similar = invariants[start:start + block] @ invariants[start:].T
@@ -182,17 +184,18 @@ def rotation_pairs(signatures: np.ndarray, min_score: float = ROTATION_SCORE,
         found_i.append(rows[keep])
         found_j.append(cols[keep])
     i, j = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
-    scores = pair_scores(signatures, i, j)
+    scores = pair_scores(spectra, i, j)
     close = scores >= min_score
     return i[close], j[close], scores[close]
 
 
-def pair_scores(signatures: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 8192) -> np.ndarray:
-    """`rotation_scores` of the pairs (i, j), a block at a time to bound memory."""
+def pair_scores(spectra: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 8192) -> np.ndarray:
+    """`rotation_scores` of the pairs (i, j) from the pictures' `rotation_spectra`, a block at a time
+    to bound memory."""
     scores = np.zeros(len(i), dtype=np.float32)
     for start in range(0, len(i), block):
         stop = start + block
-        scores[start:stop] = rotation_scores(signatures[i[start:stop]], signatures[j[start:stop]])
+        scores[start:stop] = spectra_scores(spectra[i[start:stop]], spectra[j[start:stop]])
     return scores
 
 
@@ -204,9 +207,10 @@ def match_pairs(hashes: np.ndarray, signatures: np.ndarray | None, max_bits: int
     i, j, bits = near_pairs(hashes, max_bits)
     if signatures is None:
         return i, j, bits.astype(np.float64)
-    scores = pair_scores(signatures, i, j)
+    spectra = rotation_spectra(signatures)
+    scores = pair_scores(spectra, i, j)
     confirmed = scores >= NEAR_CONFIRM_SCORE
-    ri, rj, rscores = rotation_pairs(signatures)
+    ri, rj, rscores = rotation_pairs(signatures, spectra=spectra)
     n = len(hashes)
     pair = np.concatenate([i[confirmed] * n + j[confirmed], ri * n + rj])
     key = 1.0 - np.concatenate([scores[confirmed], rscores]).astype(np.float64)

@@ -198,22 +198,35 @@ for _quarter in range(4):
         _ALLOWED[(_quarter * POLAR_ANGLES // 4 + _shift) % POLAR_ANGLES] = True
 
 
+def rotation_spectra(signatures: np.ndarray) -> np.ndarray:
+    """(n, rings, angles // 2 + 1) complex64: each normalised signature's spectrum along the angle axis,
+    computed once per picture so that scoring a pair is a product and one inverse transform."""
+    return np.fft.rfft(_normalised(signatures), axis=2).astype(np.complex64)
+
+
+# Correlating with the flipped signature b[::-1] is a convolution: c[s] = conv[(s + angles - 1) % angles].
+_FLIPPED = (np.arange(POLAR_ANGLES) + POLAR_ANGLES - 1) % POLAR_ANGLES
+
+
+def spectra_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """`rotation_scores` from spectra (`rotation_spectra`) of equal count."""
+    # Summed over rings before the inverse transform (it is linear): one transform per pair and direction.
+    straight = np.fft.irfft((first * np.conj(second)).sum(axis=1), n=POLAR_ANGLES, axis=1)
+    flipped = np.fft.irfft((first * second).sum(axis=1), n=POLAR_ANGLES, axis=1)[:, _FLIPPED]
+    return np.maximum(straight[:, _ALLOWED].max(axis=1), flipped[:, _ALLOWED].max(axis=1)).astype(np.float32)
+
+
 def rotation_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Best normalised correlation of each pair of signatures (uint8 rows of equal count) over the
     allowed turns, flipped or not: 1.0 for the same picture, whatever its orientation."""
-    a, b = _normalised(first), _normalised(second)
-    fa = np.fft.rfft(a, axis=2)
-    best = np.full(len(a), -1.0, dtype=np.float32)
-    for other in (b, b[:, :, ::-1]):  # as is, and flipped (angle axis reversed)
-        correlation = np.fft.irfft(fa * np.conj(np.fft.rfft(other, axis=2)), n=POLAR_ANGLES, axis=2).sum(axis=1)
-        best = np.maximum(best, correlation[:, _ALLOWED].max(axis=1))
-    return best
+    return spectra_scores(rotation_spectra(first), rotation_spectra(second))
 
 
-def rotation_invariants(signatures: np.ndarray, orders: int = 6) -> np.ndarray:
+def rotation_invariants(signatures: np.ndarray, orders: int = 6, spectra: np.ndarray | None = None) -> np.ndarray:
     """(n, rings * orders) float32 unit vectors that a turn or flip of the picture leaves alone: the
     magnitudes of the lowest angular frequencies of each ring. Close for copies, so they choose the
-    candidate pairs that `rotation_scores` then checks."""
-    spectrum = np.abs(np.fft.rfft(_normalised(signatures), axis=2)[:, :, :orders])
-    flat = spectrum.reshape(len(spectrum), -1)
+    candidate pairs that `rotation_scores` then checks. `spectra`: the signatures' `rotation_spectra`
+    when already computed."""
+    spectra = rotation_spectra(signatures) if spectra is None else spectra
+    flat = np.abs(spectra[:, :, :orders]).reshape(len(spectra), -1)
     return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
