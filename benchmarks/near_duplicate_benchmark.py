@@ -217,6 +217,18 @@ def clustering(total: int, size: int) -> None:
           f"{len(hashes)}")
 
 
+def hash_cost(size: int = 512, pictures: int = 20) -> None:
+    """Milliseconds per picture `size` px tall for each hash ingest computes (the pictures are decoded once)."""
+    rng = random.Random(3)
+    drawn = [_draw(rng, BODY_PARTS[k % len(BODY_PARTS)], size) for k in range(pictures)]
+    print(f"\nHashing cost per {size}-px picture (already decoded):")
+    for function in (perceptual_hash, near_hash, rotation_signature):
+        started = time.perf_counter()
+        for picture in drawn * 3:
+            function(picture)
+        print(f"{function.__name__}: {(time.perf_counter() - started) / (3 * pictures) * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bases", type=int, default=400)
@@ -226,6 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
     precision_recall(args.bases, args.size)
+    hash_cost()
     if args.cluster:
         clustering(args.cluster, args.cluster_size)
 
