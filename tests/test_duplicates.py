@@ -330,3 +330,65 @@ def test_compute_on_demand_hashes_older_data_once(engine, mura):
     assert first.hashed_now == first.images > 0 and first.exact_groups == 1 and first.exact_redundant == 1
     again = compute_duplicates(engine, "mura-v1.1")
     assert again.hashed_now == 0 and again.exact_groups == 1
+
+
+def test_copies_turned_a_few_degrees_with_black_corners_stay_in_one_subset(engine, tmp_path):
+    """Files like `...-rotated1`: the same radiograph turned 5 and 8 degrees (one of them also flipped),
+    corners black. The near hash alone misses them; the rotation signature joins them."""
+    from boneclf.data.duplicates import HashedImage, plan_groups
+
+    root = tmp_path / "turned"
+    families: dict[str, list[str]] = {}
+    for f in range(8):
+        label = ("fractured", "not fractured")[f % 2]
+        original, _ = draw_radiograph("hand", f % 2 == 0, 48, 64, random.Random(2000 + f))
+        copies = {"train": original,
+                  "val": original.rotate(5, resample=PILImage.Resampling.BILINEAR, fillcolor=0),
+                  "test": original.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
+                  .rotate(-8, resample=PILImage.Resampling.BILINEAR, fillcolor=0)}
+        families[f"fam{f}"] = []
+        for subset, picture in copies.items():
+            (root / subset / label).mkdir(parents=True, exist_ok=True)
+            relative = f"{subset}/{label}/fam{f}-rotated{len(families[f'fam{f}'])}.png"
+            picture.save(root / relative)
+            families[f"fam{f}"].append(relative)
+    for k in range(30):
+        subset = ("train", "train", "val", "test")[k % 4]
+        label = ("fractured", "not fractured")[k % 2]
+        image, _ = draw_radiograph("hand", k % 2 == 0, 48, 64, random.Random(7000 + k))
+        (root / subset / label).mkdir(parents=True, exist_ok=True)
+        image.save(root / subset / label / f"single{k:02d}.png")
+    ingest_folder(engine, root, dataset="turned")
+
+    create_split(engine, "grouped", SplitOptions("turned", (), val=0.2, test=0.2, test_from="carve"))
+    subsets = _subsets_of(engine, "grouped")
+    for family, paths in families.items():
+        assert len({subsets[p] for p in paths}) == 1, f"{family} split across subsets"
+    with engine.connect() as conn:
+        rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash,
+                                   Image.rotation_signature).join(Image.study)).all()
+    # Each family is in one group (a single may join it: different synthetic hands can be that alike).
+    id_of = {r.path: r.id for r in rows}
+    with_signature = plan_groups([HashedImage(r.id, r.content_hash, r.near_hash, r.rotation_signature) for r in rows])
+    groups = [{m for m, _ in p.members} for p in with_signature]
+    for family, paths in families.items():
+        assert any({id_of[p] for p in paths} <= group for group in groups), f"{family} is not in one group"
+    # What the near hash alone (data hashed before the signature existed) makes of the same files.
+    alone = plan_groups([HashedImage(r.id, r.content_hash, r.near_hash) for r in rows])
+    whole = [{m for m, _ in p.members} for p in alone]
+    assert sum({id_of[p] for p in paths} in whole for paths in families.values()) < len(families)
+
+
+def test_a_turn_or_flip_keeps_the_rotation_signature_and_another_picture_does_not():
+    import numpy as np
+
+    from boneclf.data.hashing import rotation_scores, rotation_signature, signature_array
+
+    picture, _ = draw_radiograph("elbow", False, 61, 83, random.Random(4))
+    other, _ = draw_radiograph("elbow", False, 61, 83, random.Random(5))
+    copies = [picture.rotate(7, resample=PILImage.Resampling.BILINEAR, fillcolor=0),
+              picture.transpose(PILImage.Transpose.ROTATE_90).rotate(-4, resample=PILImage.Resampling.BILINEAR),
+              picture.transpose(PILImage.Transpose.FLIP_TOP_BOTTOM), picture.resize((122, 166))]
+    base = signature_array([rotation_signature(picture)] * (len(copies) + 1))
+    scores = rotation_scores(base, signature_array([rotation_signature(c) for c in copies + [other]]))
+    assert np.all(scores[:-1] >= 0.985) and scores[-1] < 0.95

@@ -304,7 +304,8 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
     return {identity: row[0] for identity, row in existing.items()}, relabels
 
 
-_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash", "near_hash", "file_format")
+_FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash", "near_hash", "file_format",
+                 "rotation_signature")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> set[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .hashing import content_hash, near_hash, perceptual_hash
+from .hashing import content_hash, near_hash, perceptual_hash, rotation_signature
 
 Progress = Callable[[int], None]
 
@@ -29,6 +29,7 @@ class FileFacts:
     perceptual_hash: str
     near_hash: str
     file_format: str  # read from the bytes by Pillow (JPEG, PNG, GIF, ...), whatever the file is named
+    rotation_signature: bytes  # hashing.rotation_signature: finds copies turned by a few degrees
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ def inspect_file(root: Path, relative: str) -> FileCheck:
             width, height = image.size
             picture_hash = perceptual_hash(image)
             near = near_hash(image)
+            signature = rotation_signature(image)
             file_format = (image.format or "unknown")[:8]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return FileCheck(relative, None, f"cannot decode {full}: {exc}")
-    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format)
+    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format, signature)
     return FileCheck(relative, facts, None)
 
 

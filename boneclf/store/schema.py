@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -129,6 +130,9 @@ class Image(Base):
     )
     file_format: Mapped[str | None] = mapped_column(
         String(8), comment="image format read from the bytes (JPEG, PNG, GIF, ...)"
+    )
+    rotation_signature: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment="grey levels on a polar grid about the centre (8 x 144 bytes); a turn is a shift"
     )
 
     study: Mapped[Study] = relationship(back_populates="images")
