@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -38,7 +39,10 @@ def demo(database: Database, workdir, quick, json_mode):
     # (--database-url and BONEDB_DATABASE_URL both arrive as an explicit URL).
     url = database.url if database.explicit else None
     say = (lambda message: None) if json_mode else click.echo
-    summary = run_demo(workdir, database_url=url, quick=quick, say=say, progress=progress_for(json_mode))
+    # Keras' per-epoch progress bar on a terminal only (training is most of the demo's time); quiet otherwise.
+    verbose = "auto" if sys.stdout.isatty() and not json_mode else 0
+    summary = run_demo(workdir, database_url=url, quick=quick, say=say, progress=progress_for(json_mode),
+                       verbose=verbose)
     emit(summary, json_mode, _human)
 
 

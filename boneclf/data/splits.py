@@ -25,7 +25,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine, delete, distinct, func, insert, select
 
 from boneclf.errors import BonedbError
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
@@ -145,9 +145,10 @@ def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] 
         crossing = sorted({groups[r.image_id] for r in held_out} & {groups[r.image_id] for r in pool})
         if crossing and not options.allow_leaks:
             raise BonedbError(
-                f"{len(crossing)} leak group(s) (patients or duplicate pictures, e.g. the group of patient "
-                f"{crossing[0]}) are in both the source's held-out and training images, so its own test set "
-                "leaks: use --test-from carve (or --allow-leaks to keep the source's test set as it is)"
+                f"{plural(len(crossing), 'leak group')} (patients united with duplicate pictures, e.g. the group "
+                f"with patient {crossing[0]}) in both the source's held-out and training images, so its own test "
+                "set leaks: use --test-from carve (or --allow-leaks to keep the source's test set as it is); "
+                "`bonedb duplicates list` shows the duplicate groups, and --group-by patient ignores them"
             )
         assignment = {r.image_id: "test" for r in held_out}
         assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed, groups))
@@ -301,8 +302,8 @@ def _describe_balance(result: SplitResult, records: list[Record], assignment: di
             biggest = max(sizes, key=lambda k: sizes[k])
             result.warnings.append(
                 f"{subset} holds {got:.1%} of the images, asked {want:.1%} ({got - want:+.1%}): leak groups are "
-                f"too coarse; the largest (patient {biggest.split('#')[0]}'s) holds {sizes[biggest]} images, "
-                f"{sizes[biggest] / total:.1%} of the split")
+                f"too coarse; the largest (the one with patient {biggest.split('#')[0]}) holds {sizes[biggest]} "
+                f"images, {sizes[biggest] / total:.1%} of the split")
 
 
 def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
@@ -356,7 +357,7 @@ def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, 
         duplicates = list(group_memberships(conn, dataset_id).values())
     leaks = _leak_counts(conn, records, assignment, duplicates)
     if leaks and refuse_leaks:
-        found = ", ".join(f"{n} {kind}" for kind, n in leaks.items())
+        found = ", ".join(plural(n, _SINGULARS.get(kind, kind), kind) for kind, n in leaks.items())
         raise BonedbError(f"split {name!r} would leak ({found} across subsets); nothing was stored "
                           "(`bonedb split create --allow-leaks` stores it anyway, with the leaks recorded)")
     split_id = conn.execute(
@@ -371,6 +372,11 @@ def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, 
     return SplitResult(name, True, content_hash, len(records), leaks=leaks)
 
 
+_KIND_PLURALS = {"patient": "patients", "study": "studies"}
+_SINGULARS = {"patients": "patient", "studies": "study", "identical files": "identical file",
+              "duplicate groups": "duplicate group"}
+
+
 def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplicates: list) -> dict[str, int]:
     """What `bonedb audit split` would find crossing subsets, counted by kind: patients, studies,
     identical files (same sha256) and stored duplicate groups. Empty: no leak."""
@@ -380,7 +386,7 @@ def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplic
     )
     counts: dict[str, int] = defaultdict(int)
     for overlap in overlaps:
-        counts[f"{overlap['kind']}s"] += 1
+        counts[_KIND_PLURALS[overlap["kind"]]] += 1
     for members in duplicates:
         subsets = {assignment[m] for m in members if m in assignment}
         if len(subsets) > 1:

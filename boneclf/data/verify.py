@@ -56,7 +56,9 @@ def inspect_file(root: Path, relative: str) -> FileCheck:
             near = near_hash(image)
             signature = rotation_signature(image)
             file_format = (image.format or "unknown")[:8]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # Pillow names its in-memory buffer here, which tells the user nothing
+        return FileCheck(relative, None, f"cannot decode {full}: not an image format bonedb reads")
+    except (OSError, SyntaxError, ValueError) as exc:
         return FileCheck(relative, None, f"cannot decode {full}: {exc}")
     facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format, signature)
     return FileCheck(relative, facts, None)

@@ -771,9 +771,17 @@ def _weights_error(backbone, config: TrainConfig, weights, exc: Exception) -> Bo
     if weights == "imagenet":
         return BonedbError(
             f"cannot get ImageNet weights for {backbone.name} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"({type(exc).__name__}: {_first_words(str(exc), 160)}); "
             f"on a machine with internet download {backbone.weights_url}{filename}, then run "
             f"`{import_command(backbone, config.image_size)}` here, or pass --weights PATH"
         )
     return BonedbError(f"weights file {weights} does not fit {backbone.name} at {config.image_size} px "
-                       f"({str(exc).splitlines()[0][:200]}): it must be Keras' no-top file {filename}")
+                       f"({_first_words(str(exc), 200)}): it must be Keras' no-top file {filename}")
+
+
+def _first_words(text: str, limit: int) -> str:
+    """The first line of TEXT, cut at a word boundary within LIMIT characters (never mid-word)."""
+    line = (text.strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" :;,-") + " ..."

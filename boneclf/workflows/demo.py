@@ -66,7 +66,9 @@ QUICK = DemoSettings(patients=40, size=48, stage1_epochs=2, stage2_epochs=2, stu
 
 
 def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = False,
-             say: Callable[[str], None] = lambda message: None, progress: ProgressFactory = silent) -> dict:
+             say: Callable[[str], None] = lambda message: None, progress: ProgressFactory = silent,
+             verbose: str | int = 0) -> dict:
+    """VERBOSE goes to Keras' fit: "auto" shows each epoch's progress bar (a terminal), 0 nothing."""
     settings = QUICK if quick else DemoSettings()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -100,10 +102,10 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     base = TrainConfig(stage="bodypart", split=SPLIT, arch="cnn", weights="none", image_size=settings.size,
                        augment="flip", runs_dir=str(workdir / "runs"), lr=1e-3)
     step(7, "train stage 1 (body part)")
-    stage1 = _train_or_reuse(engine, replace(base, epochs=settings.stage1_epochs, patience=10), progress)
+    stage1 = _train_or_reuse(engine, replace(base, epochs=settings.stage1_epochs, patience=10), progress, verbose)
     step(8, "train stage 2 (normal or abnormal, one model over all parts)")
     stage2 = _train_or_reuse(engine, replace(base, stage="fracture", shared=True, epochs=settings.stage2_epochs,
-                                             patience=30, batch_size=16), progress)
+                                             patience=30, batch_size=16), progress, verbose)
     step(9, "evaluate both on the test subset")
     evaluations = {run: latest_result(engine, get_run(engine, run), "test") or evaluate_run(engine, run, "test")
                    for run in (stage1, stage2)}
@@ -137,12 +139,12 @@ def _try_next(workdir: Path, database_url: str | None, study: str) -> str:
     return f"bonedb --database-url '{masked}' predict {study}{hint}"
 
 
-def _train_or_reuse(engine: Engine, config: TrainConfig, progress) -> int:
+def _train_or_reuse(engine: Engine, config: TrainConfig, progress, verbose) -> int:
     """A finished run with exactly these parameters is reused; otherwise train one."""
     wanted = {**config.to_parameters(), "parts": None}
     for run in reversed(list_runs(engine, stage=config.stage, status="finished")):
         stored = {**TrainConfig.from_parameters(run.parameters).to_parameters(), "parts": None}
         if run.split_name == config.split and stored == wanted:
             return run.id
-    [result] = train(engine, config, progress=progress, verbose=0)
+    [result] = train(engine, config, progress=progress, verbose=verbose)
     return result.run_id
