@@ -174,6 +174,21 @@ def learning_db(tmp_path_factory):
     engine.dispose()
 
 
+@pytest.fixture
+def learning_copy(learning_db, tmp_path):
+    """A copy of the learning database (same images and split "s") for a test that records runs of its own:
+    the shared one keeps only the trained fixture's runs, which tests of prediction's defaults rely on."""
+    import sqlite3
+
+    engine, folder = learning_db
+    copy = tmp_path / "learning-copy.sqlite"
+    with sqlite3.connect(engine.url.database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    copied = make_engine(f"sqlite:///{copy}")
+    yield copied, folder
+    copied.dispose()
+
+
 @dataclass
 class Trained:
     engine: object

@@ -32,8 +32,8 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_two_workers_train_one_model_recorded_once(learning_db, tmp_path):
-    engine, _folder = learning_db
+def test_two_workers_train_one_model_recorded_once(learning_copy, tmp_path):
+    engine, _folder = learning_copy
     exported = export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=128)
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     bonedb = str(Path(sys.executable).parent / "bonedb")

@@ -162,10 +162,10 @@ def test_cli_export_train_import_evaluate(small, tmp_path):
 
 
 @pytest.mark.parametrize("shuffled", [False, True], ids=["labels", "shuffled-labels"])
-def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_db, tmp_path, shuffled):
+def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_copy, tmp_path, shuffled):
     """The same bar as the database path's stage-1 test, on the same synthetic set, scored after import; the
     same export with its training labels shuffled (manifest.csv, which training reads them from) must fail it."""
-    engine, _folder = learning_db
+    engine, _folder = learning_copy
     export_shards(engine, "s", tmp_path / "shards", stage="bodypart", image_size=32, shard_size=256)
     if shuffled:
         manifest = tmp_path / "shards" / "manifest.csv"
