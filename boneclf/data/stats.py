@@ -59,12 +59,7 @@ def dataset_stats(engine: Engine, dataset: str | None = None, parts=None, splits
 def _duplicates(engine: Engine, dataset, parts, splits) -> list[DuplicateCount]:
     query = (select(Dataset.name, Study.source_split, Image.id, Image.content_hash)
              .select_from(Image).join(Study, Study.id == Image.study_id).join(Dataset, Dataset.id == Study.dataset_id))
-    if dataset is not None:
-        query = query.where(Dataset.name == dataset)
-    if parts is not None:
-        query = query.where(Study.body_part.in_(list(parts)))
-    if splits is not None:
-        query = query.where(Study.source_split.in_(list(splits)))
+    query = _filtered(query, dataset, parts, splits)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
         members = conn.execute(select(DuplicateMember.group_id, DuplicateMember.image_id)).all()
@@ -88,6 +83,17 @@ def _duplicates(engine: Engine, dataset, parts, splits) -> list[DuplicateCount]:
             for name, split in sorted(images) if identical[(name, split)] or grouped[(name, split)]]
 
 
+def _filtered(query, dataset, parts, splits):
+    """QUERY (images joined to studies and datasets) narrowed to the `stats` options given."""
+    if dataset is not None:
+        query = query.where(Dataset.name == dataset)
+    if parts is not None:
+        query = query.where(Study.body_part.in_(list(parts)))
+    if splits is not None:
+        query = query.where(Study.source_split.in_(list(splits)))
+    return query
+
+
 def _counts(engine: Engine, keys: tuple, dataset, parts, splits) -> list[tuple]:
     query = (
         select(*keys, func.count(Image.id), func.count(distinct(Study.id)), func.count(distinct(Study.patient_id)))
@@ -97,11 +103,6 @@ def _counts(engine: Engine, keys: tuple, dataset, parts, splits) -> list[tuple]:
         .group_by(*keys)
         .order_by(*keys)
     )
-    if dataset is not None:
-        query = query.where(Dataset.name == dataset)
-    if parts is not None:
-        query = query.where(Study.body_part.in_(list(parts)))
-    if splits is not None:
-        query = query.where(Study.source_split.in_(list(splits)))
+    query = _filtered(query, dataset, parts, splits)
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(query)]

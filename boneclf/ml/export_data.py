@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from boneclf.data.export import MANIFEST_FILE, MARKER_FILE
 from boneclf.errors import BonedbError
 
 from .pipeline import Examples
-from .training_data import FRACTURE_CLASSES, STAGES, StageData
+from .training_data import FRACTURE_CLASSES, STAGES, StageData, check_learnable
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,8 @@ def load_export_stage_data(folder: Path, stage: str, parts: tuple[str, ...] | No
         )
     split = ExportedSplit(marker["split"], marker["content_hash"], marker.get("label_version"),
                           marker.get("split_kind"))
-    train_classes = Counter(subsets["train"].labels)
-    if len(train_classes) < 2:
-        only = class_names[next(iter(train_classes))] if train_classes else "no images"
-        raise BonedbError(f"export {folder} gives the {stage} stage only one class to learn ({only}) for "
-                          f"{', '.join(chosen)}: choose other parts or export another split")
-    if not len(subsets["val"]):
-        raise BonedbError(f"export {folder} has no validation images: export a split made with --val above 0")
+    check_learnable(subsets, class_names, stage, chosen, source=f"export {folder}", other="export another split",
+                    val_remedy="export a split made with --val above 0")
     source = ExportSource(folder, fmt, marker.get("image_spec"), marker.get("shards") or {})
     return StageData(split, class_names, subsets, "pinned", split.label_version, None, export=source)
 

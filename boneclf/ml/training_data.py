@@ -74,14 +74,22 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
             parts=[r.part for r in picked],
             hashes=[r.content_hash for r in picked],
         )
+    check_learnable(subsets, class_names, stage, chosen, source=f"split {split_name!r}", other="another split",
+                    val_remedy="create a split with --val above 0")
+    return StageData(split, class_names, subsets, labels, version, changes)
+
+
+def check_learnable(subsets: dict[str, Examples], class_names: list[str], stage: str, chosen: list[str], *,
+                    source: str, other: str, val_remedy: str) -> None:
+    """Refuse before training what cannot train: one class in train, or no validation images. SOURCE names
+    where the examples came from (a split, an export folder); OTHER and VAL_REMEDY say what to use instead."""
     train_classes = Counter(subsets["train"].labels)
     if len(train_classes) < 2:
         only = class_names[next(iter(train_classes))] if train_classes else "no images"
-        raise BonedbError(f"split {split_name!r} gives the {stage} stage only one class to learn ({only}) for "
-                          f"{', '.join(chosen)}: choose other parts or another split")
+        raise BonedbError(f"{source} gives the {stage} stage only one class to learn ({only}) for "
+                          f"{', '.join(chosen)}: choose other parts or {other}")
     if not len(subsets["val"]):
-        raise BonedbError(f"split {split_name!r} has no validation images: create a split with --val above 0")
-    return StageData(split, class_names, subsets, labels, version, changes)
+        raise BonedbError(f"{source} has no validation images: {val_remedy}")
 
 
 def part_class_weights(examples: Examples) -> dict[str, dict[int, float]]:
