@@ -64,8 +64,8 @@ _ROWS = np.array([u for u, _ in NEAR_COEFFICIENTS])
 _COLS = np.array([v for _, v in NEAR_COEFFICIENTS])
 
 
-def _area_average(pixels: np.ndarray, axis: int) -> np.ndarray:
-    """PIXELS averaged over NEAR_SIDE equal intervals along AXIS, each pixel weighted by its overlap.
+def _area_average(pixels: np.ndarray, axis: int, size: int = NEAR_SIDE) -> np.ndarray:
+    """PIXELS averaged over SIZE equal intervals along AXIS, each pixel weighted by its overlap.
 
     Done with cumulative sums rather than Pillow's resize, whose box filter is not mirror-symmetric
     for non-integer ratios (a flipped picture would not give the flipped thumbnail), and rather than
@@ -73,12 +73,12 @@ def _area_average(pixels: np.ndarray, axis: int) -> np.ndarray:
     each hash ten times slower on a busy machine."""
     n = pixels.shape[axis]
     sums = np.concatenate([np.zeros_like(np.take(pixels, [0], axis=axis)), np.cumsum(pixels, axis=axis)], axis=axis)
-    edges = np.linspace(0, n, NEAR_SIDE + 1)
+    edges = np.linspace(0, n, size + 1)
     low = np.minimum(np.floor(edges).astype(int), n - 1)
     frac = (edges - low).reshape([-1 if a == axis else 1 for a in range(pixels.ndim)])
     below = np.take(sums, low, axis=axis)
     at_edges = below + frac * (np.take(sums, low + 1, axis=axis) - below)
-    return np.diff(at_edges, axis=axis) / (n / NEAR_SIDE)
+    return np.diff(at_edges, axis=axis) / (n / size)
 
 
 def near_hash_bits(image: Image.Image) -> np.ndarray:
@@ -155,24 +155,13 @@ _RADII = POLAR_RADIUS * POLAR_SIDE / 2 * (np.arange(POLAR_RINGS) + 0.5) / POLAR_
 _ANGLES = 2 * np.pi * np.arange(POLAR_ANGLES) / POLAR_ANGLES
 
 
-def _area_resize(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """PIXELS averaged over SIZE equal intervals along AXIS (as `_area_average`, any size)."""
-    n = pixels.shape[axis]
-    sums = np.concatenate([np.zeros_like(np.take(pixels, [0], axis=axis)), np.cumsum(pixels, axis=axis)], axis=axis)
-    edges = np.linspace(0, n, size + 1)
-    low = np.minimum(np.floor(edges).astype(int), n - 1)
-    frac = (edges - low).reshape([-1 if a == axis else 1 for a in range(pixels.ndim)])
-    below = np.take(sums, low, axis=axis)
-    return np.diff(below + frac * (np.take(sums, low + 1, axis=axis) - below), axis=axis) / (n / size)
-
-
 def rotation_signature(image: Image.Image) -> bytes:
     """POLAR_RINGS x POLAR_ANGLES grey levels of IMAGE on the polar grid (see above), row by row."""
     pixels = np.asarray(image.convert("L"), dtype=np.float32)  # float32 sums: exact enough, twice as fast
     height, width = pixels.shape
     shorter = min(height, width)
     rows, cols = max(2, round(height * POLAR_SIDE / shorter)), max(2, round(width * POLAR_SIDE / shorter))
-    small = _area_resize(_area_resize(pixels, rows, 0), cols, 1).astype(np.float64)
+    small = _area_average(_area_average(pixels, 0, rows), 1, cols).astype(np.float64)
     y = (rows - 1) / 2 + _RADII[:, None] * np.sin(_ANGLES)[None, :]
     x = (cols - 1) / 2 + _RADII[:, None] * np.cos(_ANGLES)[None, :]
     y0 = np.clip(np.floor(y).astype(int), 0, rows - 2)
