@@ -32,7 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.export import export_split  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
@@ -45,6 +44,7 @@ from boneclf.ml.tf_env import tensorflow  # noqa: E402
 from boneclf.ml.tfrecords import export_shards, shard_dataset  # noqa: E402
 from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 H200 = {"DenseNet121, float32": 1150, "MobileNetV2, bfloat16": 4200}
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.radiograph import draw_radiograph  # noqa: E402
 from boneclf.data.splits import split_image_paths  # noqa: E402
 from boneclf.data.synth import planted_break  # noqa: E402
@@ -38,6 +37,7 @@ from boneclf.ml.evaluation import load_run_model  # noqa: E402
 from boneclf.ml.gradcam import GradCam, localization  # noqa: E402
 from boneclf.ml.tf_env import tensorflow  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 from boneclf.workflows.demo import SPLIT, DemoSettings, run_demo  # noqa: E402
 
 DEMO_SYNTH_SEED = 0  # run_demo draws its synthetic MURA with seed 0

@@ -25,7 +25,6 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.duplicates import (
     NEAR_CONFIRM_SCORE,
     NEAR_GROUP_CAP,
@@ -46,6 +45,7 @@ from boneclf.data.hashing import (
     signature_array,
 )
 from boneclf.data.radiograph import draw_radiograph
+from boneclf.vocabulary import BODY_PARTS
 
 
 def _rotate(image: Image.Image, degrees: float, expand: bool) -> Image.Image:

@@ -25,7 +25,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.export import export_split  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
@@ -39,6 +38,7 @@ from boneclf.ml.tf_env import tensorflow  # noqa: E402
 from boneclf.ml.training_data import load_stage_data  # noqa: E402
 from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 
 def images_per_second(dataset, total: int) -> float:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
 from boneclf.data.synth import synth_mura  # noqa: E402
@@ -35,6 +34,7 @@ from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
 from boneclf.store.queries import get_split  # noqa: E402
 from boneclf.store.runs import create_run, set_status  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 
 def fake_run(engine, split, stage: str, arch: str, outputs: int, classes: list[str], runs_dir: Path) -> int:

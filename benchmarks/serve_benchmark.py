@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_benchmark import fresh_database, timed  # noqa: E402
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
 from boneclf.data.synth import synth_mura  # noqa: E402
 from boneclf.store import migrate  # noqa: E402
 from boneclf.store.engine import make_engine  # noqa: E402
 from boneclf.store.schema import Image, Study  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 PAGES = [
     ("first page, no filter", "/studies"),

@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_benchmark import fresh_database, timed  # noqa: E402
 
-from boneclf.bodyparts import BODY_PARTS  # noqa: E402
 from boneclf.data.audit import audit_split  # noqa: E402
 from boneclf.data.export import export_split  # noqa: E402
 from boneclf.data.ingest import ingest_mura  # noqa: E402
 from boneclf.data.splits import SplitOptions, create_split  # noqa: E402
 from boneclf.data.synth import synth_mura  # noqa: E402
 from boneclf.store.schema import Image, Patient, SplitAssignment, SplitVersion, Study  # noqa: E402
+from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 
 def write_small_pngs(root: Path, paths: list[str], seed: int = 0) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from boneclf.data.export import FORMATS, LINKS, STAGES, ExportReport, export_split
+from boneclf.data.export import FORMATS, LINKS, ExportReport, export_split
 from boneclf.results import plural
+from boneclf.vocabulary import FRACTURE, STAGES
 
 from .context import Database, pass_db
 from .options import confirmer, json_option, parts_option, yes_option
@@ -17,7 +18,7 @@ from .output import emit, progress_for
 @click.command()
 @click.argument("name")
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--stage", type=click.Choice(STAGES), default="fracture", show_default=True,
+@click.option("--stage", type=click.Choice(STAGES), default=FRACTURE, show_default=True,
               help="bodypart: OUT/<subset>/<part>/; fracture: OUT/<part>/<subset>/{fractured,normal}/.")
 @parts_option("Only these parts of the split. Default: all of them.")
 @click.option("--combined", is_flag=True, help="With --stage fracture: one tree OUT/<subset>/{fractured,normal}/ "

@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from boneclf.store.provenance import LabelHistory, label_history
+from boneclf.vocabulary import label_word
 
 from .context import Database, pass_db
 from .options import json_option
 from .output import emit, print_table
-
-_WORD = {0: "normal", 1: "abnormal"}
 
 
 @click.command("history")
@@ -48,7 +47,7 @@ def history(database: Database, dataset, study, since, ingest, json_mode):
 def _human(result: LabelHistory) -> None:
     if result.study is not None:
         click.echo(f"{result.study} of dataset {result.dataset!r}: label {result.current_label} "
-                   f"({_WORD[result.current_label]}) today")
+                   f"({label_word(result.current_label)}) today")
     if not result.events:
         click.echo("no label change recorded" + (" (since it was ingested)" if result.study else ""))
         return

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import click
 
-from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
 from boneclf.data.ingest import DEFAULT_DATASET, IngestReport, ingest_mura
 from boneclf.data.mura_reader import LABELS_FROM
 from boneclf.results import plural
+from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS, label_word
 
 from .context import Database, pass_db
 from .options import json_option, parts_option
 from .output import emit, print_table, progress_for
-
-_WORD = {0: "normal", 1: "abnormal"}
 
 
 @click.command()
@@ -62,8 +60,8 @@ def _human(report: IngestReport, database: Database) -> None:
         click.echo(f"label conflict settled by --labels-from {report.labels_from}: {conflict.study.describe()} "
                    f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})")
     for relabel in report.relabeled:
-        click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({_WORD[relabel.old_label]}) -> "
-                   f"{relabel.new_label} ({_WORD[relabel.new_label]}) by {relabel.reason}: {relabel.source}")
+        click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({label_word(relabel.old_label)}) -> "
+                   f"{relabel.new_label} ({label_word(relabel.new_label)}) by {relabel.reason}: {relabel.source}")
     if report.root_changed_from:
         click.echo(f"dataset root moved: {report.root_changed_from} -> {report.root}")
     if report.stats is not None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.folder_dataset import FolderReport, parse_label_map
 from boneclf.data.folder_dataset import ingest_folder as ingest_folder_dataset
 from boneclf.results import plural
+from boneclf.vocabulary import BODY_PARTS
 
 from .context import Database, pass_db
 from .options import json_option

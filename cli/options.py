@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from boneclf.bodyparts import parse_parts
 from boneclf.errors import BonedbError
+from boneclf.vocabulary import parse_parts
 
 json_option = click.option("--json", "json_mode", is_flag=True,
                            help="Print the result as JSON (for programs) instead of a table; no progress bars.")

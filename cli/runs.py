@@ -13,6 +13,7 @@ from boneclf.ml.training_data import LABEL_SOURCES
 from boneclf.results import plural
 from boneclf.store.provenance import describe_version
 from boneclf.store.runs import STATUSES, delete_runs, get_run, list_runs
+from boneclf.vocabulary import BODYPART, FRACTURE_CLASSES, STAGES
 
 from .context import Database, pass_db
 from .options import confirmer, json_option, yes_option
@@ -30,7 +31,7 @@ def runs():
 
 
 @runs.command("list")
-@click.option("--stage", type=click.Choice(["bodypart", "fracture"]), help="Only runs of this stage.")
+@click.option("--stage", type=click.Choice(STAGES), help="Only runs of this stage.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--latest", is_flag=True, help="Only the newest run that matches (for scripts, with --ids or --json).")
 @click.option("--ids", "ids_only", is_flag=True, help="Print only the run ids, one per line (for scripts).")
@@ -228,7 +229,7 @@ def _human_evaluation(result: EvaluationResult) -> None:
                    "and `split create --dedupe` keeps one of each", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")
-    if result.stage == "bodypart":
+    if result.stage == BODYPART:
         click.echo(format_report(overall["report"], overall["accuracy"]))
         click.echo(f"accuracy {overall['accuracy']:.3f} (95% CI {format_interval(overall['accuracy_ci'])}), "
                    f"{plural(overall['n'], 'image')}")
@@ -236,7 +237,7 @@ def _human_evaluation(result: EvaluationResult) -> None:
     else:
         click.echo(format_report(overall["image"]["report"], overall["image"]["accuracy"]))
         print_table(result.part_rows())
-        _confusion(overall["image"]["confusion"], ["normal", "abnormal"])
+        _confusion(overall["image"]["confusion"], FRACTURE_CLASSES)
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}", err=True)
 

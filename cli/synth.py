@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.synth import synth_mura
 from boneclf.results import plural
+from boneclf.vocabulary import BODY_PARTS
 
 from .options import json_option, parts_option
 from .output import emit, progress_for

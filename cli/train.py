@@ -13,6 +13,7 @@ from boneclf.ml.backbones import REGISTRY
 from boneclf.ml.models import AUGMENTATIONS
 from boneclf.ml.training import CACHE_MODES, RunResult, TrainConfig, resume
 from boneclf.ml.training import train as train_stage
+from boneclf.vocabulary import STAGES
 
 from .context import Database, pass_db
 from .options import json_option, parts_option
@@ -26,7 +27,7 @@ def _verbose(json_mode: bool):
 
 
 @click.command("train")
-@click.option("--stage", type=click.Choice(["bodypart", "fracture"]), help="bodypart: which bone (stage 1); "
+@click.option("--stage", type=click.Choice(STAGES), help="bodypart: which bone (stage 1); "
               "fracture: normal or abnormal (stage 2, MURA's label).")
 @click.option("--split", "split_name", metavar="NAME", help="The split to train on (bonedb split create).")
 @click.option("--from-export", "from_export", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",

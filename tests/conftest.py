@@ -27,13 +27,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _CHECKOUT]
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.data.synth import synth_mura
 from boneclf.store import migrate
 from boneclf.store.engine import make_engine
 from boneclf.store.schema import Base
+from boneclf.vocabulary import BODY_PARTS
 
 # The from-scratch CNN with light augmentation: what CPU tests can afford to train.
 FAST = dict(arch="cnn", weights="none", augment="flip", tensorboard=False, lr=1e-3)

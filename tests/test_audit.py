@@ -10,12 +10,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.audit import audit_dataset, audit_split
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split, split_image_paths
 from boneclf.data.synth import synth_mura
 from boneclf.store.schema import Image
+from boneclf.vocabulary import BODY_PARTS
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.hashing import content_hash
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
@@ -24,6 +23,7 @@ from boneclf.ml.training import TrainConfig, train
 from boneclf.ml.training_data import load_stage_data
 from boneclf.store import migrate
 from boneclf.store.engine import make_engine
+from boneclf.vocabulary import BODY_PARTS
 
 from conftest import FAST, synth_sqlite
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data import export as export_module
 from boneclf.data.export import export_split
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError
+from boneclf.vocabulary import BODY_PARTS
 
 
 @pytest.fixture

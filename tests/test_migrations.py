@@ -11,11 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import ingest_mura
 from boneclf.errors import SchemaNotAtHead
 from boneclf.store import migrate
 from boneclf.store.schema import Base
+from boneclf.vocabulary import BODY_PARTS
 
 TABLES = {"datasets", "patients", "studies", "images"}
 

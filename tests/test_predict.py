@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.cli.main import cli
 from boneclf.data.radiograph import draw_radiograph
 from boneclf.data.splits import split_image_paths
@@ -21,6 +20,7 @@ from boneclf.ml.evaluation import load_run_model
 from boneclf.ml.gradcam import GradCam
 from boneclf.ml.predict import Predictor
 from boneclf.ml.training import TrainConfig, train
+from boneclf.vocabulary import BODY_PARTS
 
 from conftest import FAST
 

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.cli.main import cli
 from boneclf.store.queries import get_split
 from boneclf.store.runs import create_run, set_status
+from boneclf.vocabulary import BODY_PARTS
 from boneclf.workflows.report import (
     PART_COLOURS,
     KappaRow,

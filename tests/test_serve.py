@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.cli.main import cli
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
@@ -32,6 +31,7 @@ from boneclf.store.engine import make_engine
 from boneclf.store.queries import get_split
 from boneclf.store.runs import RunRecord, get_run
 from boneclf.store.schema import Image, Study, TrainingRun
+from boneclf.vocabulary import BODY_PARTS
 from boneclf.web.app import create_app
 from boneclf.web.security import LOOPBACK_NAMES
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import (
     SplitOptions,
@@ -25,6 +24,7 @@ from boneclf.errors import BonedbError
 from boneclf.store import migrate
 from boneclf.store.engine import make_engine
 from boneclf.store.schema import Image, Patient, SplitAssignment, SplitVersion, Study
+from boneclf.vocabulary import BODY_PARTS
 
 from conftest import snapshot
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.mura_reader import _IMAGE_PATH
 from boneclf.data.radiograph import draw_radiograph
 from boneclf.data.synth import plan_dataset, synth_mura
 from boneclf.errors import BonedbError
+from boneclf.vocabulary import BODY_PARTS
 
 
 def tree_digest(root: Path) -> str:

@@ -193,9 +193,9 @@ def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_copy, t
 
 def test_runs_import_on_both_backends(engine, mura, tmp_path):
     """`runs import` records the run on the stored split with its hash, on SQLite and on MySQL."""
-    from boneclf.bodyparts import BODY_PARTS
     from boneclf.data.ingest import ingest_mura
     from boneclf.data.splits import SplitOptions, create_split
+    from boneclf.vocabulary import BODY_PARTS
 
     ingest_mura(engine, mura)
     create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.2, test=0.2, seed=1))

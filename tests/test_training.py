@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.cli.main import cli
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split, delete_split
@@ -28,6 +27,7 @@ from boneclf.ml.tf_env import keras as _keras
 from boneclf.ml.training import TrainConfig, resume, train
 from boneclf.store.runs import get_run, list_runs
 from boneclf.store.schema import TrainingRun
+from boneclf.vocabulary import BODY_PARTS
 
 from conftest import FAST, synth_sqlite
 from conftest import prepare_synth_split as _prepare
@@ -159,7 +159,7 @@ def test_bad_input_is_a_clear_error(small_db, tmp_path, monkeypatch):
     with pytest.raises(BonedbError, match="too small for densenet121"):
         train(engine, TrainConfig(stage="bodypart", arch="densenet121", image_size=16, **base))
     with pytest.raises(BonedbError, match="unknown body part 'knee'"):
-        from boneclf.bodyparts import parse_parts
+        from boneclf.vocabulary import parse_parts
 
         parse_parts("knee")
     # A weights file of another architecture.

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, and_, distinct, func, select
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
 from boneclf.store.provenance import EVENT_SOURCES, HistoryEvent, HistoryFilter, IngestEntry, list_ingests
 from boneclf.store.reviews import ReviewRecord, reviews_of
 from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
+from boneclf.vocabulary import BODY_PARTS
 
 SUBSETS = ("train", "val", "test")
 MAX_PER_PAGE = 200

@@ -26,13 +26,12 @@ from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
 from boneclf.store.queries import dataset_root, get_split, split_images
+from boneclf.vocabulary import BODYPART, EXPORT_CLASS_FOLDERS, FRACTURE, FRACTURE_CLASSES, STAGES
 
 from .splits import SUBSETS
 
-STAGES = ("bodypart", "fracture")
 LINKS = ("hardlink", "symlink", "copy")
 FORMATS = ("files", "tfrecord")  # tfrecord: boneclf.ml.tfrecords.export_shards
-CLASS_NAMES = {0: "normal", 1: "fractured"}  # MURA's label: 1 = abnormal (fracture, hardware, ...)
 MARKER_FILE = "split.json"
 MANIFEST_FILE = "manifest.csv"
 EXPORT_FORMAT_VERSION = 1
@@ -72,7 +71,7 @@ def export_split(
     name: str,
     out: Path,
     *,
-    stage: str = "fracture",
+    stage: str = FRACTURE,
     parts: tuple[str, ...] | None = None,
     combined: bool = False,
     link: str = "hardlink",
@@ -91,7 +90,7 @@ def export_split(
     with tree as partial:
         report.copied_instead_of_linked = _write_files(partial, root, entries, link, progress)
         write_manifest(partial, entries)
-        class_names = sorted({e.part for e in entries}) if stage == "bodypart" else ["normal", "abnormal"]
+        class_names = sorted({e.part for e in entries}) if stage == BODYPART else FRACTURE_CLASSES
         write_marker(partial, split, stage=stage, combined=combined, link=link, fmt="files", parts=parts,
                      extra={"class_names": class_names})
     report.replaced_previous = tree.replaced
@@ -142,7 +141,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
             raise BonedbError(f"split {name!r} has no images of {', '.join(missing)} "
                               f"(it has {', '.join(sorted(available))})")
         rows = [row for row in rows if row.part in parts]
-    if stage == "bodypart" and "unknown" in available:
+    if stage == BODYPART and "unknown" in available:
         raise BonedbError(f"split {name!r} has images of unknown body part: --stage bodypart needs known parts")
     entries = []
     for row in rows:
@@ -150,12 +149,12 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
                     f"{Path(row.path).suffix.lower()}")
         if fmt == "tfrecord":
             target = row.subset  # replaced by the shard path when written
-        elif stage == "bodypart":
+        elif stage == BODYPART:
             target = f"{row.subset}/{row.part}/{filename}"
         elif combined:
-            target = f"{row.subset}/{CLASS_NAMES[row.label]}/{filename}"
+            target = f"{row.subset}/{EXPORT_CLASS_FOLDERS[row.label]}/{filename}"
         else:
-            target = f"{row.part}/{row.subset}/{CLASS_NAMES[row.label]}/{filename}"
+            target = f"{row.part}/{row.subset}/{EXPORT_CLASS_FOLDERS[row.label]}/{filename}"
         entries.append(Entry(row.image_id, row.path, target, row.subset, row.part, row.label, row.patient,
                              row.study_number))
     entries.sort(key=lambda e: (SUBSETS.index(e.subset), e.exported_path, e.source_path))

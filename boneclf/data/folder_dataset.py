@@ -16,7 +16,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
-from boneclf.bodyparts import BODY_PARTS, UNKNOWN_PART
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -24,6 +23,7 @@ from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
+from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions

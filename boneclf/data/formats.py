@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
+from boneclf.clock import utc_now
 from boneclf.store.bulk import insert_rows
-from boneclf.store.provenance import now
 from boneclf.store.schema import IngestExclusion
 
 # Formats as Pillow names them from the bytes (not the file name) that the training pipeline
@@ -23,5 +23,5 @@ def record_exclusions(conn: Connection, dataset_id: int, left_out: list[tuple[st
     for path, reason in sorted(left_out):
         if path[:512] not in seen:
             seen.add(path[:512])
-            rows.append((dataset_id, path[:512], reason[:255], now()))
+            rows.append((dataset_id, path[:512], reason[:255], utc_now()))
     insert_rows(conn, IngestExclusion.__table__, ("dataset_id", "path", "reason", "created_at"), rows)

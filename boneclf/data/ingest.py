@@ -15,7 +15,6 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -30,6 +29,7 @@ from boneclf.store.provenance import (
     logged_if_unapplied,
 )
 from boneclf.store.schema import Dataset, Image, Patient, Study
+from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS
 
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions

@@ -10,10 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from boneclf.errors import Problem
+from boneclf.vocabulary import label_word
 
 from .mura_reader import ImageRow, Manifest, StudyKey
 
-_WORD = {0: "normal", 1: "abnormal"}
 _SUFFIX = {0: "negative", 1: "positive"}
 
 
@@ -89,7 +89,7 @@ def resolve_labels(manifest: Manifest, labels_from: str | None = None) -> StudyL
 
 def describe_conflict(conflict: LabelConflict, csv_folder_label: int | None = None) -> str:
     text = (
-        f"{conflict.study.describe()} is labeled {conflict.csv_label} ({_WORD[conflict.csv_label]}) here "
+        f"{conflict.study.describe()} is labeled {conflict.csv_label} ({label_word(conflict.csv_label)}) here "
         f"but its images are in study{conflict.study.number}_{_SUFFIX[conflict.folder_label]}"
     )
     if csv_folder_label is not None and csv_folder_label != conflict.folder_label:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
 from boneclf.errors import BonedbError, Problem
+from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS
 
 DEFAULT_DATASET_DIR = "MURA-v1.1"
 LABELS_FROM = ("csv", "folder")

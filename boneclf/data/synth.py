@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
+from boneclf.vocabulary import BODY_PARTS
 
 from .mura_reader import DEFAULT_DATASET_DIR
 from .radiograph import draw_radiograph

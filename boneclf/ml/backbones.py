@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from boneclf.errors import BonedbError
+from boneclf.vocabulary import BODYPART, FRACTURE
 
 from .tf_env import keras as _keras
 
@@ -78,7 +79,8 @@ REGISTRY: dict[str, Backbone] = {
 }
 
 # The paper's choices: MobileNetV2 for the body part (its conclusion), DenseNet121 for fractures.
-STAGE_DEFAULTS = {"bodypart": "mobilenetv2", "fracture": "densenet121"}
+STAGE_DEFAULTS = {BODYPART: "mobilenetv2", FRACTURE: "densenet121"}
+
 
 
 def get_backbone(name: str) -> Backbone:

@@ -18,6 +18,7 @@ from boneclf.results import Result
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import EvaluationRecord, RunRecord, get_run, latest_evaluation, save_evaluation
+from boneclf.vocabulary import BODYPART
 
 from .image_spec import ImageSpec
 from .metrics import binary_metrics, format_interval, multiclass_metrics
@@ -143,7 +144,7 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
                               skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
                               split_hash=data.split.content_hash, labels=labels, label_version=data.label_version,
                               label_changes=data.label_changes)
-    if run.stage == "bodypart":
+    if run.stage == BODYPART:
         result.overall = multiclass_metrics(used.labels, probabilities, loaded.class_names)
     else:
         scores = probabilities.reshape(-1)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from boneclf.data.export import MANIFEST_FILE, MARKER_FILE
 from boneclf.errors import BonedbError
+from boneclf.vocabulary import BODYPART, FRACTURE_CLASSES, STAGES
 
 from .pipeline import Examples
-from .training_data import FRACTURE_CLASSES, STAGES, StageData, check_learnable
+from .training_data import StageData, check_learnable
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ def load_export_stage_data(folder: Path, stage: str, parts: tuple[str, ...] | No
     missing = sorted(set(chosen) - set(available))
     if missing:
         raise BonedbError(f"export {folder} has no images of {', '.join(missing)} (it has {', '.join(available)})")
-    if stage == "bodypart" and len(chosen) < 2:
+    if stage == BODYPART and len(chosen) < 2:
         raise BonedbError("--stage bodypart needs at least two body parts to tell apart")
     rows = [r for r in rows if r["part"] in chosen]
-    class_names = chosen if stage == "bodypart" else FRACTURE_CLASSES
+    class_names = chosen if stage == BODYPART else FRACTURE_CLASSES
     subsets = {}
     for subset in ("train", "val", "test"):
         picked = [r for r in rows if r["subset"] == subset]
@@ -78,7 +79,7 @@ def load_export_stage_data(folder: Path, stage: str, parts: tuple[str, ...] | No
             image_ids=[int(r["image_id"]) for r in picked],
             # class folders: the exported file; shards: its record address (shard#index), for messages
             paths=[str(folder / r["exported_path"]) for r in picked],
-            labels=[chosen.index(r["part"]) if stage == "bodypart" else int(r["label"]) for r in picked],
+            labels=[chosen.index(r["part"]) if stage == BODYPART else int(r["label"]) for r in picked],
             studies=[f"{r['patient']}/{r['part']}/{r['study']}" for r in picked],
             parts=[r["part"] for r in picked],
         )
@@ -88,11 +89,6 @@ def load_export_stage_data(folder: Path, stage: str, parts: tuple[str, ...] | No
                     val_remedy="export a split made with --val above 0")
     source = ExportSource(folder, fmt, marker.get("image_spec"), marker.get("shards") or {})
     return StageData(split, class_names, subsets, "pinned", split.label_version, None, export=source)
-
-
-def export_parts(folder: Path) -> list[str]:
-    """The body parts with training images in an export (one stage-2 run each, without --shared)."""
-    return sorted({r["part"] for r in _manifest(Path(folder).absolute()) if r["subset"] == "train"})
 
 
 _COLUMNS = ("image_id", "exported_path", "subset", "part", "label", "patient", "study")

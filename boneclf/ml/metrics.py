@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from boneclf.vocabulary import FRACTURE_CLASSES
+
 THRESHOLD = 0.5
 BOOTSTRAP_ROUNDS = 1000
 CALIBRATION_BINS = 10
@@ -152,7 +154,7 @@ def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = Tru
     labels, probabilities = np.asarray(labels, int), np.asarray(probabilities, float)
     predictions = (probabilities > THRESHOLD).astype(int)
     accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
-    report = per_class_report(labels, predictions, ["normal", "abnormal"])
+    report = per_class_report(labels, predictions, FRACTURE_CLASSES)
     image = {
         "n": int(len(labels)), "accuracy": accuracy, "auc": roc_auc(labels, probabilities),
         "kappa": cohen_kappa(labels, predictions), "confusion": confusion(labels, predictions, 2).tolist(),

@@ -10,7 +10,6 @@ it runs on the accelerator when there is one and is off at inference.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from boneclf.data.hashing import content_hash
+from boneclf.files import atomic_write
 from boneclf.progress import ProgressFactory, silent
 
 from .image_spec import ImageSpec
@@ -108,10 +108,7 @@ def persistent_dataset(examples: Examples, spec: ImageSpec, cache_dir: Path, pro
             for indices, images, _labels in decoded_dataset(examples.take(missing), spec, cache=None).batch(64):
                 for j, image in zip(indices.numpy().tolist(), images.numpy()):
                     entry = entries[missing[j]]
-                    entry.parent.mkdir(parents=True, exist_ok=True)
-                    partial = entry.with_name(f".{entry.name}.{os.getpid()}")
-                    partial.write_bytes(image.tobytes())
-                    os.replace(partial, entry)
+                    atomic_write(entry, image.tobytes())
                     decoded.add(missing[j])
                 advance(len(indices))
                 check()  # between batches, as in warm()

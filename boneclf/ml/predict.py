@@ -16,11 +16,11 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine
 
-from boneclf.bodyparts import UNKNOWN_PART
 from boneclf.data.image_names import free_path, identify_images, picture_name
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
 from boneclf.store.runs import RunRecord, list_runs
+from boneclf.vocabulary import BODYPART, FRACTURE, UNKNOWN_PART
 
 from .evaluation import load_run_model
 from .metrics import THRESHOLD
@@ -99,14 +99,14 @@ class Predictor:
 
     def __init__(self, engine: Engine, bodypart_run: int | None = None, fracture_run: int | None = None):
         self.engine = engine
-        self.fixed_fracture = _ReadyRun(engine, fracture_run, "fracture") if fracture_run else None
+        self.fixed_fracture = _ReadyRun(engine, fracture_run, FRACTURE) if fracture_run else None
         # A stage-2 run of one region needs no router when there is none to have: a folder set's
         # `unknown` part (no body-part model can name it), or no finished body-part run at all. A MURA
         # part's run still goes through stage 1 when one exists, which turns away other parts.
         self.stage1: _ReadyRun | None = None
         one_region = self.fixed_fracture is not None and len(self.fixed_fracture.parts) == 1
         if bodypart_run is None:
-            best = best_run(list_runs(engine, stage="bodypart", status="finished"))
+            best = best_run(list_runs(engine, stage=BODYPART, status="finished"))
             if one_region and (best is None or self.fixed_fracture.parts[0] == UNKNOWN_PART):
                 best = None
             elif best is None:
@@ -114,9 +114,9 @@ class Predictor:
                                   "pass --fracture-run with a run of one body part (no stage 1 needed)")
             bodypart_run = best.id if best is not None else None
         if bodypart_run is not None:
-            self.stage1 = _ReadyRun(engine, bodypart_run, "bodypart")
+            self.stage1 = _ReadyRun(engine, bodypart_run, BODYPART)
         # Read once per predictor, not once per image: the stage-2 candidates and the best per part.
-        self._candidates = [] if fracture_run else list_runs(engine, stage="fracture", status="finished")
+        self._candidates = [] if fracture_run else list_runs(engine, stage=FRACTURE, status="finished")
         self._best_for: dict[str, int | None] = {}
         self._stage2: dict[int, _ReadyRun] = {}
 
@@ -130,7 +130,7 @@ class Predictor:
         if run_id is None:
             return None
         if run_id not in self._stage2:
-            self._stage2[run_id] = _ReadyRun(self.engine, run_id, "fracture")
+            self._stage2[run_id] = _ReadyRun(self.engine, run_id, FRACTURE)
         return self._stage2[run_id]
 
     def predict(self, paths: list[Path], gradcam_dir: Path | None = None) -> Prediction:
@@ -311,7 +311,7 @@ class RunExplainer:
             for k, i in enumerate(chunk):
                 picture = loaded[i][0]
                 heat = on_picture(heatmaps[k], run.spec, picture.shape)
-                if run.run.stage == "bodypart":
+                if run.run.stage == BODYPART:
                     outcome, p = run.class_names[int(np.argmax(outputs[k]))], float(np.max(outputs[k]))
                 else:
                     p = float(outputs[k][0])

@@ -25,6 +25,7 @@ from boneclf.data.export import (
 )
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
+from boneclf.vocabulary import BODYPART, FRACTURE, FRACTURE_CLASSES, STAGES
 
 from .image_spec import ImageSpec
 from .tf_env import tensorflow
@@ -35,14 +36,14 @@ SHARD_SIZE = 1024
 STORED_SPEC_FIELDS = ("size", "pad", "canny")  # all that decides the stored pixels
 
 
-def export_shards(engine: Engine, name: str, out: Path, *, stage: str = "fracture",
+def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE,
                   parts: tuple[str, ...] | None = None, image_size: int | None = None, pad: bool = False,
                   canny: bool = False, shard_size: int | None = None, force: bool = False, confirm=None,
                   progress: ProgressFactory = silent) -> ExportReport:
     """Split NAME as TFRecord shards under OUT/<subset>/, with manifest.csv and split.json, atomically.
 
     With `image_size`, images are stored decoded and resized (the spec in split.json); else as file bytes."""
-    if stage not in ("bodypart", "fracture"):
+    if stage not in STAGES:
         raise BonedbError(f"unknown --stage {stage!r}")
     if image_size is None and (pad or canny):
         raise BonedbError("--pad and --canny shape decoded images: give --image-size too")
@@ -56,7 +57,7 @@ def export_shards(engine: Engine, name: str, out: Path, *, stage: str = "fractur
     split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord")
     check_target(out, force, confirm)
     report = new_report(out, name, stage, "copy", "tfrecord", entries)
-    class_names = sorted({e.part for e in entries}) if stage == "bodypart" else ["normal", "abnormal"]
+    class_names = sorted({e.part for e in entries}) if stage == BODYPART else FRACTURE_CLASSES
     tree = AtomicTree(out)
     with tree as partial:
         entries, shards = write_shards(partial, root, entries, stage, shard_size, spec, progress)
@@ -88,7 +89,7 @@ def write_shards(partial: Path, root: Path, entries: list, stage: str, shard_siz
                 shards_of[subset].append(name)
                 with tf.io.TFRecordWriter(str(partial / name)) as writer:
                     for index, e in enumerate(rows[shard * shard_size:(shard + 1) * shard_size]):
-                        label = parts.index(e.part) if stage == "bodypart" else e.label
+                        label = parts.index(e.part) if stage == BODYPART else e.label
                         writer.write(_example(tf, next(images), e, label, decoded=spec is not None)
                                      .SerializeToString(deterministic=True))
                         placed.append(e._replace(exported_path=f"{name}#{index}"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine
 
+from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, Interrupted
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -32,6 +33,7 @@ from boneclf.store.runs import (
     set_parameters,
     set_status,
 )
+from boneclf.vocabulary import FRACTURE, STAGES
 
 from .backbones import STAGE_DEFAULTS, get_backbone
 from .cluster import cluster_role, divide, patch_keras_for_multi_worker
@@ -41,7 +43,7 @@ from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, persistent_dataset, warm
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
-from .training_data import STAGES, StageData, load_stage_data, sample_weights
+from .training_data import StageData, load_stage_data, sample_weights
 from .weights import import_command
 
 # persistent: decoded images kept across runs in cache_dir (keyed by content hash and image spec) and in
@@ -152,7 +154,7 @@ def train(engine: Engine | None, config: TrainConfig, *, progress: ProgressFacto
     config = config.resolved()
     if not config.from_export and engine is None:
         raise BonedbError("training needs a database, or an export folder (--from-export DIR)")
-    if config.stage == "fracture" and not config.shared:
+    if config.stage == FRACTURE and not config.shared:
         data = _stage_data(engine, config, config.parts)
         groups = [(part,) for part in sorted(set(data.subsets["train"].parts))]
         _check_every_part(engine, config, groups)
@@ -408,9 +410,7 @@ class _FolderLedger:
     """Records a run trained from an export in its own folder (run.json), for `bonedb runs import`."""
 
     def open(self, config: TrainConfig, data: StageData, run_id: int | None) -> tuple[None, Path]:
-        from datetime import datetime, timezone
-
-        now = datetime.now(timezone.utc)
+        now = utc_now()
         group = config.parts[0] if len(config.parts) == 1 else "all"
         base = Path(config.runs_dir).absolute() / f"{data.split.name}-{config.stage}-{group}-{now:%Y%m%d-%H%M%S}"
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -426,7 +426,7 @@ class _FolderLedger:
             "parameters": config.to_parameters(), "image_spec": config.image_spec().to_dict(),
             "split_name": data.split.name, "split_hash": data.split.content_hash,
             "label_version": data.label_version, "export": data.export.to_dict(),
-            "status": "running", "started_at": now.replace(tzinfo=None).isoformat(timespec="seconds"),
+            "status": "running", "started_at": now.isoformat(timespec="seconds"),
             "finished_at": None, "host": platform_node(), "tf_version": tensorflow().__version__,
             "metrics": None, "error": None,
         }
@@ -436,10 +436,8 @@ class _FolderLedger:
         _write_json(run_dir / RUN_FILE, self.record)
 
     def close(self, status: str, *, metrics: dict | None = None, error: str | None = None) -> None:
-        from datetime import datetime, timezone
-
         self.record.update(status=status, metrics=metrics, error=error,
-                           finished_at=datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"))
+                           finished_at=utc_now().isoformat(timespec="seconds"))
         if self.run_dir.exists():
             _write_json(self.run_dir / RUN_FILE, self.record)
 
@@ -469,7 +467,7 @@ class _Job:
         self.progress, self.verbose, self.extra_callbacks = progress, verbose, callbacks
         self.backbone = get_backbone(config.arch)
         self.spec = config.image_spec()
-        self.outputs = 1 if config.stage == "fracture" else len(data.class_names)
+        self.outputs = 1 if config.stage == FRACTURE else len(data.class_names)
         self.state_file = run_dir / "state.json"
         self.checkpoint = run_dir / "checkpoint.keras"
         self.role = cluster_role()

@@ -14,11 +14,10 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import dataset_root, get_split, split_images
+from boneclf.vocabulary import BODYPART, FRACTURE, FRACTURE_CLASSES, STAGES
 
 from .pipeline import Examples
 
-STAGES = ("bodypart", "fracture")
-FRACTURE_CLASSES = ["normal", "abnormal"]
 LABEL_SOURCES = ("pinned", "current")
 
 
@@ -47,7 +46,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
         rows = split_images(conn, split.id)
         available = sorted({r.part for r in rows})
         chosen = sorted(parts) if parts else available
-        changes = label_changes(conn, split, parts=chosen, subset=changes_in) if stage == "fracture" else None
+        changes = label_changes(conn, split, parts=chosen, subset=changes_in) if stage == FRACTURE else None
         version = split.label_version if labels == "pinned" else label_version(conn, split.dataset_id)
     missing = sorted(set(chosen) - set(available))
     if missing:
@@ -59,8 +58,8 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
             f"with `bonedb split create NEW --from {split_name}`"
         )
     rows = [r for r in rows if r.part in chosen]
-    class_names = chosen if stage == "bodypart" else FRACTURE_CLASSES
-    if stage == "bodypart" and len(chosen) < 2:
+    class_names = chosen if stage == BODYPART else FRACTURE_CLASSES
+    if stage == BODYPART and len(chosen) < 2:
         raise BonedbError("--stage bodypart needs at least two body parts to tell apart")
     subsets = {}
     for subset in ("train", "val", "test"):
@@ -68,7 +67,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
         subsets[subset] = Examples(
             image_ids=[r.image_id for r in picked],
             paths=[str(root / r.path) for r in picked],
-            labels=[chosen.index(r.part) if stage == "bodypart" else
+            labels=[chosen.index(r.part) if stage == BODYPART else
                     (r.label if labels == "pinned" else r.current_label) for r in picked],
             studies=[r.study_key for r in picked],
             parts=[r.part for r in picked],
@@ -108,7 +107,7 @@ def part_class_weights(examples: Examples) -> dict[str, dict[int, float]]:
 
 
 def sample_weights(examples: Examples, stage: str) -> list[float]:
-    if stage != "fracture":
+    if stage != FRACTURE:
         return [1.0] * len(examples)
     weights = part_class_weights(examples)
     return [weights[p][y] for p, y in zip(examples.parts, examples.labels)]

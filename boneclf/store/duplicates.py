@@ -173,12 +173,3 @@ def get_duplicate_group(conn: Connection, group_id: int) -> DuplicateGroupInfo:
     members = [DuplicateMemberInfo(*m[1:]) for m in _member_rows(conn, [group_id])]
     return DuplicateGroupInfo(row.id, row.name, row.kind, row.method, row.threshold, row.created_at,
                               len(members), sorted({m.source_split for m in members}), members)
-
-
-def count_groups(conn: Connection, dataset: str) -> dict[str, int]:
-    """kind -> number of groups stored for DATASET."""
-    rows = conn.execute(
-        select(_groups.c.kind, func.count()).where(_groups.c.dataset_id == dataset_id_of(conn, dataset))
-        .group_by(_groups.c.kind)
-    )
-    return {kind: n for kind, n in rows}

@@ -17,12 +17,13 @@ import platform
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, and_, distinct, func, insert, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from boneclf import __version__
+from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, InputProblems
 from boneclf.results import Result
 
@@ -35,8 +36,6 @@ _history = LabelChange.__table__
 _reviews = Review.__table__
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass
@@ -61,7 +60,7 @@ class IngestRecord:
     dataset: str
     source_root: str
     options: dict
-    started_at: datetime = field(default_factory=now)
+    started_at: datetime = field(default_factory=utc_now)
     source_sha256: dict[str, str] = field(default_factory=dict)
     counts: IngestCounts = field(default_factory=IngestCounts)
 
@@ -69,7 +68,7 @@ class IngestRecord:
         return {
             "command": self.command, "dataset": self.dataset, "source_root": self.source_root[:1024],
             "source_sha256": self.source_sha256, "options": self.options, "started_at": self.started_at,
-            "finished_at": now(), "host": platform.node()[:255], "bonedb_version": __version__,
+            "finished_at": utc_now(), "host": platform.node()[:255], "bonedb_version": __version__,
             "outcome": outcome, "message": message, **asdict(self.counts),
         }
 

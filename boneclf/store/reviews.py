@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Engine, insert, select
 
+from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
 
@@ -22,7 +23,6 @@ _reviews = Review.__table__
 
 LABEL_DECISIONS = ("label confirmed", "label disputed")
 DUPLICATE_DECISIONS = ("duplicate confirmed", "duplicate rejected")
-DECISIONS = LABEL_DECISIONS + DUPLICATE_DECISIONS
 MAX_NOTE = 4000
 
 
@@ -90,7 +90,7 @@ def review_group(engine: Engine, group_id: int, decision: str, *, note: str | No
 
 
 def _insert(conn, **values) -> ReviewRecord:
-    values["created_at"] = datetime.now(timezone.utc).replace(tzinfo=None)
+    values["created_at"] = utc_now()
     review_id = conn.execute(insert(_reviews).values(**values)).inserted_primary_key[0]
     return ReviewRecord(id=review_id, **values)
 

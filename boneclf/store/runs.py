@@ -7,11 +7,12 @@ import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from boneclf.clock import utc_now
 from boneclf.errors import BonedbError
 from boneclf.results import Result, fmt
 
@@ -22,8 +23,6 @@ _evaluations = Evaluation.__table__
 STATUSES = ("running", "finished", "failed", "interrupted")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass
@@ -84,7 +83,7 @@ def create_run(engine: Engine, *, stage: str, parts: tuple[str, ...], architectu
             stage=stage, parts=list(parts), architecture=architecture, parameters=parameters, image_spec=image_spec,
             split_id=split.id, split_name=split.name, split_hash=split.content_hash, label_version=label_version,
             status="running",
-            host=platform.node()[:255], tf_version=tf_version, artifact_dir="", started_at=_now(),
+            host=platform.node()[:255], tf_version=tf_version, artifact_dir="", started_at=utc_now(),
         )).inserted_primary_key[0]
         # The folder is named after the id, known only now.
         conn.execute(update(_runs).where(_runs.c.id == run_id).values(artifact_dir=f"{runs_dir}/{run_id}"))
@@ -93,7 +92,7 @@ def create_run(engine: Engine, *, stage: str, parts: tuple[str, ...], architectu
 
 def set_status(engine: Engine, run_id: int, status: str, *, metrics: dict | None = None,
                error: str | None = None) -> None:
-    values = {"status": status, "finished_at": None if status == "running" else _now(), "error": error}
+    values = {"status": status, "finished_at": None if status == "running" else utc_now(), "error": error}
     if metrics is not None:
         values["metrics"] = metrics
     with engine.begin() as conn:
@@ -150,7 +149,7 @@ def save_evaluation(engine: Engine, run_id: int, subset: str, metrics: dict, *, 
     with engine.begin() as conn:
         return conn.execute(insert(_evaluations).values(
             run_id=run_id, subset=subset, metrics=metrics, split_hash=split_hash, labels=labels,
-            label_version=label_version, created_at=_now())).inserted_primary_key[0]
+            label_version=label_version, created_at=utc_now())).inserted_primary_key[0]
 
 
 def latest_evaluation(engine: Engine, run_id: int, subset: str | None = None) -> EvaluationRecord | None:

@@ -6,7 +6,7 @@ MURA's label is per *study* and means normal (0) or abnormal (1). The seed paper
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from boneclf.clock import utc_now
 
 LABEL_COMMENT = (
     "MURA study label: 1 = abnormal, 0 = normal, read by radiologists per study. "
@@ -46,8 +48,6 @@ NAMING = {
 }
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -63,7 +63,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     root: Mapped[str] = mapped_column(String(1024), comment="folder the image paths are relative to")
     kind: Mapped[str] = mapped_column(String(16), comment="mura or folder")
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
     patients: Mapped[list[Patient]] = relationship(back_populates="dataset")
 
@@ -159,7 +159,7 @@ class SplitVersion(Base):
     leaks: Mapped[dict | None] = mapped_column(
         JSON, comment="leak audit when stored: count of crossings by kind ({} = none)"
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class SplitAssignment(Base):
@@ -198,7 +198,7 @@ class TrainingRun(Base):
         Integer, comment=LABEL_VERSION_COMMENT
     )
     status: Mapped[str] = mapped_column(String(16), comment="running, finished, failed or interrupted")
-    started_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     host: Mapped[str] = mapped_column(String(255))
     tf_version: Mapped[str] = mapped_column(String(32))
@@ -219,7 +219,7 @@ class Evaluation(Base):
         String(8), comment="pinned (the split's labels) or current (the studies' labels when it ran)"
     )
     label_version: Mapped[int | None] = mapped_column(Integer, comment=LABEL_VERSION_COMMENT)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class IngestLog(Base):
@@ -286,7 +286,7 @@ class DuplicateGroup(Base):
     kind: Mapped[str] = mapped_column(String(8), comment="exact (same bytes) or near (same picture)")
     method: Mapped[str] = mapped_column(String(64), comment="the hash and matching that made the group")
     threshold: Mapped[float] = mapped_column(Float, comment="largest distance joined (bits; 0 for exact)")
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class DuplicateMember(Base):
@@ -309,7 +309,7 @@ class IngestExclusion(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(512), comment="relative to the dataset root, / separated")
     reason: Mapped[str] = mapped_column(String(255), comment="why the ingest left the file out")
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class SplitOmission(Base):
@@ -343,4 +343,4 @@ class Review(Base):
     label: Mapped[int | None] = mapped_column(SmallInteger, comment="the study's label when it was reviewed")
     note: Mapped[str | None] = mapped_column(Text, comment="why (required when a label is disputed)")
     reviewer: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=_utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)

@@ -25,7 +25,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from boneclf.bodyparts import BODY_PARTS, SOURCE_SPLITS
 from boneclf.data.browse import (
     SUBSETS,
     StudyFilter,
@@ -39,6 +38,7 @@ from boneclf.data.browse import (
 )
 from boneclf.data.stats import dataset_stats
 from boneclf.errors import BonedbError, NotFound
+from boneclf.files import atomic_write
 from boneclf.results import fmt, plain
 from boneclf.store import open_database
 from boneclf.store.duplicates import get_duplicate_group, list_duplicate_groups
@@ -46,12 +46,12 @@ from boneclf.store.engine import scrub
 from boneclf.store.provenance import label_history
 from boneclf.store.reviews import DUPLICATE_DECISIONS, LABEL_DECISIONS, default_reviewer, review_group, review_study
 from boneclf.store.runs import get_run, list_runs
+from boneclf.vocabulary import BODY_PARTS, BODYPART, FRACTURE, LABEL_WORDS, SOURCE_SPLITS
 
 from . import charts, thumbnails
 from .security import TokenGuard
 
 PACKAGE = resources.files("boneclf.web")
-LABEL_WORDS = {0: "normal", 1: "abnormal"}
 GROUPS_PER_PAGE = 50
 _log = logging.getLogger("bonedb.serve")
 
@@ -85,7 +85,7 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
                                      undefined=jinja2.StrictUndefined)  # a misspelt field fails, not blanks
     templates = Jinja2Templates(env=environment)
-    environment.globals.update(LABEL_WORDS=LABEL_WORDS, fmt=fmt)
+    environment.globals.update(LABEL_WORDS=LABEL_WORDS, BODYPART=BODYPART, fmt=fmt)
     gradcams = GradCamCache(engine, settings.cache_dir)
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -165,7 +165,7 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
     @app.get("/studies/{study_id}", response_class=HTMLResponse, include_in_schema=False)
     def study_page(request: Request, study_id: int):
         study = study_detail(engine, study_id)
-        runs = [r for r in list_runs(engine, status="finished") if r.stage == "bodypart" or study.part in r.parts]
+        runs = [r for r in list_runs(engine, status="finished") if r.stage == BODYPART or study.part in r.parts]
         return page(request, "study.html", study=study, runs=runs, decisions=LABEL_DECISIONS,
                     reviewer=settings.reviewer)
 
@@ -329,7 +329,7 @@ def create_app(database_url: str, token: str | None = None, cache_dir: Path | st
 
     def sample_studies(run, limit: int = 12):
         """Studies of the run's test subset (of its parts) to open predictions on."""
-        parts = run.parts if run.stage == "fracture" else [None]
+        parts = run.parts if run.stage == FRACTURE else [None]
         found = []
         for part in parts:
             found += browse_studies(engine, StudyFilter(part=part, split=run.split_name, subset="test"),
@@ -409,7 +409,7 @@ class GradCamCache:
         return folder / f"{digest}.png", folder / f"{digest}.json"
 
     def predict_one(self, run_id: int, found) -> dict:
-        digest = found.content_hash or thumbnails.content_hash(found.path)
+        digest = found.content_hash or thumbnails.file_hash(found.path)
         picture, facts = self._paths(run_id, digest)
         if not facts.is_file():
             with self.lock:
@@ -437,12 +437,6 @@ class GradCamCache:
         if explained.overlay is not None:
             buffer = io.BytesIO()
             explained.overlay.save(buffer, "PNG")
-            _write(picture, buffer.getvalue())
-        _write(facts, json.dumps({"outcome": explained.outcome, "probability": explained.probability,
+            atomic_write(picture, buffer.getvalue())
+        atomic_write(facts, json.dumps({"outcome": explained.outcome, "probability": explained.probability,
                                   "error": explained.error}).encode())
-
-
-def _write(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(target)

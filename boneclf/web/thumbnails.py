@@ -7,12 +7,12 @@ reader never sees half a thumbnail.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from boneclf.data.hashing import content_hash
+from boneclf.files import atomic_path
 
 SIZES = (128, 256)
 
@@ -21,7 +21,7 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 _DIGESTS_KEPT = 100_000
 
 
-def content_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     """The sha256 of the file, remembered per (path, mtime, size) for images ingested without --verify
     (no hash in the database): a cached thumbnail is then found without reading the file again."""
     facts = path.stat()
@@ -29,7 +29,7 @@ def content_hash(path: Path) -> str:
     if key not in _DIGESTS:
         if len(_DIGESTS) >= _DIGESTS_KEPT:
             _DIGESTS.clear()
-        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        _DIGESTS[key] = content_hash(path.read_bytes())
     return _DIGESTS[key]
 
 
@@ -38,20 +38,13 @@ def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None =
     `known_hash` is the database's sha256 of the file (ingest --verify); without it the file is hashed."""
     if size not in SIZES:
         raise ValueError(f"thumbnail size {size}: choose from {', '.join(map(str, SIZES))}")
-    digest = known_hash or content_hash(source)
+    digest = known_hash or file_hash(source)
     target = cache_dir / "thumbnails" / digest[:2] / f"{digest}-{size}.jpg"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(source) as picture:
         small = picture.convert("L")
         small.thumbnail((size, size), Image.Resampling.LANCZOS)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as fh:
-            small.save(fh, "JPEG", quality=85)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temporary:
+        small.save(temporary, "JPEG", quality=85)
     return target

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from boneclf.bodyparts import BODY_PARTS
 from boneclf.data.audit import audit_split
 from boneclf.data.export import export_split
 from boneclf.data.ingest import ingest_mura
@@ -28,6 +27,7 @@ from boneclf.results import Result
 from boneclf.store import migrate
 from boneclf.store.engine import describe, make_engine, mask_url
 from boneclf.store.runs import get_run, list_runs
+from boneclf.vocabulary import BODY_PARTS, BODYPART, FRACTURE
 
 from .report import build_report
 
@@ -96,15 +96,15 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     audit = audit_split(engine, SPLIT, progress=progress)
     summary.leaks = audit.leaks
     step(6, "export the stage-2 tree")
-    export_split(engine, SPLIT, workdir / "exports" / "fracture", stage="fracture", combined=True, force=True)
+    export_split(engine, SPLIT, workdir / "exports" / FRACTURE, stage=FRACTURE, combined=True, force=True)
     # TensorBoard logs on, as by default (`tensorboard --logdir WORKDIR/runs`); flips only, so that the
     # small CNN finds the breaks within the demo's epochs.
-    base = TrainConfig(stage="bodypart", split=SPLIT, arch="cnn", weights="none", image_size=settings.size,
+    base = TrainConfig(stage=BODYPART, split=SPLIT, arch="cnn", weights="none", image_size=settings.size,
                        augment="flip", runs_dir=str(workdir / "runs"), lr=1e-3)
     step(7, "train stage 1 (body part)")
     stage1 = _train_or_reuse(engine, replace(base, epochs=settings.stage1_epochs, patience=10), progress, verbose)
     step(8, "train stage 2 (normal or abnormal, one model over all parts)")
-    stage2 = _train_or_reuse(engine, replace(base, stage="fracture", shared=True, epochs=settings.stage2_epochs,
+    stage2 = _train_or_reuse(engine, replace(base, stage=FRACTURE, shared=True, epochs=settings.stage2_epochs,
                                              patience=30, batch_size=16), progress, verbose)
     step(9, "evaluate both on the test subset")
     evaluations = {run: latest_result(engine, get_run(engine, run), "test") or evaluate_run(engine, run, "test")

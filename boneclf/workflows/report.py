@@ -21,19 +21,18 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from boneclf import __version__
+from boneclf.clock import utc_now
 from boneclf.data.splits import split_summary
 from boneclf.errors import BonedbError
+from boneclf.files import atomic_write
 from boneclf.ml.evaluation import (
     EvaluationResult,
     comparison_row,
@@ -57,6 +56,7 @@ from boneclf.results import Result
 from boneclf.store.provenance import describe_version
 from boneclf.store.queries import image_identities
 from boneclf.store.runs import RunRecord, get_run
+from boneclf.vocabulary import BODYPART, FRACTURE_CLASSES
 
 # Paul Tol's "muted" palette (colour-blind safe), one colour per part for good: never by position.
 PART_COLOURS = {
@@ -407,7 +407,7 @@ def build_report(engine, run_ids: list[int], out: Path) -> ReportResult:
         if evaluation is not None and len(result.problems) == problems_before:
             result.runs.append(run.id)
     page = _page(engine, run_ids, runs, comparison, sections, result.problems)
-    _write_whole(Path(out), page)
+    atomic_write(Path(out), page)
     return result
 
 
@@ -418,22 +418,6 @@ def _not_finished(run: RunRecord) -> str:
     if run.error:
         return f"{run.error} ({advice})"
     return f"{run.status} without an error message ({advice})"
-
-
-def _write_whole(out: Path, text: str) -> None:
-    """Write to a temporary file beside OUT, then rename: a reader never sees half a report."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 STYLE = """
@@ -474,7 +458,7 @@ code { font-size: 0.92em; }
 
 def _page(engine, run_ids, runs, comparison, sections, problems) -> str:
     title = f"bonedb report: run{'s' if len(run_ids) > 1 else ''} {', '.join(map(str, run_ids))}"
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     contents = ['<li><a href="#problems">Runs that could not be reported in full</a></li>'] if problems else []
     contents += [f'<li><a href="#{anchor}">{name}</a></li>' for anchor, name in (
         ("comparison", "Comparison"), ("reading", "How to read this report"), ("data", "Dataset and split"))]
@@ -493,7 +477,7 @@ def _page(engine, run_ids, runs, comparison, sections, problems) -> str:
 
 
 def _stage_name(stage: str) -> str:
-    return "body part (stage 1)" if stage == "bodypart" else "normal or abnormal (stage 2)"
+    return "body part (stage 1)" if stage == BODYPART else "normal or abnormal (stage 2)"
 
 
 def _reading_guide() -> str:
@@ -573,7 +557,7 @@ def _comparison_section(rows) -> str:
     import pandas as pd
 
     records = [{
-        "Run": r.run, "Stage": "body part" if r.stage == "bodypart" else "normal/abnormal",
+        "Run": r.run, "Stage": "body part" if r.stage == BODYPART else "normal/abnormal",
         "Architecture": r.architecture, "Body parts": r.parts.replace(",", ", ") if r.parts.count(",") < 3
         else f"all {r.parts.count(',') + 1}", "Image size": r.image_size, "Status": r.status, "Scored on": r.scored_on,
         "Accuracy (95% CI)": _with_interval(r.accuracy, r.accuracy_ci), "Image AUC": r.image_auc,
@@ -636,7 +620,7 @@ def _run_section(engine, run: RunRecord, evaluation: EvaluationResult | None, pr
             "loss rising while training loss falls means overfitting; training stopped early keeps the best epoch."))
     if evaluation is None:
         return "".join(parts) + "</section>"
-    if run.stage == "bodypart":
+    if run.stage == BODYPART:
         parts.append(_bodypart_results(run, evaluation))
     else:
         parts.append(_fracture_results(engine, run, evaluation, problems))
@@ -713,10 +697,10 @@ def _fracture_results(engine, run: RunRecord, evaluation: EvaluationResult, prob
                            "weighted by count."))
     overall = evaluation.overall
     out.append('<h3>Confusion matrices</h3><div class="side-by-side">'
-               + _figure(confusion_picture(overall["image"]["confusion"], ["normal", "abnormal"], "test images"),
+               + _figure(confusion_picture(overall["image"]["confusion"], FRACTURE_CLASSES, "test images"),
                          f"Confusion matrix of test images for run {run.id}",
                          "Images: rows truth, columns prediction (abnormal above 0.5).")
-               + _figure(confusion_picture(overall["study"]["confusion"], ["normal", "abnormal"], "test studies"),
+               + _figure(confusion_picture(overall["study"]["confusion"], FRACTURE_CLASSES, "test studies"),
                          f"Confusion matrix of test studies for run {run.id}",
                          "Studies, MURA's protocol: the mean of the views' probabilities, abnormal above 0.5.")
                + "</div>")

@@ -1,0 +1,42 @@
+"""Writing files so that a reader never sees half of one: a temporary name beside it, then a rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside TARGET to write to; renamed over TARGET when the block ends cleanly.
+
+    On any error (or Ctrl-C) the temporary file is removed and TARGET is left as it was. The file
+    gets ordinary permissions (mkstemp's are private).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(target: Path, data: bytes | str) -> Path:
+    """Write DATA (text as UTF-8) to TARGET atomically; returns TARGET."""
+    with atomic_path(target) as temporary:
+        if isinstance(data, str):
+            temporary.write_text(data, encoding="utf-8")
+        else:
+            temporary.write_bytes(data)
+    return Path(target)
