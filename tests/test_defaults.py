@@ -129,7 +129,7 @@ def test_default_cache_decodes_each_image_once(small, tmp_path):
     assert not (Path(result.artifact_dir) / "cache").exists(), "the shared decoded cache, not the run's own"
 
 
-def test_defect1_resume_honours_safe_options_and_refuses_the_others(small, tmp_path):
+def test_resume_honours_safe_options_and_refuses_the_others(small, tmp_path):
     engine, folder = small
     url = url_of(engine)
 
@@ -164,7 +164,7 @@ def test_defect1_resume_honours_safe_options_and_refuses_the_others(small, tmp_p
     assert len(json.loads((Path(record.artifact_dir) / "history.json").read_text())["loss"]) == 3
 
 
-def test_defect1_evaluate_on_an_unfinished_run_says_why_and_what_would_work(small, tmp_path):
+def test_evaluate_on_an_unfinished_run_says_why_and_what_would_work(small, tmp_path):
     engine, folder = small
     url = url_of(engine)
 
@@ -205,7 +205,7 @@ def test_defect1_evaluate_on_an_unfinished_run_says_why_and_what_would_work(smal
     assert (occupied / str(failed.id + 1) / "notes.txt").read_text() == "another database's run"
 
 
-def test_defect12_ctrl_c_names_the_run_to_resume(small, tmp_path):
+def test_ctrl_c_names_the_run_to_resume(small, tmp_path):
     """A real SIGINT to a real `bonedb train` process."""
     engine, folder = small
     bonedb = shutil.which("bonedb", path=str(Path(sys.executable).parent))
@@ -231,7 +231,7 @@ def test_defect12_ctrl_c_names_the_run_to_resume(small, tmp_path):
     assert get_run(engine, run_id).status == "interrupted"
 
 
-def test_defect4_per_part_training_checks_every_part_first(engine, tmp_path):
+def test_per_part_training_checks_every_part_first(engine, tmp_path):
     synth_mura(tmp_path / "data", patients=40, parts=("humerus", "shoulder"), size=32, seed=5)
     ingest_mura(engine, tmp_path / "data")
     with engine.begin() as conn:  # a part whose studies are all normal: nothing to learn there
@@ -249,7 +249,7 @@ def test_defect4_per_part_training_checks_every_part_first(engine, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_defect15_runs_list_and_show_speak_plainly(small, default_run):
+def test_runs_list_and_show_speak_plainly(small, default_run):
     engine, _folder = small
     url = url_of(engine)
     table = run(["runs", "list"], url).output.splitlines()
@@ -261,7 +261,7 @@ def test_defect15_runs_list_and_show_speak_plainly(small, default_run):
     assert "  augment         paper" in shown and "  tensorboard     yes" in shown and "  image_size      32" in shown
 
 
-def test_defect13_runs_delete_with_their_files_and_then_the_split(tmp_path):
+def test_runs_delete_with_their_files_and_then_the_split(tmp_path):
     engine = synth_sqlite(tmp_path, 12, 32)
     url = url_of(engine)
     runs = tmp_path / "runs"

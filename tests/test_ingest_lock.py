@@ -41,7 +41,7 @@ def _first_error_line(proc: subprocess.Popen, timeout: float = 120) -> str:
     return proc.stderr.readline()
 
 
-def test_defect10_two_ingests_at_once_take_turns(db_url, engine, mura, tmp_path):
+def test_two_ingests_at_once_take_turns(db_url, engine, mura, tmp_path):
     """Two processes ingest the same tree at once: the second waits for the first, then finds nothing to do."""
     with exclusive(engine, "ingest"):  # held, so that both processes certainly meet the lock
         procs = [_start_ingest(db_url, mura, tmp_path) for _ in range(2)]
@@ -58,7 +58,7 @@ def test_defect10_two_ingests_at_once_take_turns(db_url, engine, mura, tmp_path)
     assert images == len(list(mura.rglob("*.png")))
 
 
-def test_defect12_ctrl_c_while_an_ingest_waits_says_nothing_was_written(db_url, engine, mura, tmp_path):
+def test_ctrl_c_while_an_ingest_waits_says_nothing_was_written(db_url, engine, mura, tmp_path):
     before = snapshot(engine)
     with exclusive(engine, "ingest"):
         proc = _start_ingest(db_url, mura, tmp_path)
@@ -71,7 +71,7 @@ def test_defect12_ctrl_c_while_an_ingest_waits_says_nothing_was_written(db_url, 
     assert snapshot(engine) == before
 
 
-def test_defect12_ctrl_c_inside_the_ingest_transaction_writes_nothing(engine, mura):
+def test_ctrl_c_inside_the_ingest_transaction_writes_nothing(engine, mura):
     """Ctrl-C arriving while the rows are being written: the transaction rolls back, and the ingest says so
     (the ingest log keeps one row saying it was interrupted, on purpose)."""
     before = snapshot(engine, log=False)

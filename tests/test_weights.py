@@ -46,7 +46,7 @@ def offline(tmp_path, monkeypatch):
     return tmp_path / "keras" / "models"
 
 
-def test_defect3_advice_pasted_as_is_makes_training_work_offline(offline, tmp_path):
+def test_advice_pasted_as_is_makes_training_work_offline(offline, tmp_path):
     engine = synth_sqlite(tmp_path, 12, 32)
     config = TrainConfig(stage="bodypart", split="s", arch="mobilenetv2", weights="imagenet", image_size=96,
                          epochs=1, head_epochs=1, tensorboard=False, augment="none", runs_dir=str(tmp_path / "runs"))
@@ -64,7 +64,7 @@ def test_defect3_advice_pasted_as_is_makes_training_work_offline(offline, tmp_pa
     engine.dispose()
 
 
-def test_defect3_weights_import_checks_the_input_size(offline, tmp_path):
+def test_weights_import_checks_the_input_size(offline, tmp_path):
     file_96 = keras_style_file(tmp_path / MOBILENET.format(96), 96)
     with pytest.raises(BonedbError, match=f"holds mobilenetv2 weights for 96 px, but --image-size 160 needs "
                                           f"{re.escape(MOBILENET.format(160))}"):

@@ -58,7 +58,7 @@ def small(tmp_path):
 # -- defect 2: only the URL's password field is masked ----------------------------------------------
 
 @pytest.mark.parametrize("password", ["bonedb", "b"])
-def test_defect2_masking_hides_the_password_field_only(password):
+def test_masking_hides_the_password_field_only(password):
     url = f"mysql+pymysql://bonedb:{password}@db.example:3306/bonedb"
     message = f"cannot connect to {url} as user 'bonedb' (bonedb database)"
     assert scrub(message, url) == ("cannot connect to mysql+pymysql://bonedb:***@db.example:3306/bonedb "
@@ -67,7 +67,7 @@ def test_defect2_masking_hides_the_password_field_only(password):
 
 @pytest.mark.mysql
 @pytest.mark.parametrize("password", ["bonedb", "b"])
-def test_defect2_masking_keeps_the_servers_own_words(mysql_server_url, password):
+def test_masking_keeps_the_servers_own_words(mysql_server_url, password):
     server = make_url(mysql_server_url)
     url = server.set(username="bonedb", password=password, database="bonedb").render_as_string(hide_password=False)
     result = run(["stats"], url)
@@ -80,7 +80,7 @@ def test_defect2_masking_keeps_the_servers_own_words(mysql_server_url, password)
 
 # -- defect 8: read-only commands create nothing -----------------------------------------------------
 
-def test_defect8_read_only_commands_create_nothing_in_an_empty_folder(tmp_path, monkeypatch):
+def test_read_only_commands_create_nothing_in_an_empty_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BONEDB_DATABASE_URL", raising=False)
     for args in (["stats"], ["runs", "list"], ["predict", "xray.png"], ["db", "current"]):
@@ -108,7 +108,7 @@ def test_defect8_read_only_commands_create_nothing_in_an_empty_folder(tmp_path, 
      "MySQL/MariaDB (mysql+pymysql://) and SQLite (sqlite:///): write it as "
      "mysql+pymysql://user:PASSWORD@host:3306/bonedb or sqlite:///bonedb.sqlite"),
 ])
-def test_defect9_database_url_mistakes(url, expected):
+def test_database_url_mistakes(url, expected):
     pytest.importorskip("pymysql")
     if url.startswith("mysql://") and __import__("importlib").util.find_spec("MySQLdb") is not None:
         pytest.skip("MySQLdb is installed here, so mysql:// works")
@@ -120,7 +120,7 @@ def test_defect9_database_url_mistakes(url, expected):
 
 # -- defect 11: a closed pipe ends bonedb quietly ---------------------------------------------------------
 
-def test_defect11_stats_into_head_and_into_a_closed_pipe(small):
+def test_stats_into_head_and_into_a_closed_pipe(small):
     _engine, folder = small
     bonedb = bonedb_executable()
     env = {k: v for k, v in os.environ.items() if k != "BONEDB_DATABASE_URL"}
@@ -138,7 +138,7 @@ def test_defect11_stats_into_head_and_into_a_closed_pipe(small):
 
 # -- defect 7: destructive commands ask on a terminal and need --yes elsewhere ----------------------------
 
-def test_defect7_destructive_commands_need_yes_without_a_terminal(small):
+def test_destructive_commands_need_yes_without_a_terminal(small):
     engine, folder = small
     url = sqlite_url(folder)
     out = folder / "ex"
@@ -178,7 +178,7 @@ def _on_a_terminal(args: list[str], folder: Path, answer: str) -> tuple[int, str
     return proc.returncode, proc.stderr
 
 
-def test_defect7_destructive_commands_ask_on_a_terminal(small):
+def test_destructive_commands_ask_on_a_terminal(small):
     engine, folder = small
     status, errors = _on_a_terminal(["split", "delete", "s"], folder, "n")
     assert status == 1 and "This will delete split 's'" in errors and "Continue? [y/N]" in errors
@@ -189,7 +189,7 @@ def test_defect7_destructive_commands_ask_on_a_terminal(small):
     assert run(["split", "list", "--json"], sqlite_url(folder)).output.strip() == "[]"
 
 
-def test_defect7_force_removes_only_files_the_manifest_lists(small):
+def test_force_removes_only_files_the_manifest_lists(small):
     engine, folder = small
     out = folder / "ex"
     export_split(engine, "s", out)
@@ -207,7 +207,7 @@ def test_defect7_force_removes_only_files_the_manifest_lists(small):
 
 # -- defect 15: small things ---------------------------------------------------------------------------
 
-def test_defect15_counts_read_right_in_the_singular(tmp_path):
+def test_counts_read_right_in_the_singular(tmp_path):
     assert [plural(n, "view") for n in (0, 1, 2)] == ["0 views", "1 view", "2 views"]
     assert plural(1, "study", "studies") == "1 study" and plural(3, "study", "studies") == "3 studies"
     run(["synth", str(tmp_path / "two"), "--patients", "2", "--parts", "humerus", "--size", "32"])
@@ -229,7 +229,7 @@ def test_defect15_counts_read_right_in_the_singular(tmp_path):
     assert "skipped: 1 non-image file, 2 system files" in result.output
 
 
-def test_defect15_license_and_ignored_demo_output():
+def test_license_and_ignored_demo_output():
     text = (CHECKOUT / "LICENSE").read_text()
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
     assert 'license = "Apache-2.0"' in (CHECKOUT / "pyproject.toml").read_text()
@@ -238,7 +238,7 @@ def test_defect15_license_and_ignored_demo_output():
         assert produced in ignored, produced
 
 
-def test_defect15_demo_hint_points_at_the_demos_own_database(tmp_path):
+def test_demo_hint_points_at_the_demos_own_database(tmp_path):
     from boneclf.workflows.demo import _try_next
 
     assert _try_next(tmp_path, None, "s1") == f"cd {tmp_path} && bonedb predict s1"
@@ -249,7 +249,7 @@ def test_defect15_demo_hint_points_at_the_demos_own_database(tmp_path):
 
 # -- defect 1: TensorBoard is installed with bonedb ------------------------------------------------------
 
-def test_defect1_tensorboard_is_declared():
+def test_tensorboard_is_declared():
     """TensorFlow 2.21 no longer brings tensorboard, and TensorBoard logs are on by default. (A shared
     development environment may have it anyway; a fresh `pip install .`, as in .ci/run, has only this.)"""
     from importlib.metadata import requires
