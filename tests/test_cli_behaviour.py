@@ -1,6 +1,7 @@
-"""What a new user's trial ran into (issue 9), outside training: each defect held by a test named after it.
+"""The command line's manners outside training: passwords masked, read-only commands that create nothing,
+database URL mistakes, closed pipes, confirmations before destruction, counts in words.
 
-Training defects (TensorBoard, --resume, per-part checks, Ctrl-C, runs delete) are in test_defaults.py;
+Training's (TensorBoard, --resume, per-part checks, Ctrl-C, runs delete) are in test_defaults.py;
 the README itself is run by test_docs.py.
 """
 
