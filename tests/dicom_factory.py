@@ -169,10 +169,10 @@ def _pixels(ds: Dataset, spec: Spec, values: np.ndarray) -> None:
         ds.WindowCenter, ds.WindowWidth = 10.0, 20.0  # the LUT wins over a window when both are given
     if spec.syntax == "rle":
         ds.PixelData = values.tobytes()
-        ds.compress(RLELossless, values)
+        ds.compress(RLELossless, values, generate_instance_uid=False)
     elif spec.syntax == "j2k":
         ds.PixelData = values.tobytes()
-        ds.compress(JPEG2000Lossless, values)
+        ds.compress(JPEG2000Lossless, values, generate_instance_uid=False)
     elif spec.syntax == "jpeg":
         buffer = io.BytesIO()
         Image.fromarray(values).save(buffer, format="JPEG", quality=92)
