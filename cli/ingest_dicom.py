@@ -54,8 +54,7 @@ def ingest_dicom(database: Database, root, dataset, labels, label_map, key_file,
 
     \b
     Example:
-      bonedb ingest-dicom /media/pacs-export --dataset hospital-xr --key-file ~/secrets/bonedb.key \\
-        --labels reads.csv
+      bonedb ingest-dicom /media/pacs-export --dataset hospital-xr --key-file ~/bonedb.key --labels reads.csv
     """
     report = ingest_dicom_tree(
         database.engine, root, dataset=dataset, key=load_key(key_file), images_dir=images_dir, labels=labels,
