@@ -216,6 +216,9 @@ def test_labels_by_accession_number_unlabelled_studies_stay_out_of_splits_until_
     with engine.connect() as conn:
         history = conn.execute(select(LabelChange.old_label, LabelChange.new_label, LabelChange.source)).all()
     assert sorted(history) == [(None, 0, f"{labels}:10"), (None, 1, f"{labels}:11")]
+    url = engine.url.render_as_string(hide_password=False)
+    shown = CliRunner().invoke(cli, ["--database-url", url, "history", "h"], catch_exceptions=False)
+    assert shown.exit_code == 0 and "none -> 1" in shown.output and "labels csv" in shown.output
     assert create_split(engine, "second", options).images == 10
 
 
@@ -343,3 +346,19 @@ def test_ingest_refuses_a_dataset_of_another_kind_and_an_empty_tree(engine, tmp_
         bad = tmp_path / "pacs2"
         truncated(bad, Spec("t", "PID-QX-1", "z"))
         ingest_dicom(engine, bad, dataset="h", key=KEY, images_dir=tmp_path / "i")
+
+
+def test_parts_map_adds_terms_and_a_bad_line_is_named(engine, tmp_path):
+    root = tmp_path / "pacs"
+    write_all(root, [Spec("a", "PID-QX-1", "m1", part="MAIN"), Spec("b", "PID-QX-1", "m2", part=None,
+                                                                     description="XR HAND AND WRIST")])
+    parts = tmp_path / "parts.csv"
+    parts.write_text("# our scanner's codes\nMAIN,hand\n")
+    report = ingest_dicom(engine, root, dataset="h", key=KEY, images_dir=tmp_path / "i", parts_map=parts)
+    assert report.unknown_parts == {"(none)": 1}  # a description naming two parts decides nothing
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(Study.body_part)).scalars()) == ["hand", "unknown"]
+    parts.write_text("MAIN,hands\n")
+    with pytest.raises(InputProblems) as refused:
+        ingest_dicom(engine, root, dataset="h", key=KEY, parts_map=parts)
+    assert str(refused.value.problems[0]).startswith(f"{parts}:1: write TERM,PART")
