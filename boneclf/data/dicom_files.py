@@ -107,7 +107,7 @@ def read_dicom(data: BinaryIO, source: str, key: PseudonymKey, terms: dict[str, 
         except Exception as exc:  # pydicom raises many kinds on broken files
             return Outcome(source, problem=f"unreadable DICOM file ({type(exc).__name__}): restore it, or leave "
                                            "it out with --skip-bad")
-        missing = [keyword for keyword in REQUIRED if not str(ds.get(keyword, "") or "").strip()]
+        missing = [keyword for keyword in REQUIRED if _empty(ds.get(keyword))]
         modality = code_or_none(ds.get("Modality")) or "(none)"
         if modality not in RADIOGRAPHS and modality != "(none)":
             return Outcome(source, skipped=f"modality {modality}: bonedb takes radiographs ({', '.join(RADIOGRAPHS)})")
@@ -143,6 +143,11 @@ def read_dicom(data: BinaryIO, source: str, key: PseudonymKey, terms: dict[str, 
         )
     image.flag_reason = _identity_in_pixels(ds, pixels, text_detector)
     return Outcome(source, image=image)
+
+
+def _empty(value) -> bool:
+    # Pixel data is bytes (never made text: it may be megabytes); the rest are short strings.
+    return not value if isinstance(value, bytes) else not str(value or "").strip()
 
 
 def _not_a_picture(ds) -> str | None:
