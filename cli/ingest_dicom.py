@@ -43,7 +43,7 @@ SHOWN = 20  # skipped files listed on screen; --json lists all
 @pass_db
 def ingest_dicom(database: Database, root, dataset, labels, label_map, key_file, parts_map, images_dir,
                          skip_bad, json_mode):
-    """Import the CR and DX radiographs under ROOT (DICOM files, any names) as dataset NAME.
+    """Import the CR and DX radiographs under ROOT (DICOM files, any names) as dataset --dataset NAME.
 
     Pixels go through the Modality LUT and the VOI LUT or window, MONOCHROME1 is inverted, and each
     image becomes an 8-bit PNG at XR_<PART>/patient<P>/study<S>/image<I>.png, where P, S and I are
