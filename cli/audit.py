@@ -96,6 +96,7 @@ def _human_dataset(report: DatasetAudit) -> None:
                          ("changed since ingest", report.changed), ("unreadable", report.unreadable)):
         _section(title, items, str)
     _section("left out by ingest on purpose (not a problem)", report.left_out, str)
+    _section("may show identity in pixels (exports leave them out)", report.flagged, str)
     click.echo("clean" if report.clean else "PROBLEMS FOUND")
 
 

@@ -34,11 +34,13 @@ from .output import emit, progress_for
 @click.option("--shard-size", type=int, help="tfrecord: images per shard (default 1024).")
 @click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export and nothing else "
               "(every file listed in its manifest); asks first on a terminal, else needs --yes.")
+@click.option("--include-flagged", is_flag=True, help="Also export images flagged as maybe showing a patient's "
+              "identity in their pixels (burned-in text; `bonedb audit dataset` lists them). Default: left out.")
 @yes_option("replacing a previous export")
 @json_option
 @pass_db
 def export(database: Database, name, out, stage, parts, combined, link, fmt, image_size, pad, canny, shard_size,
-           force, yes, json_mode):
+           force, include_flagged, yes, json_mode):
     """Write split NAME under OUT as class folders, with manifest.csv and split.json.
 
     "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
@@ -58,12 +60,13 @@ def export(database: Database, name, out, stage, parts, combined, link, fmt, ima
 
         report = export_shards(database.engine, name, out, stage=stage, parts=parts, image_size=image_size,
                                pad=pad, canny=canny, shard_size=shard_size, force=force,
-                               confirm=confirmer(yes), progress=progress)
+                               confirm=confirmer(yes), progress=progress, include_flagged=include_flagged)
     else:
         if image_size or pad or canny or shard_size:
             raise click.UsageError("--image-size, --pad, --canny and --shard-size go with --format tfrecord")
         report = export_split(database.engine, name, out, stage=stage, parts=parts, combined=combined, link=link,
-                              force=force, confirm=confirmer(yes), progress=progress)
+                              force=force, confirm=confirmer(yes), progress=progress,
+                              include_flagged=include_flagged)
     emit(report, json_mode, _human)
 
 
@@ -75,3 +78,6 @@ def _human(report: ExportReport) -> None:
                    "hard links are not possible there")
     if report.replaced_previous:
         click.echo("replaced the previous export")
+    if report.flagged_left_out:
+        click.echo(f"left out: {plural(report.flagged_left_out, 'image')} that may show identity in pixels "
+                   "(--include-flagged exports them)")

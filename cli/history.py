@@ -46,14 +46,16 @@ def history(database: Database, dataset, study, since, ingest, json_mode):
 
 def _human(result: LabelHistory) -> None:
     if result.study is not None:
-        click.echo(f"{result.study} of dataset {result.dataset!r}: label {result.current_label} "
-                   f"({label_word(result.current_label)}) today")
+        today = ("none (not labelled yet)" if result.current_label is None
+                 else f"{result.current_label} ({label_word(result.current_label)})")
+        click.echo(f"{result.study} of dataset {result.dataset!r}: label {today} today")
     if not result.events:
         click.echo("no label change recorded" + (" (since it was ingested)" if result.study else ""))
         return
     print_table([
         {"when": f"{e.at:%Y-%m-%d %H:%M:%S}", "by": e.by, "dataset": e.dataset, "study": e.study,
-         "change": f"{e.old_label} -> {e.new_label}" if e.kind == "relabel" else f"label {e.new_label} kept",
+         "change": f"{'none' if e.old_label is None else e.old_label} -> {e.new_label}" if e.kind == "relabel"
+         else f"label {e.new_label} kept",
          "reason": e.reason, "source": e.source or ""}
         for e in result.events
     ])

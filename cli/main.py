@@ -20,6 +20,7 @@ from . import (
     export,
     history,
     ingest,
+    ingest_dicom,
     ingest_folder,
     log,
     predict,
@@ -113,7 +114,8 @@ def cli(ctx, database_url):
 
 
 for _command in (
-    db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, log.log, history.history, stats.stats,
+    db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
+    history.history, stats.stats,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
     runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):

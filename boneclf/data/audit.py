@@ -12,6 +12,7 @@ from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import paused_gc
 from boneclf.store.duplicates import group_memberships
+from boneclf.store.flags import flagged_in_dataset
 from boneclf.store.provenance import LabelChanges, label_changes
 from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
 from boneclf.store.schema import Image, IngestExclusion
@@ -146,6 +147,8 @@ class DatasetAudit(Result):
     unreadable: list[str] = field(default_factory=list)
     # Files on disk that an ingest saw and left out on purpose, "path: reason": not a problem.
     left_out: list[str] = field(default_factory=list)
+    # Images that may show a patient's identity in their pixels, "path: why": exports leave them out.
+    flagged: list[str] = field(default_factory=list)
 
     computed = ("clean",)
 
@@ -168,7 +171,10 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
         ).all()
         excluded = dict(conn.execute(select(IngestExclusion.path, IngestExclusion.reason)
                                      .where(IngestExclusion.dataset_id == dataset_id)).all())
+        flagged = flagged_in_dataset(conn, dataset_id)
+        paths = dict(conn.execute(select(Image.id, Image.path).where(Image.id.in_(sorted(flagged)))).all())
     report = DatasetAudit(dataset, str(root), len(rows))
+    report.flagged = sorted(f"{paths[image_id]}: {flag.describe()}" for image_id, flag in flagged.items())
     known = {r.path for r in rows}
     # Walk only the top-level folders the dataset's paths live in: the root may hold other data.
     for top in sorted({p.split("/", 1)[0] for p in known if "/" in p}):

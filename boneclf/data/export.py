@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
+from boneclf.store.flags import flagged_in_dataset
 from boneclf.store.queries import dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, EXPORT_CLASS_FOLDERS, FRACTURE, FRACTURE_CLASSES, STAGES
 
@@ -60,6 +61,7 @@ class ExportReport(Result):
     per_subset: dict[str, int] = field(default_factory=dict)
     copied_instead_of_linked: int = 0
     replaced_previous: bool = False
+    flagged_left_out: int = 0  # images that may show identity in pixels, left out (--include-flagged keeps them)
 
 
 def _safe(text: str) -> str:
@@ -78,14 +80,17 @@ def export_split(
     force: bool = False,
     confirm: Callable[[str], bool] | None = None,
     progress: ProgressFactory = silent,
+    include_flagged: bool = False,
 ) -> ExportReport:
-    """Split NAME as class folders under OUT, with manifest.csv and split.json."""
+    """Split NAME as class folders under OUT, with manifest.csv and split.json. Images flagged as maybe showing
+    identity in their pixels are left out unless `include_flagged`."""
     if stage not in STAGES or link not in LINKS:
         raise BonedbError(f"unknown --stage {stage!r} or --link {link!r}")
     out = Path(out).absolute()
-    split, root, entries = plan_export(engine, name, stage, parts, combined, "files")
+    split, root, entries = plan_export(engine, name, stage, parts, combined, "files", include_flagged)
     check_target(out, force, confirm)
     report = new_report(out, name, stage, link, "files", entries)
+    report.flagged_left_out = 0 if include_flagged else flagged_count(engine, name, parts)
     tree = AtomicTree(out)
     with tree as partial:
         report.copied_instead_of_linked = _write_files(partial, root, entries, link, progress)
@@ -128,12 +133,15 @@ class AtomicTree:
                 shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fmt: str):
-    """(split row, dataset root, entries in their final order) for exporting split NAME."""
+def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fmt: str,
+                include_flagged: bool = False):
+    """(split row, dataset root, entries in their final order) for exporting split NAME; images that may show
+    identity in their pixels only when `include_flagged`."""
     with engine.connect() as conn:
         split = get_split(conn, name)
         root = dataset_root(conn, split.dataset_id)
         rows = split_images(conn, split.id)
+        flagged = {} if include_flagged else flagged_in_dataset(conn, split.dataset_id)
     available = {row.part for row in rows}
     if parts:
         missing = sorted(set(parts) - available)
@@ -141,6 +149,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
             raise BonedbError(f"split {name!r} has no images of {', '.join(missing)} "
                               f"(it has {', '.join(sorted(available))})")
         rows = [row for row in rows if row.part in parts]
+    rows = [row for row in rows if row.image_id not in flagged]
     if stage == BODYPART and "unknown" in available:
         raise BonedbError(f"split {name!r} has images of unknown body part: --stage bodypart needs known parts")
     entries = []
@@ -161,6 +170,15 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
     if fmt == "files" and len({e.exported_path for e in entries}) != len(entries):
         raise BonedbError(f"split {name!r}: two images would get the same exported name; report this as a bug")
     return split, root, entries
+
+
+def flagged_count(engine: Engine, name: str, parts) -> int:
+    """Images of split NAME (of PARTS, when given) flagged as maybe showing identity in their pixels."""
+    with engine.connect() as conn:
+        split = get_split(conn, name)
+        flagged = flagged_in_dataset(conn, split.dataset_id)
+        rows = split_images(conn, split.id) if flagged else []
+    return sum(1 for row in rows if row.image_id in flagged and (not parts or row.part in parts))
 
 
 def check_target(out: Path, force: bool, confirm: Callable[[str], bool] | None = None) -> None:

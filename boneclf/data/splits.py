@@ -119,11 +119,12 @@ class SplitResult(Result):
 
 
 def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
+    """The labelled images of PARTS: a study without a label yet (a DICOM study the CSV did not name) is left out."""
     rows = conn.execute(
         select(Image.id, Image.path, Patient.patient_key, Study.id, Study.body_part, Study.label, Study.source_split)
         .join(Study, Study.id == Image.study_id)
         .join(Patient, Patient.id == Study.patient_id)
-        .where(Image.dataset_id == dataset_id, Study.body_part.in_(list(parts)))
+        .where(Image.dataset_id == dataset_id, Study.body_part.in_(list(parts)), Study.label.is_not(None))
     )
     return sorted((Record(*row) for row in rows), key=lambda r: r.path)
 
@@ -212,7 +213,7 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
         records = load_records(conn, dataset_id, options.parts)
         if not records:
             have = ", ".join(dataset_parts(conn, dataset_id)) or "none"
-            raise BonedbError(f"dataset {options.dataset!r} has no images of {', '.join(options.parts)} "
+            raise BonedbError(f"dataset {options.dataset!r} has no labelled images of {', '.join(options.parts)} "
                               f"(its parts: {have})")
         duplicates = list(group_memberships(conn, dataset_id).values())
         user_groups = _user_groups(options, records)  # before --dedupe: the CSV may name any image

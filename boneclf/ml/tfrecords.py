@@ -18,6 +18,7 @@ from boneclf.data.export import (
     AtomicTree,
     ExportReport,
     check_target,
+    flagged_count,
     new_report,
     plan_export,
     write_manifest,
@@ -39,7 +40,7 @@ STORED_SPEC_FIELDS = ("size", "pad", "canny")  # all that decides the stored pix
 def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE,
                   parts: tuple[str, ...] | None = None, image_size: int | None = None, pad: bool = False,
                   canny: bool = False, shard_size: int | None = None, force: bool = False, confirm=None,
-                  progress: ProgressFactory = silent) -> ExportReport:
+                  progress: ProgressFactory = silent, include_flagged: bool = False) -> ExportReport:
     """Split NAME as TFRecord shards under OUT/<subset>/, with manifest.csv and split.json, atomically.
 
     With `image_size`, images are stored decoded and resized (the spec in split.json); else as file bytes."""
@@ -54,9 +55,10 @@ def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE
         raise BonedbError(f"--shard-size {shard_size}: at least one image per shard")
     spec = ImageSpec(image_size, pad=pad, canny=canny) if image_size else None
     out = Path(out).absolute()
-    split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord")
+    split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord", include_flagged)
     check_target(out, force, confirm)
     report = new_report(out, name, stage, "copy", "tfrecord", entries)
+    report.flagged_left_out = 0 if include_flagged else flagged_count(engine, name, parts)
     class_names = sorted({e.part for e in entries}) if stage == BODYPART else FRACTURE_CLASSES
     tree = AtomicTree(out)
     with tree as partial:

@@ -98,7 +98,8 @@ class Study(Base):
     body_part: Mapped[str] = mapped_column(String(16))
     source_split: Mapped[str] = mapped_column(String(16), comment="the source's own split: train or valid for MURA")
     study_number: Mapped[int] = mapped_column(Integer, comment="numbered per patient and body part")
-    label: Mapped[int] = mapped_column(SmallInteger, comment=LABEL_COMMENT)
+    # NULL: not labelled yet (a DICOM study without a row in its labels CSV); splits leave it out.
+    label: Mapped[int | None] = mapped_column(SmallInteger, comment=LABEL_COMMENT)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     images: Mapped[list[Image]] = relationship(back_populates="study")
@@ -264,7 +265,7 @@ class LabelChange(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     # RESTRICT: the log is the record of where a label came from; it is never deleted from under it.
     ingest_id: Mapped[int] = mapped_column(ForeignKey("ingest_log.id", ondelete="RESTRICT"), index=True)
-    old_label: Mapped[int] = mapped_column(SmallInteger)
+    old_label: Mapped[int | None] = mapped_column(SmallInteger, comment="NULL: the study had no label yet")
     new_label: Mapped[int] = mapped_column(SmallInteger)
     reason: Mapped[str] = mapped_column(
         String(32), comment="folder rename, labels csv, labels-from csv or labels-from folder"
@@ -343,4 +344,36 @@ class Review(Base):
     label: Mapped[int | None] = mapped_column(SmallInteger, comment="the study's label when it was reviewed")
     note: Mapped[str | None] = mapped_column(Text, comment="why (required when a label is disputed)")
     reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class DicomImage(Base):
+    """What an image ingested from DICOM keeps of its file: keyed pseudonyms and allow-listed attributes only
+    (boneclf.data.dicom_identity says which and why). Nothing here can be traced back without the key."""
+
+    __tablename__ = "dicom_images"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sop_pseudonym"),
+        Index(None, "dataset_id", "study_pseudonym"),
+    )
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    study_pseudonym: Mapped[str] = mapped_column(String(32), comment="keyed HMAC-SHA256 of StudyInstanceUID (hex)")
+    sop_pseudonym: Mapped[str] = mapped_column(String(32), comment="keyed HMAC-SHA256 of SOPInstanceUID (hex)")
+    part_source: Mapped[str | None] = mapped_column(
+        String(32), comment="DICOM keyword the body part was read from (NULL: unknown part)")
+    attributes: Mapped[dict] = mapped_column(
+        JSON, comment="allow-listed DICOM attributes by keyword: PixelSpacing, ViewPosition, BitsStored, ...")
+
+
+class ImageFlag(Base):
+    """A warning attached to an image: "identity in pixels" (burned-in text) keeps it out of exports unless
+    asked for, and `audit dataset` lists it."""
+
+    __tablename__ = "image_flags"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    flag: Mapped[str] = mapped_column(String(32), primary_key=True, comment="identity in pixels")
+    reason: Mapped[str] = mapped_column(String(255), comment="what raised it, e.g. BurnedInAnnotation YES")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
