@@ -9,7 +9,7 @@ import click
 from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
-from boneclf.ml.run_folder import delete_runs
+from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
 from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.ml.training_data import LABEL_SOURCES
 from boneclf.results import fmt, plural
@@ -48,6 +48,7 @@ def list_(database: Database, stage, status, latest, ids_only, json_mode):
       bonedb runs list --stage fracture
       bonedb evaluate "$(bonedb runs list --stage fracture --status finished --latest --ids)"
     """
+    settle_running(database.engine)  # a run whose process is gone shows as interrupted, not running
     records = list_runs(database.engine, stage=stage, status=status, latest=latest)
     if latest and not records:  # a script asked for one id: none is an error, not an empty line
         wanted = " ".join(f"{name} {value}" for name, value in (("stage", stage), ("status", status)) if value)
@@ -82,7 +83,7 @@ def show(database: Database, run_id, json_mode):
     Example:
       bonedb runs show 3
     """
-    run = get_run(database.engine, run_id)
+    [run] = settle_dead_runs(database.engine, [get_run(database.engine, run_id)])
     evaluation = latest_result(database.engine, run, None)
     if json_mode:
         print_json({**run.to_dict(), "latest_evaluation": evaluation})

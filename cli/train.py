@@ -132,6 +132,8 @@ def _given_on_resume(ctx: click.Context) -> dict:
 
 
 def _human(result: RunResult) -> None:
+    for note in result.notes:
+        click.echo(f"warning: {note}", err=True)
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}", err=True)
     changes = result.label_changes

@@ -31,7 +31,7 @@ from boneclf.vocabulary import BODYPART
 from .image_spec import ImageSpec
 from .metrics import binary_metrics, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
-from .run_folder import RunFolder, predictions_file, resume_advice
+from .run_folder import RunFolder, predictions_file, resume_advice, settle_dead_runs
 from .scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
@@ -55,7 +55,7 @@ class LoadedRun:
 def load_run_model(engine: Engine, run_id: int) -> LoadedRun:
     from . import layers  # noqa: F401  (registers bonedb's custom layers for loading)
 
-    run = get_run(engine, run_id)
+    [run] = settle_dead_runs(engine, [get_run(engine, run_id)])
     if run.status != "finished":
         raise BonedbError(f"run {run_id} is {run.status}, not finished: {resume_advice(run)}")
     folder = RunFolder(Path(run.artifact_dir))

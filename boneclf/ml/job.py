@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from boneclf.errors import BonedbError
+from boneclf.files import atomic_path
 from boneclf.progress import ProgressFactory
 from boneclf.vocabulary import FRACTURE
 
@@ -27,7 +28,7 @@ from .cluster import Role, cluster_role, divide
 from .interrupts import StopRequest, stop_callback
 from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, persistent_dataset, warm
-from .run_folder import DECODED_CACHE, RunFolder, write_json
+from .run_folder import CHECKPOINT_FILE, DECODED_CACHE, RunFolder, write_json
 from .scores import StageMetrics
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
@@ -208,6 +209,7 @@ class Job:
         self.feed = Feed(config, data, self.folder, progress, stop, self.role)
         self.outputs = self.feed.outputs
         self.train_batches = 0  # this worker's training steps, over all epochs
+        self.notes: list[str] = []  # what a person should know about how the run went (a fallback on resume)
 
     @property
     def division(self) -> dict:
@@ -218,17 +220,16 @@ class Job:
         """Train to the end (or on from the last checkpoint); (validation metrics, files that did not decode)."""
         train, val = self.feed.decoded("train"), self.feed.decoded("val")
         phase = "finetune" if self.config.weights != "none" else "end_to_end"
-        state = self._state() if self.resuming else {}
-        # Resume from the last epoch's checkpoint (model, optimizer and trainable flags) when there is one.
-        resumed = state.get("phase") == phase and state.get("epoch", 0) > 0 and self.folder.checkpoint.exists()
         with strategy().scope():
-            if resumed:
-                model, history = _keras().models.load_model(self.folder.checkpoint), state.get("history", {})
+            # Resume from the last epoch's checkpoint (model, optimizer and trainable flags) when there is one.
+            point = self._resume_point(phase) if self.resuming else None
+            if point is not None:
+                model, history, initial_epoch = point
             else:
-                model, history = self._fresh_model(phase, train, val)
+                (model, history), initial_epoch = self._fresh_model(phase, train, val), 0
             model.fit(self.feed.batches(train, training=True),
                       validation_data=self.feed.batches(val, training=False),
-                      epochs=self.config.epochs, initial_epoch=state.get("epoch", 0) if resumed else 0,
+                      epochs=self.config.epochs, initial_epoch=initial_epoch,
                       verbose=self.verbose, callbacks=self._callbacks(phase, history),
                       shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn that it cannot
         model.save(self.folder.model)
@@ -321,8 +322,7 @@ class Job:
             keras.callbacks.CSVLogger(str(self.folder.log(phase)), append=True),
         ]
         if save:
-            callbacks += [keras.callbacks.ModelCheckpoint(str(self.folder.checkpoint)),
-                          state_writer(self, phase, history), batch_counter(self)]
+            callbacks += [checkpointer(self, phase, history), batch_counter(self)]
         if self.config.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(str(self.folder.tensorboard(phase))))
         return callbacks + self.extra_callbacks + [stop_callback(self.stop)]
@@ -330,8 +330,45 @@ class Job:
     def _state(self) -> dict:
         return json.loads(self.folder.state.read_text()) if self.folder.state.exists() else {}
 
-    def save_state(self, phase: str, epoch: int, history: dict) -> None:
-        write_json(self.folder.state, {"phase": phase, "epoch": epoch, "history": history})
+    def save_checkpoint(self, model, phase: str, epoch: int, history: dict) -> None:
+        """The model after EPOCH, written whole under its own name; then state.json names it and the one
+        before it (a crash at any point leaves a readable checkpoint that state.json names)."""
+        newest = self.folder.checkpoint(epoch)
+        with atomic_path(newest, suffix=".keras") as temporary:
+            model.save(temporary)
+        state = self._state()
+        previous = {"checkpoint": CHECKPOINT_FILE, **{k: state[k] for k in ("phase", "epoch", "history", "checkpoint")
+                                                      if k in state}} if state.get("epoch") else None
+        write_json(self.folder.state, {"phase": phase, "epoch": epoch, "history": history,
+                                       "checkpoint": newest.name, "previous": previous})
+        kept = {newest.name, (previous or {}).get("checkpoint")}
+        for old in self.folder.path.glob("checkpoint*.keras"):
+            if old.name not in kept:
+                old.unlink(missing_ok=True)
+
+    def _resume_point(self, phase: str) -> tuple[Any, dict, int] | None:
+        """(model, history, epoch) of the newest checkpoint that loads, or None when there is none to resume
+        (another phase, or no epoch finished). A torn newest checkpoint falls back to the one before, noted."""
+        state = self._state()
+        if state.get("phase") != phase or state.get("epoch", 0) <= 0:
+            return None
+        unreadable = []
+        for point in (state, state.get("previous")):
+            if not point or point.get("phase") != phase or point.get("epoch", 0) <= 0:
+                continue
+            path = self.folder.path / point.get("checkpoint", CHECKPOINT_FILE)
+            try:
+                model = _keras().models.load_model(path)
+            except Exception as exc:  # a torn or missing file: Keras raises what its zip reader or loader meets
+                unreadable.append(f"{path} ({type(exc).__name__}: {_first_words(str(exc), 120)})")
+                continue
+            if unreadable:
+                self.notes.append(f"the newest checkpoint {unreadable[0]} could not be read: resumed from the one "
+                                  f"before it, after epoch {point['epoch']}")
+                write_json(self.folder.state, {**point, "previous": None})  # the torn one is overwritten next
+            return model, point.get("history", {}), point["epoch"]
+        raise BonedbError(f"no checkpoint of this run can be read ({'; '.join(unreadable)}): delete the run with "
+                          "`bonedb runs delete RUN` and train it again")
 
     def _metrics(self, examples: Examples, probabilities) -> StageMetrics:
         if self.outputs == 1:
@@ -343,17 +380,17 @@ class Job:
 # -- callbacks (classes made when Keras is loaded: importing this module does not load it) -----------
 
 
-def state_writer(job: Job, phase: str, history: dict):
-    """After each epoch (and its checkpoint), note where training stands, for --resume."""
+def checkpointer(job: Job, phase: str, history: dict):
+    """After each epoch, the model and where training stands, for --resume."""
     callback: Any = _keras().callbacks.Callback
 
-    class StateWriter(callback):
+    class Checkpointer(callback):
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
-            job.save_state(phase, epoch + 1, history)
+            job.save_checkpoint(self.model, phase, epoch + 1, history)
 
-    return StateWriter()
+    return Checkpointer()
 
 
 def batch_counter(job: Job):

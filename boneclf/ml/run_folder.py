@@ -9,6 +9,7 @@ Light to import (no TensorFlow), so the web's pages and `bonedb runs` do not loa
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -18,6 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): whether a run still trains is then its status column alone
+    fcntl = None  # type: ignore[assignment]
 
 from boneclf.clock import utc_now
 from boneclf.errors import BonedbError
@@ -29,6 +35,7 @@ from boneclf.store.runs import (
     create_run,
     delete_run_rows,
     get_run,
+    list_runs,
     set_status,
 )
 
@@ -42,9 +49,10 @@ CLASS_NAMES_FILE = "class_names.json"
 MODEL_FILE = "model.keras"  # the finished model
 HISTORY_FILE = "history.json"  # per-epoch losses and metrics of the whole run
 STATE_FILE = "state.json"  # where training stands after the last epoch, for --resume
-CHECKPOINT_FILE = "checkpoint.keras"  # the model after the last epoch
+CHECKPOINT_FILE = "checkpoint.keras"  # the model after the last epoch, as bonedb before 0.2 kept it
 RUN_FILE = "run.json"  # a run trained from an export, as `bonedb runs import` records it
 DECODED_CACHE = "decoded-cache"  # the persistent decoded cache's default folder, beside the runs
+LOCK_FILE = ".training.lock"  # held (an OS lock) by the process that trains the run, while it trains
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,17 @@ class RunFolder:
     def state(self) -> Path:
         return self.path / STATE_FILE
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT_FILE
+    def checkpoint(self, epoch: int) -> Path:
+        """The model after EPOCH (the newest two are kept: a torn newest one leaves the one before)."""
+        return self.path / f"checkpoint-{epoch:04d}.keras"
 
     @property
     def run_record(self) -> Path:
         return self.path / RUN_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_FILE
 
     def log(self, phase: str) -> Path:
         """The CSV log of a training phase (head, finetune, end_to_end)."""
@@ -110,7 +122,7 @@ def not_the_runs_folder(folder: Path, run: RunRecord) -> str | None:
     """Why FOLDER may hold something other than RUN's files (None when it is the run's own)."""
     if not folder.is_dir():
         return "not a folder"
-    if not any(folder.iterdir()):
+    if all(p.name == LOCK_FILE for p in folder.iterdir()):  # empty, or made and locked by a run that died then
         return None
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
@@ -125,6 +137,88 @@ def foreign_folder(run: RunRecord) -> str | None:
     """Why RUN's recorded folder is not its own, when it exists and is not (None otherwise)."""
     folder = Path(run.artifact_dir)
     return not_the_runs_folder(folder, run) if folder.exists() else None
+
+
+# -- is the run still training? ------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive OS lock on a run folder's lock file, held by the process that trains the run. The OS
+    drops it when the process ends however it ends (kill -9 included), so a run whose status says running
+    but whose lock nobody holds has lost its process."""
+
+    def __init__(self, handle: int, path: Path):
+        self.handle, self.path = handle, path
+
+    @classmethod
+    def take(cls, folder: Path) -> RunLock | None:
+        """The lock of the run in FOLDER (made if need be), or None while another process holds it."""
+        path = folder / LOCK_FILE
+        if fcntl is None:
+            return cls(-1, path)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            return None
+        return cls(handle, path)
+
+    def release(self) -> None:
+        if self.handle >= 0:
+            os.close(self.handle)  # closing the only descriptor drops the lock
+            self.handle = -1
+
+
+def still_training(run: RunRecord) -> bool | None:
+    """Whether a process is training RUN now: True (it holds the run's lock), False (its status is not
+    running, or nobody holds the lock: the process is gone), None (its folder has no lock file, as
+    before bonedb had one, or before its folder was made: only the status speaks)."""
+    if run.status != "running":
+        return False
+    folder = Path(run.artifact_dir) if run.artifact_dir else None
+    if fcntl is None or folder is None or not (folder / LOCK_FILE).is_file():
+        return None
+    lock = RunLock.take(folder)
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+GONE = "its training process is gone (killed, or its machine restarted) without closing the run"
+
+
+def settle_dead_runs(engine: Engine, runs: list[RunRecord]) -> list[RunRecord]:
+    """RUNS, those marked running whose process is gone marked interrupted (with why) in the database too,
+    so that resume, delete, evaluate and the listings all see what is true."""
+    settled = []
+    for run in runs:
+        if run.status == "running" and still_training(run) is False:
+            set_status(engine, run.id, "interrupted", error=f"interrupted: {GONE}; resume with bonedb train "
+                                                            f"--resume {run.id}")
+            run = get_run(engine, run.id)
+        settled.append(run)
+    return settled
+
+
+def settle_running(engine: Engine) -> None:
+    """Every run marked running whose process is gone marked interrupted (before listing runs)."""
+    settle_dead_runs(engine, list_runs(engine, status="running"))
+
+
+def refuse_if_training(run: RunRecord, doing: str, *, force: bool = False,
+                       unknown: str = "pass --force") -> None:
+    """Refuse DOING to a run that is still training. A run marked running whose folder has no lock file
+    (nothing tells whether its process lives) is refused too, unless FORCE; UNKNOWN says what to do then."""
+    alive = still_training(run)
+    started = f"started {run.started_at:%Y-%m-%d %H:%M} on {run.host}"
+    if alive:
+        raise BonedbError(f"run {run.id} is still training ({started}; its process holds "
+                          f"{Path(run.artifact_dir) / LOCK_FILE}): let it end or stop it with Ctrl-C, then {doing}")
+    if alive is None and run.status == "running" and not force:
+        raise BonedbError(f"run {run.id} is running ({started}): let it end or stop it with Ctrl-C; if its process "
+                          f"is gone (killed, machine restarted), {unknown}")
 
 
 # -- advice -------------------------------------------------------------------------------------
@@ -239,14 +333,18 @@ class FolderLedger:
         parts = tuple(config.parts or ())
         group = parts[0] if len(parts) == 1 else "all"
         base = Path(config.runs_dir).absolute() / f"{data.split.name}-{config.stage}-{group}-{now:%Y%m%d-%H%M%S}"
-        base.parent.mkdir(parents=True, exist_ok=True)
         self.run_dir = base
-        for n in range(2, 1000):  # two runs in the same second get distinct folders
-            try:
-                self.run_dir.mkdir()
-                break
-            except FileExistsError:
-                self.run_dir = base.with_name(f"{base.name}-{n}")
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            for n in range(2, 1000):  # two runs in the same second get distinct folders
+                try:
+                    self.run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    self.run_dir = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise BonedbError(f"cannot make the run's folder {self.run_dir} ({exc.strerror or exc}): pass a --runs-dir "
+                              "this user can write to") from None
         assert data.export is not None, "a folder ledger records a run from an export"
         self.record = {
             "bonedb_run": 1, "stage": config.stage, "parts": list(parts), "architecture": config.arch,
@@ -287,16 +385,15 @@ def delete_runs(engine: Engine, run_ids: list[int], *, force: bool = False,
                 confirm: Callable[[str], bool] | None = None) -> RunsDeleted:
     """Delete runs, their evaluations and their folders (runs/<id>/), once `confirm(what)` agrees.
 
-    Nothing else refers to a run, so only a run still training is refused (`force` deletes one whose
-    process is gone). A folder is removed only when it is the run's own: its config.json names this
-    run and split, or it is empty; anything else is left in place and reported.
+    Nothing else refers to a run, so only a run still training is refused: one whose process holds its
+    lock always, one marked running without a lock file (nothing tells) unless `force` says its process
+    is gone. A run whose lock nobody holds lost its process: it is marked interrupted and deleted.
+    A folder is removed only when it is the run's own: its config.json names this run and split, or it
+    is empty; anything else is left in place and reported.
     """
-    runs = [get_run(engine, run_id) for run_id in dict.fromkeys(run_ids)]
-    running = [r for r in runs if r.status == "running"]
-    if running and not force:
-        r = running[0]
-        raise BonedbError(f"run {r.id} is running (started {r.started_at:%Y-%m-%d %H:%M} on {r.host}): let it end "
-                          "or stop it with Ctrl-C; if its process is gone (killed, machine restarted), pass --force")
+    runs = settle_dead_runs(engine, [get_run(engine, run_id) for run_id in dict.fromkeys(run_ids)])
+    for run in runs:
+        refuse_if_training(run, "delete it", force=force)
     ids = [r.id for r in runs]
     evaluations = count_evaluations(engine, ids)
     what = "; ".join(f"run {r.id} ({r.stage} {r.architecture} on {','.join(r.parts)}, {r.status})" for r in runs)

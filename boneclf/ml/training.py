@@ -23,7 +23,17 @@ from boneclf.vocabulary import FRACTURE
 from .cluster import cluster_role, patch_keras_for_multi_worker
 from .interrupts import deferred_sigint
 from .job import Job, strategy
-from .run_folder import RunFolder, foreign_folder, ledger_for, write_json
+from .run_folder import (
+    LOCK_FILE,
+    Ledger,
+    RunFolder,
+    RunLock,
+    foreign_folder,
+    ledger_for,
+    refuse_if_training,
+    settle_dead_runs,
+    write_json,
+)
 from .scores import StageMetrics
 from .tf_env import keras as _keras
 from .train_config import CACHE_MODES, RESUMABLE, TrainConfig
@@ -46,6 +56,7 @@ class RunResult(Result):
     label_version: int | None = None  # of the split's pinned labels, which it trained on
     label_changes: LabelChanges | None = None  # stage 2: labels changed in the dataset since the split was made
     cluster: dict | None = None  # with TF_CONFIG: workers, this one's index, chief or not, batches it trained
+    notes: list[str] = field(default_factory=list)  # what a person should know (a resume's fallback checkpoint)
 
     def headline(self) -> str:
         return headline(self.metrics.to_dict() if self.metrics else None)
@@ -126,7 +137,7 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
     `changes` may set the options in RESUMABLE (TrainConfig field names); any other change is refused,
     since the run would no longer be the run its record describes.
     """
-    row = get_run(engine, run_id)
+    [row] = settle_dead_runs(engine, [get_run(engine, run_id)])
     if row.parameters.get("from_export"):
         raise BonedbError(f"run {run_id} was trained from an export and imported: it cannot be resumed here; "
                           "train a new run")
@@ -136,15 +147,25 @@ def resume(engine: Engine, run_id: int, *, changes: dict | None = None, progress
     if foreign:
         raise BonedbError(f"run {run_id} cannot continue in {row.artifact_dir} ({foreign}): delete it with "
                           f"`bonedb runs delete {run_id}` and start a new run")
+    refuse_if_training(row, "resume it", unknown=f"delete it with `bonedb runs delete {run_id} --force` and start a "
+                                                 "new run")
     recorded = TrainConfig.from_parameters(row.parameters)
     config = recorded.changed_on_resume(changes or {}, run_id)
-    if config != recorded:
-        set_parameters(engine, run_id, config.to_parameters())
-    return _train_group(engine, config, progress, verbose, callbacks, run_id=run_id)
+    folder = Path(row.artifact_dir)
+    lock = RunLock.take(folder) if folder.is_dir() else None
+    if folder.is_dir() and lock is None:  # another resume of it started since the check above
+        raise BonedbError(f"run {run_id} is being resumed by another process (it holds {folder / LOCK_FILE})")
+    try:
+        if config != recorded:
+            set_parameters(engine, run_id, config.to_parameters())
+        return _train_group(engine, config, progress, verbose, callbacks, run_id=run_id, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressFactory, verbose,
-                 callbacks: list | None, run_id: int | None = None) -> RunResult:
+                 callbacks: list | None, run_id: int | None = None, lock: RunLock | None = None) -> RunResult:
     keras = _keras()
     data = _stage_data(engine, config, config.parts)
     parts = sorted(set(data.subsets["train"].parts))
@@ -153,11 +174,7 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
     role = cluster_role()
     ledger = ledger_for(engine, config, chief=role is None or role.chief)
     run_id, run_dir = ledger.open(config, data, run_id)
-    if not resuming and run_dir.exists() and any(run_dir.iterdir()) and not config.from_export:
-        ledger.close("failed", error=f"{run_dir} already holds files")
-        raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
-                          "database?): pass another --runs-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    held = lock or _claim_folder(ledger, run_id, run_dir, fresh=not resuming and not config.from_export)
     result = RunResult(run_id, config.stage, parts, config.architecture, "running", artifact_dir=str(run_dir),
                        split_hash=data.split.content_hash, label_version=data.label_version,
                        label_changes=data.label_changes)
@@ -170,6 +187,7 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
         with deferred_sigint() as stop:
             job = Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming, stop)
             result.metrics, result.skipped_images = job.run()
+            result.notes = job.notes
             stop.check()  # a Ctrl-C after the last batch still means "stop", not "finished"
         result.status = "finished"
         ledger.close("finished", metrics=result.metrics.to_dict())
@@ -180,12 +198,21 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
         ledger.close("interrupted", error=f"interrupted; resume with bonedb train --resume {run_id}")
         raise Interrupted(f"run {run_id} is marked interrupted; continue it with "
                           f"`bonedb train --resume {run_id}`") from None
+    except OSError as exc:  # a file the run could not write (a full disk, a folder made read-only meanwhile)
+        ledger.close("failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+        if exc.filename is None:
+            raise
+        marked = f"run {run_id} is marked failed" if run_id is not None else f"{run_dir} is marked failed"
+        raise BonedbError(f"cannot write {exc.filename} ({exc.strerror}): {marked}; make room or make the folder "
+                          "writable, then resume it") from exc
     except BaseException as exc:
         ledger.close("failed", error=f"{type(exc).__name__}: {exc}"[:4000])
         raise
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
+        if held is not lock:
+            held.release()
         ledger.clean_up()
     if role is not None:
         result.cluster = {"workers": role.workers, "index": role.index, "chief": role.chief,
@@ -193,6 +220,26 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
         if not role.chief:
             result.artifact_dir = ""  # its scratch folder is gone
     return result
+
+
+def _claim_folder(ledger: Ledger, run_id: int | None, run_dir: Path, *, fresh: bool) -> RunLock:
+    """The run's folder, made and locked by this process for as long as it trains. A run that cannot have
+    its folder is closed as failed, with the reason. FRESH: a new run, whose folder must be empty."""
+    try:
+        if fresh and run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+            ledger.close("failed", error=f"{run_dir} already holds files")
+            raise BonedbError(f"{run_dir} already holds another run's files (is this runs folder shared with another "
+                              "database?): pass another --runs-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock.take(run_dir)
+    except OSError as exc:
+        reason = f"cannot make the run's folder {run_dir} ({exc.strerror or exc})"
+        ledger.close("failed", error=reason)
+        marked = f"; run {run_id} is marked failed" if run_id is not None else ""
+        raise BonedbError(f"{reason}: pass a --runs-dir this user can write to{marked}") from None
+    if lock is None:  # only a resume can meet a live lock, and resume() holds it before this
+        raise BonedbError(f"another process trains in {run_dir} (it holds {run_dir / LOCK_FILE})")
+    return lock
 
 
 def _write_run_files(folder: RunFolder, config: TrainConfig, data: StageData, run_id: int | None) -> None:
