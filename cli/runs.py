@@ -229,11 +229,9 @@ def _human_evaluation(result: EvaluationResult) -> None:
         advice = ("scored against them (pinned); `--labels current` scores against today's"
                   if result.labels == "pinned" else "scored against today's labels (--labels current)")
         click.echo(f"warning: {changes.describe()}; {advice}", err=True)
-    if result.duplicates_in_subset:
-        click.echo(f"warning: the {result.subset} subset holds "
-                   f"{plural(result.duplicates_in_subset, 'copy', 'copies')} of its own pictures (duplicate groups): "
-                   f"they are not independent cases; intervals resample {plural(result.leak_groups, 'leak group')}, "
-                   "and `split create --dedupe` keeps one of each", err=True)
+    copies = result.copies_warning()
+    if copies:
+        click.echo(f"warning: {copies}", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")
     if isinstance(overall, MulticlassMetrics):

@@ -1,5 +1,5 @@
 """A run's life outside the happy path: a resume that meets a live run, a process killed with -9, a folder
-that cannot be made, a checkpoint torn in half.
+that cannot be made, a checkpoint torn in half; and what the first epoch's progress bar knows.
 
 Real `bonedb train` processes, real OS locks and signals, small models (the CNN at 32 px)."""
 
@@ -155,3 +155,16 @@ def test_no_readable_checkpoint_is_a_clear_error(engine, tmp_path):
     with pytest.raises(BonedbError, match="no checkpoint of this run can be read"):
         resume(engine, run.id, verbose=0)
     assert get_run(engine, run.id).status == "failed"
+
+
+def test_the_first_epoch_knows_its_steps(tmp_path, capfd):
+    from conftest import synth_sqlite
+
+    engine = synth_sqlite(tmp_path, 12, 32)
+    config = TrainConfig(stage="bodypart", split="s", image_size=32, epochs=1, batch_size=4,
+                         runs_dir=str(tmp_path / "runs"), **FAST)
+    [result] = train(engine, config, verbose=1)
+    out = capfd.readouterr().out
+    assert result.status == "finished"
+    assert "Unknown" not in out, out[-2000:]
+    engine.dispose()

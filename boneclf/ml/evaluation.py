@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from boneclf.data.leak_groups import UnionFind
 from boneclf.errors import BonedbError
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import (
@@ -116,6 +116,25 @@ class EvaluationResult(Result):
     # they are not independent test cases; intervals resample leak groups, and the CLI warns.
     duplicates_in_subset: int = 0
     leak_groups: int | None = None  # the units the intervals resampled (studies united with duplicate groups)
+    dedupable_in_subset: int = 0  # of the copies, identical ones whose labels agree: `split create --dedupe`'s
+
+    def copies_warning(self) -> str | None:
+        """What the copies inside the scored subset mean, and only advice that removes them (None: no copies)."""
+        if not self.duplicates_in_subset:
+            return None
+        text = (f"the {self.subset} subset holds {plural(self.duplicates_in_subset, 'copy', 'copies')} of its own "
+                f"pictures (duplicate groups): they are not independent cases; intervals resample "
+                f"{plural(self.leak_groups or 0, 'leak group')}")
+        if self.dedupable_in_subset:
+            text += (f"; `bonedb split create NAME --dedupe` leaves out the "
+                     f"{plural(self.dedupable_in_subset, 'identical copy', 'identical copies')} whose labels agree")
+        kept = self.duplicates_in_subset - self.dedupable_in_subset
+        if kept:
+            text += (f"; {'the' if not self.dedupable_in_subset else 'the other'} "
+                     f"{plural(kept, 'copy is a near copy', 'copies are near copies')} (similar, not identical) "
+                     "or identical with disagreeing labels, which --dedupe keeps: review them with "
+                     "`bonedb duplicates list`")
+        return text
 
     @classmethod
     def from_record(cls, run: RunRecord, record: EvaluationRecord) -> EvaluationResult:
@@ -162,7 +181,7 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
                               skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
                               split_hash=split.content_hash, labels=labels, label_version=data.label_version,
                               label_changes=data.label_changes, duplicates_in_subset=scored.copies,
-                              leak_groups=scored.leak_groups)
+                              leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable)
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
     stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",
@@ -180,11 +199,12 @@ class Scored:
     per_part: dict[str, BinaryMetrics] = field(default_factory=dict)
     copies: int = 0  # copies of one picture within the scored examples
     leak_groups: int | None = None
+    dedupable: int = 0
 
 
 def _per_study(engine: Engine, dataset_id: int, used: Examples, scores: np.ndarray) -> Scored:
     """Stage 2: image and study scores overall and per part, intervals over leak groups."""
-    groups, copies = _leak_clusters(engine, dataset_id, used)
+    groups, copies, dedupable = leak_clusters(engine, dataset_id, used)
     per_part = {
         part: binary_metrics([y for y, p in zip(used.labels, used.parts) if p == part],
                              [s for s, p in zip(scores, used.parts) if p == part],
@@ -193,15 +213,22 @@ def _per_study(engine: Engine, dataset_id: int, used: Examples, scores: np.ndarr
         for part in sorted(set(used.parts))
     }
     return Scored(binary_metrics(used.labels, scores, used.studies, groups=groups), per_part, copies,
-                  len(set(groups)))
+                  len(set(groups)), dedupable)
 
 
-def _leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> tuple[list[str], int]:
-    """(a leak-group key per example, copies within the examples): studies united with the dataset's
-    duplicate groups, so that copies of one picture are resampled together. For MURA (no duplicates)
-    each study is its own group, the protocol as before."""
+class LeakClusters(NamedTuple):
+    groups: list[str]  # a leak-group key per example
+    copies: int  # examples beyond the first of each picture (exact or near duplicates)
+    dedupable: int  # of them, identical copies whose labels agree: what `split create --dedupe` leaves out
+
+
+def leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> LeakClusters:
+    """Studies united with the dataset's duplicate groups, so that copies of one picture are resampled
+    together, and the copies among EXAMPLES. For MURA (no duplicates) each study is its own group, the
+    protocol as before."""
     with engine.connect() as conn:
         memberships = group_memberships(conn, dataset_id)
+        exact = group_memberships(conn, dataset_id, ("exact",))
     row_of: dict[int, list[int]] = defaultdict(list)
     for row, image_id in enumerate(examples.image_ids):
         row_of[image_id].append(row)
@@ -213,7 +240,18 @@ def _leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> tuple
             rows.union(present)
             grouped.update(present)
     copies = len(grouped) - len({rows.root(row) for row in grouped})
-    return [studies.root(study) for study in examples.studies], copies
+    dedupable = 0
+    for members in exact.values():  # as --dedupe decides: copies whose labels disagree all stay
+        present = [row for m in members for row in row_of.get(m, [])]
+        if len(present) > 1 and len({examples.labels[row] for row in present}) == 1:
+            dedupable += len(present) - 1
+    return LeakClusters([studies.root(study) for study in examples.studies], copies, min(dedupable, copies))
+
+
+def _leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> tuple[list[str], int]:
+    """(a leak-group key per example, copies within the examples): leak_clusters without the dedupable count."""
+    found = leak_clusters(engine, dataset_id, examples)
+    return found.groups, found.copies
 
 
 def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray, class_names: list[str]) -> None:

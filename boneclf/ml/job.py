@@ -10,6 +10,7 @@ BatchNorm kept in inference mode. A backbone without pretrained weights (the cus
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -129,8 +130,13 @@ class Feed:
         counted (a worker's part is then known exactly)."""
         if self.role is not None:
             return self._divided(subset, training, subset.kept if whole else None)
-        return self.batched(subset.ds, subset.examples, training,
-                            self.config.batch_size * strategy().num_replicas_in_sync)
+        size = self.config.batch_size * strategy().num_replicas_in_sync
+        ds = self.batched(subset.ds, subset.examples, training, size)
+        if whole and self.config.cache != "none":
+            # Skipping undecodable files leaves the length unknown to Keras ("91/Unknown" in the first epoch's
+            # bar); from a cache the decodable ones are exactly those counted when it was filled.
+            ds = ds.apply(tensorflow().data.experimental.assert_cardinality(math.ceil(subset.kept / size)))
+        return ds
 
     def _divided(self, subset: Decoded, training: bool, kept: int | None):
         """Several workers: each its own part of the images, all the same number of batches (see cluster.py)."""
