@@ -10,15 +10,16 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def atomic_path(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside TARGET to write to; renamed over TARGET when the block ends cleanly.
 
     On any error (or Ctrl-C) the temporary file is removed and TARGET is left as it was. The file
-    gets ordinary permissions (mkstemp's are private).
+    gets ordinary permissions (mkstemp's are private). SUFFIX ends the temporary name, for writers
+    that insist on one (Keras saves only to names ending .keras).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(handle)
     temporary = Path(name)
     try:

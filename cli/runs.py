@@ -9,11 +9,13 @@ import click
 from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
+from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
+from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.ml.training_data import LABEL_SOURCES
-from boneclf.results import plural
+from boneclf.results import fmt, plural
 from boneclf.store.provenance import describe_version
-from boneclf.store.runs import STATUSES, delete_runs, get_run, list_runs
-from boneclf.vocabulary import BODYPART, FRACTURE_CLASSES, STAGES
+from boneclf.store.runs import STATUSES, get_run, list_runs
+from boneclf.vocabulary import FRACTURE_CLASSES, STAGES
 
 from .context import Database, pass_db
 from .options import confirmer, json_option, yes_option
@@ -46,6 +48,7 @@ def list_(database: Database, stage, status, latest, ids_only, json_mode):
       bonedb runs list --stage fracture
       bonedb evaluate "$(bonedb runs list --stage fracture --status finished --latest --ids)"
     """
+    settle_running(database.engine)  # a run whose process is gone shows as interrupted, not running
     records = list_runs(database.engine, stage=stage, status=status, latest=latest)
     if latest and not records:  # a script asked for one id: none is an error, not an empty line
         wanted = " ".join(f"{name} {value}" for name, value in (("stage", stage), ("status", status)) if value)
@@ -58,11 +61,15 @@ def list_(database: Database, stage, status, latest, ids_only, json_mode):
 
 
 def _row(run) -> dict:
-    metrics = run.metrics or {}
-    image = metrics.get("image", metrics)
+    metrics = metrics_from_dict(run.metrics)
+    accuracy, kappa = None, None
+    if isinstance(metrics, BinaryMetrics):
+        accuracy, kappa = metrics.image.accuracy, metrics.study.kappa
+    elif metrics is not None:
+        accuracy = metrics.accuracy
     return {"id": run.id, "stage": run.stage, "parts": ",".join(run.parts), "arch": run.architecture,
             "split": run.split_name, "status": run.status, "started": f"{run.started_at:%Y-%m-%d %H:%M}",
-            "val_image_accuracy": image.get("accuracy"), "val_study_kappa": metrics.get("study", {}).get("kappa")}
+            "val_image_accuracy": accuracy, "val_study_kappa": kappa}
 
 
 @runs.command()
@@ -76,7 +83,7 @@ def show(database: Database, run_id, json_mode):
     Example:
       bonedb runs show 3
     """
-    run = get_run(database.engine, run_id)
+    [run] = settle_dead_runs(database.engine, [get_run(database.engine, run_id)])
     evaluation = latest_result(database.engine, run, None)
     if json_mode:
         print_json({**run.to_dict(), "latest_evaluation": evaluation})
@@ -222,22 +229,20 @@ def _human_evaluation(result: EvaluationResult) -> None:
         advice = ("scored against them (pinned); `--labels current` scores against today's"
                   if result.labels == "pinned" else "scored against today's labels (--labels current)")
         click.echo(f"warning: {changes.describe()}; {advice}", err=True)
-    if result.duplicates_in_subset:
-        click.echo(f"warning: the {result.subset} subset holds "
-                   f"{plural(result.duplicates_in_subset, 'copy', 'copies')} of its own pictures (duplicate groups): "
-                   f"they are not independent cases; intervals resample {plural(result.leak_groups, 'leak group')}, "
-                   "and `split create --dedupe` keeps one of each", err=True)
+    copies = result.copies_warning()
+    if copies:
+        click.echo(f"warning: {copies}", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")
-    if result.stage == BODYPART:
-        click.echo(format_report(overall["report"], overall["accuracy"]))
-        click.echo(f"accuracy {overall['accuracy']:.3f} (95% CI {format_interval(overall['accuracy_ci'])}), "
-                   f"{plural(overall['n'], 'image')}")
-        _confusion(overall["confusion"], overall["class_names"])
+    if isinstance(overall, MulticlassMetrics):
+        click.echo(format_report(overall.report, overall.accuracy))
+        click.echo(f"accuracy {fmt(overall.accuracy)} (95% CI {format_interval(overall.accuracy_ci)}), "
+                   f"{plural(overall.n, 'image')}")
+        _confusion(overall.confusion, overall.class_names)
     else:
-        click.echo(format_report(overall["image"]["report"], overall["image"]["accuracy"]))
+        click.echo(format_report(overall.image.report, overall.image.accuracy))
         print_table(result.part_rows())
-        _confusion(overall["image"]["confusion"], FRACTURE_CLASSES)
+        _confusion(overall.image.confusion, FRACTURE_CLASSES)
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}", err=True)
 

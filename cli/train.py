@@ -11,7 +11,8 @@ from click.core import ParameterSource
 
 from boneclf.ml.backbones import REGISTRY
 from boneclf.ml.models import AUGMENTATIONS
-from boneclf.ml.training import CACHE_MODES, RunResult, TrainConfig, resume
+from boneclf.ml.train_config import CACHE_MODES, TrainConfig
+from boneclf.ml.training import RunResult, resume
 from boneclf.ml.training import train as train_stage
 from boneclf.vocabulary import STAGES
 
@@ -131,6 +132,8 @@ def _given_on_resume(ctx: click.Context) -> dict:
 
 
 def _human(result: RunResult) -> None:
+    for note in result.notes:
+        click.echo(f"warning: {note}", err=True)
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}", err=True)
     changes = result.label_changes

@@ -97,3 +97,36 @@ def test_cluster_roles_from_tf_config(monkeypatch):
     assert divide([70, 64], 16) == 4
     with pytest.raises(BonedbError, match="less than a batch of 16"):
         divide([70, 9], 16)
+
+
+def test_the_keras_internals_that_multi_worker_training_mends_are_as_written_for():
+    """cluster.py replaces private functions of Keras' TensorFlow trainer; pyproject.toml bounds Keras to the
+    version it was written for. On another Keras this fails and says what changed."""
+    import keras
+
+    from boneclf.ml.cluster import PATCHED_KERAS, internals_changed
+
+    changed = internals_changed()
+    assert not changed, (f"Keras {keras.__version__} changed the private trainer internals that "
+                         f"boneclf/ml/cluster.py patches for multi-worker training: {'; '.join(changed)}. "
+                         "Rewrite the patch for it, then move the bounds in pyproject.toml")
+    assert keras.__version__.startswith(PATCHED_KERAS + "."), (
+        f"Keras {keras.__version__} is installed, but cluster.py's patch was written for Keras {PATCHED_KERAS}: "
+        "run the multi-worker test on it, then update PATCHED_KERAS and the bounds in pyproject.toml")
+
+
+def test_a_changed_keras_internal_is_refused_by_name(monkeypatch):
+    import pytest
+    from keras.src.backend.tensorflow import trainer as keras_trainer
+
+    from boneclf.errors import BonedbError
+    from boneclf.ml import cluster
+
+    monkeypatch.setattr(keras_trainer, "reduce_per_replica", lambda values, strategy: values)
+    monkeypatch.delattr(keras_trainer, "_collective_all_reduce_multi_worker")
+    monkeypatch.setattr(cluster, "_PATCHED", False)
+    changed = cluster.internals_changed()
+    assert changed == ["reduce_per_replica now takes (values, strategy), not (values, strategy, reduction)",
+                       "_collective_all_reduce_multi_worker is gone"]
+    with pytest.raises(BonedbError, match=r"changed it \(reduce_per_replica now takes .*install keras<3.16"):
+        cluster.patch_keras_for_multi_worker()

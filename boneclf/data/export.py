@@ -26,7 +26,7 @@ from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
 from boneclf.store.flags import flagged_in_dataset
-from boneclf.store.queries import dataset_root, get_split, split_images
+from boneclf.store.queries import SplitRecord, dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, EXPORT_CLASS_FOLDERS, FRACTURE, FRACTURE_CLASSES, STAGES
 
 from .splits import SUBSETS
@@ -268,8 +268,8 @@ def write_manifest(partial: Path, entries: list[Entry]) -> None:
     (partial / MANIFEST_FILE).write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def write_marker(partial: Path, split, *, stage: str, combined: bool, link: str, fmt: str, parts,
-                 extra: dict | None = None) -> None:
+def write_marker(partial: Path, split: SplitRecord, *, stage: str, combined: bool, link: str, fmt: str,
+                 parts, extra: dict | None = None) -> None:
     marker = {
         "bonedb_export": EXPORT_FORMAT_VERSION,
         "split": split.name,

@@ -29,7 +29,7 @@ from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
-from boneclf.store.queries import dataset_id_of, get_split, split_images
+from boneclf.store.queries import SplitRecord, dataset_id_of, get_split, split_images
 from boneclf.store.runs import runs_using_split
 from boneclf.store.schema import (
     Dataset,
@@ -513,7 +513,7 @@ def delete_split(engine: Engine, name: str, *, confirm: Callable[[str], bool] | 
         conn.execute(delete(_versions).where(_versions.c.id == split.id))
 
 
-def _refuse_if_trained(conn: Connection, split) -> None:
+def _refuse_if_trained(conn: Connection, split: SplitRecord) -> None:
     used = runs_using_split(conn, split.id)
     if used:
         raise BonedbError(f"split {split.name!r} trained run(s) {', '.join(map(str, used))}: it cannot be deleted "

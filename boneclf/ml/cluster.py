@@ -10,6 +10,7 @@ batches the smallest part holds. Only the chief records the run and keeps its fi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -55,6 +56,40 @@ def divide(count_of_part: list[int], batch_size: int) -> int:
 
 
 _PATCHED = False
+# The Keras whose private trainer (keras.src.backend.tensorflow.trainer) the patch below was written and
+# tested against; pyproject.toml bounds Keras and TensorFlow to it, and internals_changed() checks it.
+PATCHED_KERAS = "3.15"
+
+
+def internals_changed() -> list[str]:
+    """What no longer holds of the Keras internals patch_keras_for_multi_worker replaces (empty: all holds)."""
+    try:
+        from keras.src.backend.tensorflow import trainer as keras_trainer
+    except ImportError as exc:
+        return [f"keras.src.backend.tensorflow.trainer cannot be imported ({exc})"]
+    problems = []
+    trainer = getattr(keras_trainer, "TensorFlowTrainer", None)
+    expected = {
+        "TensorFlowTrainer._maybe_symbolic_build": (getattr(trainer, "_maybe_symbolic_build", None),
+                                                    ["self", "iterator", "data_batch"]),
+        "TensorFlowTrainer._symbolic_build": (getattr(trainer, "_symbolic_build", None),
+                                              ["self", "iterator", "data_batch"]),
+        "reduce_per_replica": (getattr(keras_trainer, "reduce_per_replica", None), ["values", "strategy", "reduction"]),
+        "_collective_all_reduce_multi_worker": (getattr(keras_trainer, "_collective_all_reduce_multi_worker", None),
+                                                ["strategy"]),
+    }
+    for name, (function, parameters) in expected.items():
+        if function is None:
+            problems.append(f"{name} is gone")
+        elif list(inspect.signature(function).parameters) != parameters:
+            problems.append(f"{name} now takes {inspect.signature(function)}, not ({', '.join(parameters)})")
+    if trainer is not None and not problems:
+        # The replacement of reduce_per_replica takes effect only while the step functions look it up by name.
+        if "reduce_per_replica(" not in inspect.getsource(trainer._make_function):
+            problems.append("TensorFlowTrainer._make_function no longer calls the module's reduce_per_replica")
+        if "_distribute_strategy" not in inspect.getsource(trainer._maybe_symbolic_build):
+            problems.append("TensorFlowTrainer._maybe_symbolic_build no longer reads self._distribute_strategy")
+    return problems
 
 
 def patch_keras_for_multi_worker() -> None:
@@ -67,6 +102,13 @@ def patch_keras_for_multi_worker() -> None:
     global _PATCHED
     if _PATCHED:
         return
+    changed = internals_changed()
+    if changed:
+        import keras
+
+        raise BonedbError(f"multi-worker training patches Keras {PATCHED_KERAS}'s private trainer, and Keras "
+                          f"{keras.__version__} changed it ({'; '.join(changed)}): install keras<3.16 "
+                          "(as pyproject.toml bounds it), or train on one worker")
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
     from .tf_env import tensorflow

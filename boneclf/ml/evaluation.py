@@ -14,18 +14,28 @@ from sqlalchemy import Engine
 
 from boneclf.data.leak_groups import UnionFind
 from boneclf.errors import BonedbError
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
-from boneclf.store.runs import EvaluationRecord, RunRecord, get_run, latest_evaluation, save_evaluation
+from boneclf.store.runs import (
+    EvaluationRecord,
+    RunRecord,
+    get_run,
+    get_runs,
+    latest_evaluation,
+    latest_evaluations,
+    save_evaluation,
+)
 from boneclf.vocabulary import BODYPART
 
 from .image_spec import ImageSpec
 from .metrics import binary_metrics, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
+from .run_folder import RunFolder, predictions_file, resume_advice, settle_dead_runs
+from .scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
-from .training import TrainConfig, resume_advice
+from .train_config import TrainConfig
 from .training_data import LABEL_SOURCES, load_stage_data
 
 SUBSETS = ("test", "val")
@@ -45,15 +55,14 @@ class LoadedRun:
 def load_run_model(engine: Engine, run_id: int) -> LoadedRun:
     from . import layers  # noqa: F401  (registers bonedb's custom layers for loading)
 
-    run = get_run(engine, run_id)
+    [run] = settle_dead_runs(engine, [get_run(engine, run_id)])
     if run.status != "finished":
         raise BonedbError(f"run {run_id} is {run.status}, not finished: {resume_advice(run)}")
-    folder = Path(run.artifact_dir)
-    model_file = folder / "model.keras"
-    if not model_file.is_file():
-        raise BonedbError(f"run {run_id}: {model_file} is missing; the run's folder was moved or deleted")
-    class_names = json.loads((folder / "class_names.json").read_text())
-    model = _keras().models.load_model(model_file)
+    folder = RunFolder(Path(run.artifact_dir))
+    if not folder.model.is_file():
+        raise BonedbError(f"run {run_id}: {folder.model} is missing; the run's folder was moved or deleted")
+    class_names = json.loads(folder.class_names.read_text())
+    model = _keras().models.load_model(folder.model)
     return LoadedRun(run, TrainConfig.from_parameters(run.parameters), ImageSpec.from_dict(run.image_spec),
                      class_names, model)
 
@@ -95,8 +104,8 @@ class EvaluationResult(Result):
     subset: str
     stage: str
     architecture: str
-    overall: dict
-    per_part: dict[str, dict] = field(default_factory=dict)
+    overall: StageMetrics
+    per_part: dict[str, BinaryMetrics] = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
     evaluation_id: int | None = None
     split_hash: str | None = None  # of the split it scored
@@ -107,21 +116,44 @@ class EvaluationResult(Result):
     # they are not independent test cases; intervals resample leak groups, and the CLI warns.
     duplicates_in_subset: int = 0
     leak_groups: int | None = None  # the units the intervals resampled (studies united with duplicate groups)
+    dedupable_in_subset: int = 0  # of the copies, identical ones whose labels agree: `split create --dedupe`'s
+
+    def copies_warning(self) -> str | None:
+        """What the copies inside the scored subset mean, and only advice that removes them (None: no copies)."""
+        if not self.duplicates_in_subset:
+            return None
+        text = (f"the {self.subset} subset holds {plural(self.duplicates_in_subset, 'copy', 'copies')} of its own "
+                f"pictures (duplicate groups): they are not independent cases; intervals resample "
+                f"{plural(self.leak_groups or 0, 'leak group')}")
+        if self.dedupable_in_subset:
+            text += (f"; `bonedb split create NAME --dedupe` leaves out the "
+                     f"{plural(self.dedupable_in_subset, 'identical copy', 'identical copies')} whose labels agree")
+        kept = self.duplicates_in_subset - self.dedupable_in_subset
+        if kept:
+            text += (f"; {'the' if not self.dedupable_in_subset else 'the other'} "
+                     f"{plural(kept, 'copy is a near copy', 'copies are near copies')} (similar, not identical) "
+                     "or identical with disagreeing labels, which --dedupe keeps: review them with "
+                     "`bonedb duplicates list`")
+        return text
 
     @classmethod
     def from_record(cls, run: RunRecord, record: EvaluationRecord) -> EvaluationResult:
-        metrics = record.metrics
-        return cls(run.id, record.subset, run.stage, run.architecture, metrics["overall"],
-                   metrics.get("per_part") or {}, metrics.get("skipped_images") or [], record.id,
-                   record.split_hash, record.labels, record.label_version)
+        stored = record.metrics
+        overall = metrics_from_dict(stored.get("overall")) or MulticlassMetrics.from_dict({})
+        per_part = {part: BinaryMetrics.from_dict(m) for part, m in (stored.get("per_part") or {}).items()}
+        return cls(run.id, record.subset, run.stage, run.architecture, overall, per_part,
+                   stored.get("skipped_images") or [], record.id, record.split_hash, record.labels,
+                   record.label_version)
 
     def part_rows(self) -> list[PartRow]:
+        """Stage 2: the table per body part, then overall."""
         rows = []
         for part, m in [*self.per_part.items(), ("overall", self.overall)]:
-            image, study = m["image"], m["study"]
-            rows.append(PartRow(part, image["n"], image["accuracy"], image["auc"], study["n"], study["accuracy"],
-                                format_interval(study.get("accuracy_ci")), study["kappa"],
-                                format_interval(study.get("kappa_ci")), study["auc"]))
+            assert isinstance(m, BinaryMetrics), "part rows are stage 2's"
+            image, study = m.image, m.study
+            rows.append(PartRow(part, image.n, image.accuracy, image.auc, study.n, study.accuracy,
+                                format_interval(study.accuracy_ci), study.kappa, format_interval(study.kappa_ci),
+                                study.auc))
         return rows
 
 
@@ -140,39 +172,63 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
         raise BonedbError(f"split {run.split_name!r} has no {subset} images for {', '.join(run.parts)}")
     probabilities, kept = predict_examples(loaded.model, examples, loaded.spec)
     used = examples.take(kept)
-    result = EvaluationResult(run_id, subset, run.stage, run.architecture, overall={},
-                              skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
-                              split_hash=data.split.content_hash, labels=labels, label_version=data.label_version,
-                              label_changes=data.label_changes)
+    split = data.stored_split()
     if run.stage == BODYPART:
-        result.overall = multiclass_metrics(used.labels, probabilities, loaded.class_names)
+        scored = Scored(multiclass_metrics(used.labels, probabilities, loaded.class_names))
     else:
-        scores = probabilities.reshape(-1)
-        groups, result.duplicates_in_subset = _leak_clusters(engine, data.split.dataset_id, used)
-        result.leak_groups = len(set(groups))
-        result.overall = binary_metrics(used.labels, scores, used.studies, groups=groups)
-        result.per_part = {
-            part: binary_metrics([y for y, p in zip(used.labels, used.parts) if p == part],
-                                 [s for s, p in zip(scores, used.parts) if p == part],
-                                 [k for k, p in zip(used.studies, used.parts) if p == part],
-                                 groups=[g for g, p in zip(groups, used.parts) if p == part])
-            for part in sorted(set(used.parts))
-        }
+        scored = _per_study(engine, split.dataset_id, used, probabilities.reshape(-1))
+    result = EvaluationResult(run_id, subset, run.stage, run.architecture, scored.overall, scored.per_part,
+                              skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
+                              split_hash=split.content_hash, labels=labels, label_version=data.label_version,
+                              label_changes=data.label_changes, duplicates_in_subset=scored.copies,
+                              leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable)
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
     stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",
                                                      "per_part", "skipped_images")}
-    result.evaluation_id = save_evaluation(engine, run_id, subset, stored, split_hash=result.split_hash,
+    result.evaluation_id = save_evaluation(engine, run_id, subset, stored, split_hash=split.content_hash,
                                            labels=labels, label_version=result.label_version)
     return result
 
 
-def _leak_clusters(engine: Engine, dataset_id: int, examples) -> tuple[list[str], int]:
-    """(a leak-group key per example, copies within the examples): studies united with the dataset's
-    duplicate groups, so that copies of one picture are resampled together. For MURA (no duplicates)
-    each study is its own group, the protocol as before."""
+@dataclass
+class Scored:
+    """What evaluate_run computed, before it is recorded."""
+
+    overall: StageMetrics
+    per_part: dict[str, BinaryMetrics] = field(default_factory=dict)
+    copies: int = 0  # copies of one picture within the scored examples
+    leak_groups: int | None = None
+    dedupable: int = 0
+
+
+def _per_study(engine: Engine, dataset_id: int, used: Examples, scores: np.ndarray) -> Scored:
+    """Stage 2: image and study scores overall and per part, intervals over leak groups."""
+    groups, copies, dedupable = leak_clusters(engine, dataset_id, used)
+    per_part = {
+        part: binary_metrics([y for y, p in zip(used.labels, used.parts) if p == part],
+                             [s for s, p in zip(scores, used.parts) if p == part],
+                             [k for k, p in zip(used.studies, used.parts) if p == part],
+                             groups=[g for g, p in zip(groups, used.parts) if p == part])
+        for part in sorted(set(used.parts))
+    }
+    return Scored(binary_metrics(used.labels, scores, used.studies, groups=groups), per_part, copies,
+                  len(set(groups)), dedupable)
+
+
+class LeakClusters(NamedTuple):
+    groups: list[str]  # a leak-group key per example
+    copies: int  # examples beyond the first of each picture (exact or near duplicates)
+    dedupable: int  # of them, identical copies whose labels agree: what `split create --dedupe` leaves out
+
+
+def leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> LeakClusters:
+    """Studies united with the dataset's duplicate groups, so that copies of one picture are resampled
+    together, and the copies among EXAMPLES. For MURA (no duplicates) each study is its own group, the
+    protocol as before."""
     with engine.connect() as conn:
         memberships = group_memberships(conn, dataset_id)
+        exact = group_memberships(conn, dataset_id, ("exact",))
     row_of: dict[int, list[int]] = defaultdict(list)
     for row, image_id in enumerate(examples.image_ids):
         row_of[image_id].append(row)
@@ -184,12 +240,18 @@ def _leak_clusters(engine: Engine, dataset_id: int, examples) -> tuple[list[str]
             rows.union(present)
             grouped.update(present)
     copies = len(grouped) - len({rows.root(row) for row in grouped})
-    return [studies.root(study) for study in examples.studies], copies
+    dedupable = 0
+    for members in exact.values():  # as --dedupe decides: copies whose labels disagree all stay
+        present = [row for m in members for row in row_of.get(m, [])]
+        if len(present) > 1 and len({examples.labels[row] for row in present}) == 1:
+            dedupable += len(present) - 1
+    return LeakClusters([studies.root(study) for study in examples.studies], copies, min(dedupable, copies))
 
 
-def predictions_file(folder: Path, subset: str, labels: str | None) -> Path:
-    """Per-image predictions of an evaluation; those scored against today's labels are kept apart."""
-    return folder / (f"predictions_{subset}_current.csv" if labels == "current" else f"predictions_{subset}.csv")
+def _leak_clusters(engine: Engine, dataset_id: int, examples: Examples) -> tuple[list[str], int]:
+    """(a leak-group key per example, copies within the examples): leak_clusters without the dedupable count."""
+    found = leak_clusters(engine, dataset_id, examples)
+    return found.groups, found.copies
 
 
 def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray, class_names: list[str]) -> None:
@@ -226,15 +288,15 @@ class ComparisonRow(Result):
 def comparison_row(run: RunRecord, evaluation: EvaluationResult | None) -> ComparisonRow:
     row = ComparisonRow(run.id, run.stage, run.architecture, ",".join(run.parts), run.image_spec.get("size"),
                         run.status, evaluation.subset if evaluation else ("val" if run.metrics else "none"))
-    overall = evaluation.overall if evaluation else (run.metrics or {})
-    if "image" in overall:
-        study = overall["study"]
-        row.accuracy, row.image_auc = overall["image"]["accuracy"], overall["image"]["auc"]
-        row.study_kappa, row.study_auc = study["kappa"], study["auc"]
-        row.kappa_ci, row.auc_ci = format_interval(study.get("kappa_ci")), format_interval(study.get("auc_ci"))
-    elif overall:
-        row.accuracy = overall.get("accuracy")
-        row.accuracy_ci = format_interval(overall.get("accuracy_ci"))
+    overall = evaluation.overall if evaluation else metrics_from_dict(run.metrics)
+    if isinstance(overall, BinaryMetrics):
+        study = overall.study
+        row.accuracy, row.image_auc = overall.image.accuracy, overall.image.auc
+        row.study_kappa, row.study_auc = study.kappa, study.auc
+        row.kappa_ci, row.auc_ci = format_interval(study.kappa_ci), format_interval(study.auc_ci)
+    elif overall is not None:
+        row.accuracy = overall.accuracy
+        row.accuracy_ci = format_interval(overall.accuracy_ci)
     return row
 
 
@@ -244,9 +306,12 @@ def latest_result(engine: Engine, run: RunRecord, subset: str | None = "test") -
 
 
 def compare_runs(engine: Engine, run_ids: list[int]) -> list[ComparisonRow]:
-    """The paper's model comparison: one row per run, with intervals."""
+    """The paper's model comparison: one row per run, with intervals (three queries however many runs)."""
+    runs = get_runs(engine, run_ids)
+    tests = latest_evaluations(engine, run_ids, "test")
+    others = latest_evaluations(engine, run_ids, None)
     rows = []
-    for run_id in run_ids:
-        run = get_run(engine, run_id)
-        rows.append(comparison_row(run, latest_result(engine, run, "test") or latest_result(engine, run, None)))
+    for run in runs:
+        record = tests.get(run.id) or others.get(run.id)
+        rows.append(comparison_row(run, None if record is None else EvaluationResult.from_record(run, record)))
     return rows

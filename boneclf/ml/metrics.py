@@ -15,6 +15,8 @@ import numpy as np
 
 from boneclf.vocabulary import FRACTURE_CLASSES
 
+from .scores import BinaryMetrics, ClassScores, ImageScores, MulticlassMetrics, Report, StudyScores
+
 THRESHOLD = 0.5
 BOOTSTRAP_ROUNDS = 1000
 CALIBRATION_BINS = 10
@@ -71,41 +73,45 @@ def roc_curve(y_true, scores) -> tuple[list[float], list[float]]:
     return [0.0, *(fps / n).tolist()], [0.0, *(tps / p).tolist()]
 
 
-def per_class_report(y_true, y_pred, class_names: list[str]) -> dict:
+def per_class_report(y_true, y_pred, class_names: list[str]) -> Report:
     """precision, recall, f1 and support per class, with macro and weighted averages."""
     matrix = confusion(y_true, y_pred, len(class_names))
-    report = {}
+    report: Report = {}
+    measures: list[tuple[float, float, float]] = []  # (precision, recall, f1) per class, for the averages
     for index, name in enumerate(class_names):
         tp = matrix[index, index]
         predicted, actual = matrix[:, index].sum(), matrix[index].sum()
         precision = tp / predicted if predicted else 0.0
         recall = tp / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-                        "support": int(actual)}
+        report[name] = ClassScores(precision=float(precision), recall=float(recall), f1=float(f1), support=int(actual))
+        measures.append((float(precision), float(recall), float(f1)))
     supports = np.array([report[n]["support"] for n in class_names], float)
     for average, weights in (("macro avg", np.ones(len(class_names))), ("weighted avg", supports)):
         total = weights.sum() or 1.0
-        report[average] = {m: float(sum(report[n][m] * w for n, w in zip(class_names, weights)) / total)
-                           for m in ("precision", "recall", "f1")}
-        report[average]["support"] = int(supports.sum())
+        precision, recall, f1 = (float(sum(row[m] * w for row, w in zip(measures, weights)) / total)
+                                 for m in range(3))
+        report[average] = ClassScores(precision=precision, recall=recall, f1=f1, support=int(supports.sum()))
     return report
 
 
-def format_report(report: dict, accuracy: float) -> str:
+def format_report(report: Report, accuracy: float | None) -> str:
     """The classification report laid out as in the seed paper's tables (and scikit-learn's)."""
     names = [n for n in report if not n.endswith("avg")]
     width = max(12, *(len(n) for n in names))
     lines = [f"{'':>{width}}  precision    recall  f1-score   support", ""]
     for name in names:
-        r = report[name]
-        lines.append(f"{name:>{width}}  {r['precision']:9.2f} {r['recall']:9.2f} {r['f1']:9.2f} {r['support']:9d}")
+        lines.append(_report_line(name, report[name], width))
     total = report["macro avg"]["support"]
-    lines += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.2f} {total:9d}"]
+    shown = float("nan") if accuracy is None else accuracy
+    lines += ["", f"{'accuracy':>{width}}  {'':9} {'':9} {shown:9.2f} {total:9d}"]
     for name in ("macro avg", "weighted avg"):
-        r = report[name]
-        lines.append(f"{name:>{width}}  {r['precision']:9.2f} {r['recall']:9.2f} {r['f1']:9.2f} {r['support']:9d}")
+        lines.append(_report_line(name, report[name], width))
     return "\n".join(lines)
+
+
+def _report_line(name: str, r: ClassScores, width: int) -> str:
+    return f"{name:>{width}}  {r['precision']:9.2f} {r['recall']:9.2f} {r['f1']:9.2f} {r['support']:9d}"
 
 
 def study_scores(studies, labels, probabilities) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -148,54 +154,43 @@ def bootstrap_interval(statistic, *arrays, rounds: int = BOOTSTRAP_ROUNDS, seed:
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
-def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = True, groups=None) -> dict:
+def binary_metrics(labels, probabilities, studies, *, with_intervals: bool = True, groups=None) -> BinaryMetrics:
     """Image-level and study-level scores for a normal/abnormal model. GROUPS (one leak-group key per
     image, optional) makes the intervals resample leak groups of studies instead of single studies."""
     labels, probabilities = np.asarray(labels, int), np.asarray(probabilities, float)
     predictions = (probabilities > THRESHOLD).astype(int)
     accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
-    report = per_class_report(labels, predictions, FRACTURE_CLASSES)
-    image = {
-        "n": int(len(labels)), "accuracy": accuracy, "auc": roc_auc(labels, probabilities),
-        "kappa": cohen_kappa(labels, predictions), "confusion": confusion(labels, predictions, 2).tolist(),
-        "report": report,
-    }
+    image = ImageScores(int(len(labels)), accuracy, roc_auc(labels, probabilities), cohen_kappa(labels, predictions),
+                        confusion(labels, predictions, 2).tolist(),
+                        per_class_report(labels, predictions, FRACTURE_CLASSES))
     keys, study_labels, study_probs = study_scores(studies, labels, probabilities)
     study_pred = (study_probs > THRESHOLD).astype(int)
-    study = {
-        "n": len(keys),
-        "accuracy": float((study_pred == study_labels).mean()) if keys else float("nan"),
-        "kappa": cohen_kappa(study_labels, study_pred),
-        "auc": roc_auc(study_labels, study_probs),
-        "confusion": confusion(study_labels, study_pred, 2).tolist(),
-    }
+    study = StudyScores(len(keys), float((study_pred == study_labels).mean()) if keys else float("nan"),
+                        cohen_kappa(study_labels, study_pred), roc_auc(study_labels, study_probs),
+                        confusion(study_labels, study_pred, 2).tolist())
     clusters = None
     if groups is not None:
         group_of = dict(zip(studies, groups))  # a study's images share a leak group
         clusters = [group_of[k] for k in keys]
-        study["bootstrap_units"] = len(set(clusters))
+        study.bootstrap_units = len(set(clusters))
     if with_intervals:
-        study["accuracy_ci"] = bootstrap_interval(lambda y, p: float(((p > THRESHOLD) == y).mean()),
-                                                  study_labels, study_probs, clusters=clusters)
-        study["kappa_ci"] = bootstrap_interval(lambda y, p: cohen_kappa(y, (p > THRESHOLD).astype(int)),
+        study.accuracy_ci = bootstrap_interval(lambda y, p: float(((p > THRESHOLD) == y).mean()),
                                                study_labels, study_probs, clusters=clusters)
-        study["auc_ci"] = bootstrap_interval(roc_auc, study_labels, study_probs, clusters=clusters)
-    return {"image": image, "study": study}
+        study.kappa_ci = bootstrap_interval(lambda y, p: cohen_kappa(y, (p > THRESHOLD).astype(int)),
+                                            study_labels, study_probs, clusters=clusters)
+        study.auc_ci = bootstrap_interval(roc_auc, study_labels, study_probs, clusters=clusters)
+    return BinaryMetrics(image, study)
 
 
-def multiclass_metrics(labels, probabilities, class_names: list[str]) -> dict:
+def multiclass_metrics(labels, probabilities, class_names: list[str]) -> MulticlassMetrics:
     """Stage 1: which body part. Accuracy, confusion matrix and per-part report."""
     labels = np.asarray(labels, int)
     predictions = np.asarray(probabilities).argmax(axis=1) if len(labels) else np.array([], int)
     accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
-    return {
-        "n": int(len(labels)), "accuracy": accuracy,
-        "accuracy_ci": bootstrap_interval(lambda y, p: float((p == y).mean()), labels, predictions),
-        "kappa": cohen_kappa(labels, predictions, len(class_names)),
-        "confusion": confusion(labels, predictions, len(class_names)).tolist(),
-        "class_names": class_names,
-        "report": per_class_report(labels, predictions, class_names),
-    }
+    return MulticlassMetrics(
+        int(len(labels)), accuracy, bootstrap_interval(lambda y, p: float((p == y).mean()), labels, predictions),
+        cohen_kappa(labels, predictions, len(class_names)), confusion(labels, predictions, len(class_names)).tolist(),
+        class_names, per_class_report(labels, predictions, class_names))
 
 
 def format_interval(interval) -> str:
@@ -236,7 +231,7 @@ class CalibrationBin(NamedTuple):
 
     low: float
     high: float
-    count: int
+    count: int  # type: ignore[assignment]  # a field named as people say it, over tuple.count
     mean_probability: float  # NaN when empty
     observed_rate: float  # share of abnormal cases; NaN when empty
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError
 from boneclf.store.runs import RunRecord, record_imported_run
 
-from .training import RUN_FILE
+from .run_folder import RunFolder, write_json
 
 REQUIRED = ("stage", "parts", "architecture", "parameters", "image_spec", "split_name", "split_hash", "status",
             "started_at")
@@ -20,7 +20,8 @@ def import_run(engine: Engine, run_dir: Path) -> RunRecord:
     """Record the finished run in RUN_DIR (made by `bonedb train --from-export`) on its stored split, in place:
     the run keeps its folder, whose config.json then names the new run id."""
     run_dir = Path(run_dir).absolute()
-    path = run_dir / RUN_FILE
+    folder = RunFolder(run_dir)
+    path = folder.run_record
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -34,12 +35,11 @@ def import_run(engine: Engine, run_dir: Path) -> RunRecord:
     if record["status"] != "finished":
         raise BonedbError(f"{run_dir}: the run is {record['status']}, not finished ({record.get('error') or 'no error'}"
                           "); only finished runs can be imported: train it again")
-    for name in ("model.keras", "class_names.json", "config.json"):
-        if not (run_dir / name).is_file():
-            raise BonedbError(f"{run_dir / name}: missing; the run's folder is incomplete, train it again")
+    for needed in (folder.model, folder.class_names, folder.config):
+        if not needed.is_file():
+            raise BonedbError(f"{needed}: missing; the run's folder is incomplete, train it again")
     run = record_imported_run(engine, record, str(run_dir))
-    config_file = run_dir / "config.json"
-    config = json.loads(config_file.read_text())
+    config = json.loads(folder.config.read_text())
     config["run_id"] = run.id  # the folder is this run's own from now on (`runs delete` checks it)
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(folder.config, config)
     return run

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Any
 
-_loaded = None
+_loaded: Any = None
 
 
-def tensorflow():
+def tensorflow() -> Any:
     """The tensorflow module, imported once with its start-up chatter captured."""
     global _loaded
     if _loaded is None:
@@ -40,7 +41,7 @@ def tensorflow():
     return _loaded
 
 
-def keras():
+def keras() -> Any:
     """Keras 3 (the `keras` package), after TensorFlow is loaded quietly."""
     tensorflow()
     import keras as keras_module

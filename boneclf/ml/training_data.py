@@ -8,28 +8,40 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
-from boneclf.store.queries import dataset_root, get_split, split_images
+from boneclf.store.queries import SplitRecord, dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, FRACTURE, FRACTURE_CLASSES, STAGES
 
 from .pipeline import Examples
+
+if TYPE_CHECKING:
+    from .export_data import ExportedSplit, ExportSource
 
 LABEL_SOURCES = ("pinned", "current")
 
 
 @dataclass
 class StageData:
-    split: object  # the split_versions row
+    # The split as stored, or (read from an export folder) the split the export names: both have
+    # name, content_hash and label_version; only the stored one has id and dataset_id.
+    split: SplitRecord | ExportedSplit
     class_names: list[str]
     subsets: dict[str, Examples]
     labels: str = "pinned"  # which labels the examples carry: the split's pinned ones or today's
     label_version: int | None = None  # of those labels (see boneclf.store.provenance)
     label_changes: LabelChanges | None = None  # stage 2: pinned labels that differ from today's
-    export: object | None = None  # an ExportSource when read from an export folder instead of the database
+    export: ExportSource | None = None  # read from an export folder instead of the database
+
+    def stored_split(self) -> SplitRecord:
+        """The split as the database holds it (for what only a stored split has: its id, its dataset)."""
+        if not isinstance(self.split, SplitRecord):
+            raise BonedbError(f"split {self.split.name!r} was read from an export folder, not from a database")
+        return self.split
 
 
 def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[str, ...] | None, *,

@@ -28,7 +28,7 @@ from boneclf.errors import BonedbError, InputProblems
 from boneclf.results import Result
 
 from .bulk import insert_rows
-from .queries import dataset_id_of
+from .queries import SplitRecord, dataset_id_of
 from .schema import Dataset, Image, IngestLog, LabelChange, Patient, Review, SplitAssignment, Study
 
 _log = IngestLog.__table__
@@ -209,7 +209,7 @@ class LabelChanges(Result):
         return "; ".join(said)
 
 
-def label_changes(conn: Connection, split, *, parts=None, subset: str | None = None) -> LabelChanges:
+def label_changes(conn: Connection, split: SplitRecord, *, parts=None, subset: str | None = None) -> LabelChanges:
     """Set-based: one grouped query over the split's assignments, one count."""
     query = (
         select(Study.body_part, func.count(distinct(Study.id)))

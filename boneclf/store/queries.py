@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,15 +50,32 @@ def dataset_root(conn: Connection, dataset_id: int) -> Path:
     return Path(conn.execute(select(Dataset.root).where(Dataset.id == dataset_id)).scalar_one())
 
 
-def get_split(conn: Connection, name: str):
-    """The split_versions row of NAME (a Core row: .id, .name, .parameters, ...)."""
+@dataclass(frozen=True)
+class SplitRecord:
+    """One row of split_versions, typed: a split as it was made."""
+
+    id: int
+    name: str
+    dataset_id: int
+    kind: str  # bonedb (made by split create) or source (the dataset's own)
+    parameters: dict
+    seed: int | None
+    content_hash: str
+    images: int  # assigned when it was made
+    label_version: int | None  # of the labels it pinned
+    leaks: dict | None  # leak audit when stored: count of crossings by kind
+    created_at: datetime
+
+
+def get_split(conn: Connection, name: str) -> SplitRecord:
+    """The split NAME, as made."""
     table = SplitVersion.__table__
     found = conn.execute(select(table).where(table.c.name == name)).first()
     if found is None:
         names = conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars().all()
         known = ", ".join(names) if names else "none yet: run `bonedb split create NAME`"
         raise BonedbError(f"no split named {name!r} (splits: {known})")
-    return found
+    return SplitRecord(**found._mapping)
 
 
 def split_images(conn: Connection, split_id: int) -> list[SplitImage]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import platform
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
@@ -21,8 +17,6 @@ from .schema import Evaluation, TrainingRun
 _runs = TrainingRun.__table__
 _evaluations = Evaluation.__table__
 STATUSES = ("running", "finished", "failed", "interrupted")
-
-
 
 
 @dataclass
@@ -113,6 +107,16 @@ def get_run(engine: Engine, run_id: int) -> RunRecord:
     return _record(row)
 
 
+def get_runs(engine: Engine, run_ids: list[int]) -> list[RunRecord]:
+    """Runs RUN_IDS in the order given (repeats kept), read in one query."""
+    with engine.connect() as conn:
+        found = {row.id: _record(row) for row in conn.execute(select(_runs).where(_runs.c.id.in_(set(run_ids))))}
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    if missing:
+        raise BonedbError(f"no training run {missing[0]}: `bonedb runs list` shows the runs")
+    return [found[run_id] for run_id in run_ids]
+
+
 def list_runs(engine: Engine, *, stage: str | None = None, status: str | None = None,
               latest: bool = False) -> list[RunRecord]:
     """Runs in the order they started; with `latest`, only the newest one that matches."""
@@ -161,68 +165,27 @@ def latest_evaluation(engine: Engine, run_id: int, subset: str | None = None) ->
     return None if row is None else EvaluationRecord(**dict(row._mapping))
 
 
-@dataclass
-class RunsDeleted(Result):
-    runs: list[int]
-    evaluations: int
-    folders_removed: list[str] = field(default_factory=list)
-    folders_left: list[str] = field(default_factory=list)  # "path: why", never removed
-
-
-def delete_runs(engine: Engine, run_ids: list[int], *, force: bool = False,
-                confirm: Callable[[str], bool] | None = None) -> RunsDeleted:
-    """Delete runs, their evaluations and their folders (runs/<id>/), once `confirm(what)` agrees.
-
-    Nothing else refers to a run, so only a run still training is refused (`force` deletes one whose
-    process is gone). A folder is removed only when it is the run's own: its config.json names this
-    run and split, or it is empty; anything else is left in place and reported.
-    """
-    runs = [get_run(engine, run_id) for run_id in dict.fromkeys(run_ids)]
-    running = [r for r in runs if r.status == "running"]
-    if running and not force:
-        r = running[0]
-        raise BonedbError(f"run {r.id} is running (started {r.started_at:%Y-%m-%d %H:%M} on {r.host}): let it end "
-                          "or stop it with Ctrl-C; if its process is gone (killed, machine restarted), pass --force")
+def latest_evaluations(engine: Engine, run_ids: list[int], subset: str | None = None) -> dict[int, EvaluationRecord]:
+    """run id -> its latest evaluation (on SUBSET, when given), for the runs that have one, in one query."""
+    newest = select(func.max(_evaluations.c.id)).where(_evaluations.c.run_id.in_(set(run_ids)))
+    if subset:
+        newest = newest.where(_evaluations.c.subset == subset)
+    query = select(_evaluations).where(_evaluations.c.id.in_(newest.group_by(_evaluations.c.run_id)))
     with engine.connect() as conn:
-        evaluations = conn.execute(select(func.count()).select_from(_evaluations)
-                                   .where(_evaluations.c.run_id.in_([r.id for r in runs]))).scalar_one()
-    what = "; ".join(f"run {r.id} ({r.stage} {r.architecture} on {','.join(r.parts)}, {r.status})" for r in runs)
-    folders = [r.artifact_dir for r in runs if r.artifact_dir and Path(r.artifact_dir).exists()]
-    action = (f"delete {what}, {evaluations} evaluation(s)"
-              + (f" and the folder(s) {', '.join(folders)}" if folders else ""))
-    if confirm is not None and not confirm(action):
-        raise BonedbError("not confirmed: nothing was deleted")
-    result = RunsDeleted([r.id for r in runs], evaluations)
+        return {row.run_id: EvaluationRecord(**dict(row._mapping)) for row in conn.execute(query)}
+
+
+def count_evaluations(engine: Engine, run_ids: list[int]) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(_evaluations)
+                            .where(_evaluations.c.run_id.in_(run_ids))).scalar_one()
+
+
+def delete_run_rows(engine: Engine, run_ids: list[int]) -> None:
+    """Delete runs and their evaluations, in one transaction (their folders are the run folder's business)."""
     with engine.begin() as conn:
-        ids = [r.id for r in runs]
-        conn.execute(delete(_evaluations).where(_evaluations.c.run_id.in_(ids)))
-        conn.execute(delete(_runs).where(_runs.c.id.in_(ids)))
-    for run in runs:
-        folder = Path(run.artifact_dir) if run.artifact_dir else None
-        if folder is None or not folder.exists():
-            continue
-        why = not_the_runs_folder(folder, run)
-        if why:
-            result.folders_left.append(f"{folder}: {why}")
-        else:
-            shutil.rmtree(folder)
-            result.folders_removed.append(str(folder))
-    return result
-
-
-def not_the_runs_folder(folder: Path, run: RunRecord) -> str | None:
-    """Why FOLDER may hold something other than RUN's files (None when it is the run's own)."""
-    if not folder.is_dir():
-        return "not a folder"
-    if not any(folder.iterdir()):
-        return None
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return "no bonedb config.json in it"
-    if config.get("run_id") != run.id or config.get("split_hash") != run.split_hash:
-        return f"its config.json belongs to another run (run {config.get('run_id')})"
-    return None
+        conn.execute(delete(_evaluations).where(_evaluations.c.run_id.in_(run_ids)))
+        conn.execute(delete(_runs).where(_runs.c.id.in_(run_ids)))
 
 
 def record_imported_run(engine: Engine, record: dict, artifact_dir: str) -> RunRecord:

@@ -21,6 +21,7 @@ from boneclf.data.splits import SplitOptions, create_split, split_image_paths
 from boneclf.data.synth import synth_mura
 from boneclf.ml.evaluation import evaluate_run, latest_result
 from boneclf.ml.predict import Predictor
+from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics
 from boneclf.ml.training import TrainConfig, train
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -117,11 +118,12 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     report_path = build_report(engine, [stage1, stage2], workdir / "report.html").path
 
     stage1_eval, stage2_eval = evaluations[stage1].overall, evaluations[stage2].overall
+    assert isinstance(stage1_eval, MulticlassMetrics) and isinstance(stage2_eval, BinaryMetrics)
     summary.bodypart_run, summary.fracture_run = stage1, stage2
-    summary.stage1_test_accuracy = stage1_eval["accuracy"]
-    summary.stage2_test_image_accuracy = stage2_eval["image"]["accuracy"]
-    summary.stage2_test_study_kappa = stage2_eval["study"]["kappa"]
-    summary.stage2_test_study_kappa_ci = stage2_eval["study"]["kappa_ci"]
+    summary.stage1_test_accuracy = stage1_eval.accuracy
+    summary.stage2_test_image_accuracy = stage2_eval.image.accuracy
+    summary.stage2_test_study_kappa = stage2_eval.study.kappa
+    summary.stage2_test_study_kappa_ci = stage2_eval.study.kappa_ci or []
     summary.predicted_studies = prediction.studies
     summary.gradcam_dir = str(workdir / "gradcam")
     summary.report = str(report_path)

@@ -1,0 +1,97 @@
+"""Reading runs without the trainer: what evaluation loads, how many queries a comparison costs, and metrics
+that are typed in memory and unchanged in the database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import event
+
+from boneclf.data.ingest import ingest_mura
+from boneclf.data.splits import SplitOptions, create_split
+from boneclf.ml.evaluation import compare_runs
+from boneclf.ml.metrics import binary_metrics, multiclass_metrics
+from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
+from boneclf.store.queries import get_split
+from boneclf.store.runs import create_run, save_evaluation, set_status
+from boneclf.vocabulary import BODY_PARTS
+
+
+def test_evaluation_and_the_run_folder_load_without_the_trainer_or_keras():
+    code = ("import sys; import boneclf.ml.evaluation, boneclf.ml.run_folder, boneclf.cli.runs; "
+            "print(sorted(m for m in ('boneclf.ml.training', 'boneclf.ml.job', 'keras', 'tensorflow') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def _runs(engine, count: int) -> list[int]:
+    with engine.connect() as conn:
+        split = get_split(conn, "s")
+    ids = []
+    for n in range(count):
+        run_id = create_run(engine, stage="fracture", parts=("hand",), architecture="cnn",
+                            parameters={"stage": "fracture", "split": "s"}, image_spec={"size": 32}, split=split,
+                            label_version=None, tf_version="-", runs_dir="runs")
+        metrics = binary_metrics([0, 1, 1, 0], [0.2, 0.8, 0.4, 0.1], ["a", "b", "c", "d"], with_intervals=False)
+        set_status(engine, run_id, "finished", metrics=metrics.to_dict())
+        if n % 2 == 0:  # half evaluated on test; the rest are scored on their validation
+            scored = binary_metrics([0, 1, 1, 0], [0.3, 0.9, 0.7, 0.2], ["a", "b", "c", "d"])
+            save_evaluation(engine, run_id, "test", {"overall": scored.to_dict(), "per_part": {}},
+                            split_hash=split.content_hash, labels="pinned", label_version=None)
+        ids.append(run_id)
+    return ids
+
+
+def _queries(engine, action) -> int:
+    seen = []
+
+    def count(*_args):
+        seen.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_comparing_runs_costs_the_same_queries_for_one_run_or_many(engine, mura):
+    ingest_mura(engine, mura)
+    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve"))
+    ids = _runs(engine, 6)
+    one = _queries(engine, lambda: compare_runs(engine, ids[:1]))
+    many = _queries(engine, lambda: compare_runs(engine, ids))
+    assert one == many == 3
+    rows = compare_runs(engine, ids)
+    assert [r.run for r in rows] == ids and [r.scored_on for r in rows] == ["test", "val"] * 3
+    assert rows[0].study_kappa == pytest.approx(1.0) and rows[0].kappa_ci
+    with pytest.raises(Exception, match=f"no training run {ids[-1] + 1}"):
+        compare_runs(engine, [ids[0], ids[-1] + 1])
+
+
+def test_metrics_are_typed_and_stored_as_before():
+    binary = binary_metrics([1, 1, 0, 0, 0], [0.9, 0.2, 0.4, 0.6, 0.7], ["a", "a", "b", "b", "b"], groups=list("xxyyy"))
+    stored = binary.to_dict()
+    assert list(stored) == ["image", "study"]
+    assert list(stored["image"]) == ["n", "accuracy", "auc", "kappa", "confusion", "report"]
+    assert list(stored["study"]) == ["n", "accuracy", "kappa", "auc", "confusion", "bootstrap_units", "accuracy_ci",
+                                     "kappa_ci", "auc_ci"]
+    assert stored["image"]["report"]["normal"] == binary.image.report["normal"]
+    assert BinaryMetrics.from_dict(stored) == binary and metrics_from_dict(stored) == binary
+    validation = binary_metrics([1, 0], [0.9, 0.1], ["a", "b"], with_intervals=False)
+    validation.skipped_images = 2
+    assert list(validation.to_dict()) == ["image", "study", "skipped_images"]
+    assert "kappa_ci" not in validation.to_dict()["study"] and validation.study.kappa_ci is None
+
+    multi = multiclass_metrics([0, 1, 2], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]], ["a", "b", "c"])
+    assert list(multi.to_dict()) == ["n", "accuracy", "accuracy_ci", "kappa", "confusion", "class_names", "report"]
+    assert metrics_from_dict(multi.to_dict()) == multi and isinstance(metrics_from_dict(multi.to_dict()),
+                                                                       MulticlassMetrics)
+    # What older bonedb stored (fewer keys, NaN stored as null) still reads.
+    old = metrics_from_dict({"study": {"kappa": None, "auc": 0.5}})
+    assert isinstance(old, BinaryMetrics) and old.study.auc == 0.5 and old.image.n == 0
+    assert metrics_from_dict(None) is None and metrics_from_dict({}) is None
