@@ -50,6 +50,12 @@ def presented_token(request: Request) -> tuple[str | None, bool]:
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+def served_hosts(host: str, also: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The host names a server listening on HOST answers: on loopback, loopback's names, HOST and ALSO (the
+    name a reverse proxy forwards with its Host header kept); elsewhere (a token is needed) any."""
+    return LOOPBACK_NAMES | {host, *also} if is_loopback(host) else None
+
+
 class TokenGuard(BaseHTTPMiddleware):
     """Every request needs the token (when one is set); unsafe methods also need to come from this site.
 

@@ -89,13 +89,17 @@ async def api_run(run: Run) -> dict:
     return run.to_dict()
 
 
-async def _report(server: Server, run: RunRecord, rebuild: bool) -> Path:
-    from boneclf.workflows.report import build_report
+def _build_report(server: Server, run_id: int, target: Path) -> None:
+    from boneclf.workflows.report import build_report  # imported here, in the lane: it loads TensorFlow
 
+    build_report(server.engine, [run_id], target)
+
+
+async def _report(server: Server, run: RunRecord, rebuild: bool) -> Path:
     target = server.cache_dir / "reports" / f"run{run.id}.html"
     if rebuild or not await run_in_threadpool(target.is_file):
         # The report may evaluate the run: model work. Requests for it while it is made share that job.
-        await server.models.run(("report", run.id), partial(build_report, server.engine, [run.id], target))
+        await server.models.run(("report", run.id), partial(_build_report, server, run.id, target))
     return target
 
 
