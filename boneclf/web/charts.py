@@ -7,14 +7,24 @@ threads without sharing pyplot's global figure state.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from boneclf.data.stats import DatasetStats
 from boneclf.vocabulary import LABEL_WORDS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLOURS = {0: "#4c78a8", 1: "#e45756"}
 
 
 def stats_png(stats: DatasetStats) -> bytes:
+    buffer = io.BytesIO()
+    stats_figure(stats).savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def stats_figure(stats: DatasetStats) -> Figure:
     from matplotlib.figure import Figure
 
     datasets = sorted({c.dataset for c in stats.counts}) or ["(no data)"]
@@ -37,6 +47,4 @@ def stats_png(stats: DatasetStats) -> bytes:
         # Below the panels, outside every bar: a legend inside an axis covers the bar of a one-region set.
         handles, labels = axes[0][0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
+    return figure
