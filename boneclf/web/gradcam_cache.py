@@ -47,7 +47,10 @@ class GradCamCache:
             key = ("gradcam", run_id, tuple(sorted({digest for _, digest in missing})))
             await self.lane.run(key, partial(self._compute, run_id, missing))
             found = await run_in_threadpool(self._cached, run_id, digests)
-        return [hit for hit in found if hit is not None]
+        made = [hit for hit in found if hit is not None]
+        if len(made) != len(images):  # _compute writes every image's facts, or raises
+            raise RuntimeError(f"Grad-CAM cache of run {run_id}: {len(images) - len(made)} result(s) missing")
+        return made
 
     @staticmethod
     def _digest(image: ImageFile) -> str:
