@@ -37,11 +37,14 @@ class Lane:
 
     async def run(self, key: Hashable, work: Callable[[], T]) -> T:
         """WORK's result; KEY names the job, so that requests for the same job share one run."""
+        loop = asyncio.get_running_loop()
+        # Jobs of a loop that has ended (a test client's) can no longer be awaited or forgotten.
+        self._jobs = {k: j for k, j in self._jobs.items() if j.get_loop() is loop or not j.get_loop().is_closed()}
         job = self._jobs.get(key)
         if job is None:
             if len(self._jobs) >= self._limit:
                 raise Busy(f"the server is busy with {len(self._jobs)} {self.name} jobs: try again in a minute")
-            job = asyncio.get_running_loop().run_in_executor(self._executor, work)
+            job = loop.run_in_executor(self._executor, work)
             self._jobs[key] = job
             job.add_done_callback(lambda done: self._forget(key, done))
         # A request that goes away (a closed tab) leaves the job running for the others who wait on it.

@@ -17,7 +17,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from boneclf.data.browse import StudyDetail, StudyFilter, StudyRow, browse_studies, image_file, study_detail
+from boneclf.data.browse import (
+    ImageFile,
+    StudyDetail,
+    StudyFilter,
+    StudyRow,
+    browse_studies,
+    image_file,
+    study_detail,
+)
 from boneclf.errors import BonedbError
 from boneclf.results import plain
 from boneclf.store.runs import RunRecord, get_run, list_runs
@@ -132,8 +140,11 @@ class RunStudyView:
 
 
 async def run_study_data(server: ServerDep, run: Run, study_id: int) -> RunStudyView:
-    study = await run_in_threadpool(study_detail, server.engine, study_id)
-    files = await run_in_threadpool(lambda: [image_file(server.engine, image.id) for image in study.images])
+    def study_and_files() -> tuple[StudyDetail, list[ImageFile]]:
+        study = study_detail(server.engine, study_id)
+        return study, [image_file(server.engine, image.id) for image in study.images]
+
+    study, files = await run_in_threadpool(study_and_files)
     explained = await server.gradcams.explain(run.id, files)
     rows = [{"image_id": image.id, "number": image.number, "outcome": e.outcome, "probability": e.probability,
              "error": e.error, "gradcam": f"/runs/{run.id}/gradcam/{image.id}.png" if e.error is None else None}

@@ -59,8 +59,8 @@ async def split_data(server: ServerDep, name: str, query: Chosen) -> SplitView:
     """The split's summary, and its audit unless images lack hashes and hashing them was not asked for:
     hashing reads every such file (minutes on a full MURA) and stores the hashes, as `bonedb audit split`
     does."""
-    summary = await run_in_threadpool(split_summary, server.engine, name)
-    unhashed = await run_in_threadpool(unhashed_images, server.engine, name)
+    summary, unhashed = await run_in_threadpool(
+        lambda: (split_summary(server.engine, name), unhashed_images(server.engine, name)))
     if unhashed and not query.hash_missing:
         return SplitView(summary, None, unhashed)
     audit = await server.audits.run(("audit", name, query.near), partial(audit_split, server.engine, name,
