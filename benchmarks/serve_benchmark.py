@@ -8,6 +8,8 @@ SQLite, makes a patient-level split, then times pages through the real applicati
   /studies, filtered and deep pages   vs  a naive page: ORM objects for every study, filtered in
                                           Python, then each study's images lazily (N+1 queries)
   48 thumbnails of a page, first time vs  the same from the on-disk cache
+  every other page and its /api/ twin (home, a study, splits, a split, duplicates, runs): medians only,
+  to compare one version of the server with another on the same settings
 
     python benchmarks/serve_benchmark.py --server-url mysql+pymysql://root@127.0.0.1:3306/test
 """
@@ -43,8 +45,17 @@ PAGES = [
     ("first page, no filter", "/studies"),
     ("humerus positives", "/studies?part=humerus&label=1"),
     ("split subset + part", "/studies?split=bench&subset=test&part=wrist"),
-    ("deep page (300 of 311)", "/studies?page=300"),
+    ("deep page (last but 10)", "/studies?page={deep}"),
     ("API, humerus positives", "/api/studies?part=humerus&label=1"),
+    ("home (datasets, counts)", "/"),
+    ("API datasets", "/api/datasets"),
+    ("a study", "/studies/{study}"),
+    ("API a study", "/api/studies/{study}"),
+    ("splits", "/splits"),
+    ("a split (unhashed)", "/splits/bench"),
+    ("API a split", "/api/splits/bench"),
+    ("duplicate groups", "/duplicates"),
+    ("runs (none)", "/runs"),
 ]
 REPEATS = 21
 
@@ -95,7 +106,10 @@ def bench_backend(name: str, url: str, engine, root: Path, cache: Path) -> list[
     lines = []
     with TestClient(create_app(url, cache_dir=cache)) as client:
         medians = {}
+        everything = client.get("/api/studies").json()
+        where = {"deep": max(1, everything["pages"] - 10), "study": everything["studies"][0]["id"]}
         for label, path in PAGES:
+            path = path.format(**where)
             first, medians[path] = median_ms(client, path)
             lines.append(f"{name:7s} {label:26s} first {first:7.1f} ms   median {medians[path]:7.1f} ms")
         naive_s = statistics.median(timed(lambda: naive_page(engine, "humerus", 1))[0] for _ in range(3))

@@ -160,13 +160,7 @@ def show(database: Database, name, json_mode):
         click.echo(f"labels: pinned {describe_version(s.label_version)} (the counts below are by pinned label)")
         if s.label_changes.changed:
             click.echo(f"note: {s.label_changes.describe()}")
-        if s.leaks is None:
-            click.echo("audit: not recorded (made before audits were stored; `bonedb audit split` checks it)")
-        elif s.leaks:
-            click.echo("audit: LEAKS " + ", ".join(f"{n} {k}" for k, n in s.leaks.items())
-                       + f" across subsets (`bonedb audit split {s.name}` lists them)")
-        else:
-            click.echo("audit: no patient, study or duplicate group crosses subsets")
+        click.echo(f"audit: {s.audit_line()}")
         if s.omitted:
             click.echo(f"dedupe: {plural(s.omitted, 'identical copy', 'identical copies')} left out")
         print_table(s.counts)

@@ -16,10 +16,21 @@ from sqlalchemy import Engine, and_, distinct, func, select
 
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
+from boneclf.store.duplicates import list_duplicate_groups
 from boneclf.store.provenance import EVENT_SOURCES, HistoryEvent, HistoryFilter, IngestEntry, list_ingests
+from boneclf.store.queries import dataset_id_of, get_split
 from boneclf.store.reviews import ReviewRecord, reviews_of
-from boneclf.store.schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
-from boneclf.vocabulary import BODY_PARTS
+from boneclf.store.schema import (
+    Dataset,
+    DuplicateGroup,
+    DuplicateMember,
+    Image,
+    Patient,
+    SplitAssignment,
+    SplitVersion,
+    Study,
+)
+from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 
 SUBSETS = ("train", "val", "test")
 MAX_PER_PAGE = 200
@@ -51,11 +62,31 @@ def list_datasets(engine: Engine) -> list[DatasetSummary]:
         return [DatasetSummary(*row) for row in conn.execute(query)]
 
 
-def filter_choices(engine: Engine) -> tuple[list[str], list[str]]:
-    """(dataset names, split names) for the browser's filters: names only, no counting."""
+@dataclass
+class FilterChoices(Result):
+    """What the study browser's menus offer: the names and body parts the database holds."""
+
+    datasets: list[str]
+    splits: list[str]
+    parts: list[str]
+
+
+def filter_choices(engine: Engine) -> FilterChoices:
+    """Names and parts only, no counting (a one-region folder set offers `unknown`, MURA its seven)."""
     with engine.connect() as conn:
-        return (list(conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars()),
-                list(conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars()))
+        return FilterChoices(
+            list(conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars()),
+            list(conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars()),
+            # (dataset, part) pairs: read off the studies' (dataset, part, ...) index, no table scan.
+            sorted({part for _, part in conn.execute(select(Study.dataset_id, Study.body_part).distinct())}))
+
+
+def check_page(page: int, total: int, per_page: int) -> int:
+    """The number of pages of TOTAL rows; a page past the last is refused (no LIMIT overflows SQL)."""
+    pages = max(1, -(-total // per_page))
+    if not 1 <= page <= pages:
+        raise BonedbError(f"page {page}: choose a page from 1 to {pages}")
+    return pages
 
 
 @dataclass(frozen=True)
@@ -70,8 +101,9 @@ class StudyFilter:
     subset: str | None = None
 
     def validate(self) -> None:
-        if self.part is not None and self.part not in BODY_PARTS:
-            raise BonedbError(f"unknown body part {self.part!r}: choose from {', '.join(BODY_PARTS)}")
+        if self.part is not None and self.part not in BODY_PARTS and self.part != UNKNOWN_PART:
+            raise BonedbError(f"unknown body part {self.part!r}: choose from {', '.join(BODY_PARTS)} "
+                              f"(or {UNKNOWN_PART}, a folder dataset ingested without --part)")
         if self.label is not None and self.label not in (0, 1):
             raise BonedbError("label: 0 (normal) or 1 (abnormal)")
         if self.subset is not None and self.subset not in SUBSETS:
@@ -109,15 +141,12 @@ class StudyPage(Result):
 def browse_studies(engine: Engine, where: StudyFilter, page: int = 1, per_page: int = 48) -> StudyPage:
     """One page of the studies that match, in a stable order (dataset, patient, part, number)."""
     where.validate()
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise BonedbError(f"page from 1, per_page from 1 to {MAX_PER_PAGE}")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise BonedbError(f"per_page from 1 to {MAX_PER_PAGE}")
     with engine.connect() as conn:
         conditions = []
         if where.dataset is not None:
-            dataset_id = conn.execute(select(Dataset.id).where(Dataset.name == where.dataset)).scalar_one_or_none()
-            if dataset_id is None:
-                raise NotFound(f"no dataset named {where.dataset!r}")
-            conditions.append(Study.dataset_id == dataset_id)
+            conditions.append(Study.dataset_id == dataset_id_of(conn, where.dataset))
         if where.part is not None:
             conditions.append(Study.body_part == where.part)
         if where.source_split is not None:
@@ -125,10 +154,7 @@ def browse_studies(engine: Engine, where: StudyFilter, page: int = 1, per_page: 
         if where.label is not None:
             conditions.append(Study.label == where.label)
         if where.split is not None:
-            split_id = conn.execute(
-                select(SplitVersion.id).where(SplitVersion.name == where.split)).scalar_one_or_none()
-            if split_id is None:
-                raise NotFound(f"no split named {where.split!r}")
+            split_id = get_split(conn, where.split).id
             in_split = select(Image.study_id).join(SplitAssignment, SplitAssignment.image_id == Image.id).where(
                 SplitAssignment.split_id == split_id)
             if where.subset is not None:
@@ -137,6 +163,7 @@ def browse_studies(engine: Engine, where: StudyFilter, page: int = 1, per_page: 
         condition = and_(*conditions) if conditions else None
         count = select(func.count()).select_from(Study)
         total = conn.execute(count.where(condition) if condition is not None else count).scalar_one()
+        check_page(page, total, per_page)
         query = (
             select(Study.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number,
                    Study.source_split, Study.label)
@@ -254,3 +281,120 @@ def image_file(engine: Engine, image_id: int) -> ImageFile:
     if not path.is_file():
         raise NotFound(f"image {image_id}: its file is missing from the dataset's root")
     return ImageFile(image_id, path, row.content_hash, row.study_id)
+
+
+@dataclass
+class GroupRow(Result):
+    """A duplicate group as the list shows it: its facts and its members' image ids (the group's page has
+    each member's identity)."""
+
+    id: int
+    dataset: str
+    kind: str
+    method: str
+    threshold: float
+    created_at: datetime
+    size: int
+    source_splits: list[str]
+    image_ids: list[int]
+
+    computed = ("crosses_source_splits",)
+
+    @property
+    def crosses_source_splits(self) -> bool:
+        return len(self.source_splits) > 1
+
+
+@dataclass
+class GroupPage(Result):
+    total: int
+    page: int
+    per_page: int
+    groups: list[GroupRow]
+
+    computed = ("pages",)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def duplicate_groups_page(engine: Engine, dataset: str | None = None, page: int = 1, per_page: int = 50) -> GroupPage:
+    """One page of the stored duplicate groups, largest first, with their members' image ids."""
+    with engine.connect() as conn:
+        count = select(func.count()).select_from(DuplicateGroup)
+        if dataset is not None:
+            count = count.where(DuplicateGroup.dataset_id == dataset_id_of(conn, dataset))
+        total = conn.execute(count).scalar_one()
+        check_page(page, total, per_page)
+        groups = list_duplicate_groups(conn, dataset, per_page, (page - 1) * per_page)
+        members: dict[int, list[int]] = {g.id: [] for g in groups}
+        for group_id, image_id in conn.execute(
+            select(DuplicateMember.group_id, DuplicateMember.image_id)
+            .join(Image, Image.id == DuplicateMember.image_id)
+            .where(DuplicateMember.group_id.in_(list(members) or [-1])).order_by(Image.path)
+        ):
+            members[group_id].append(image_id)
+    return GroupPage(total, page, per_page, [
+        GroupRow(g.id, g.dataset, g.kind, g.method, g.threshold, g.created_at, g.size, g.source_splits,
+                 members[g.id]) for g in groups])
+
+
+@dataclass
+class LeakImage(Result):
+    subset: str
+    path: str
+    image_id: int | None  # None when the file is no longer in the dataset
+    study_id: int | None
+
+
+@dataclass
+class LeakRow(Result):
+    """One thing a split audit found in several subsets: a patient, a study, identical files, a
+    near-duplicate pair or a stored duplicate group, with its images."""
+
+    kind: str
+    key: str | None  # the patient, study id, content hash or group id; None for a near pair
+    subsets: list[str]
+    images: list[LeakImage]
+    group_id: int | None  # a stored duplicate group's id: its page shows the members side by side
+    distance: int | None  # bits between a near-duplicate pair
+
+
+@dataclass
+class LeakPage(Result):
+    total: int
+    page: int
+    per_page: int
+    rows: list[LeakRow]
+
+    computed = ("pages",)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def leak_page(engine: Engine, dataset: str, leaks: list[dict], page: int = 1, per_page: int = 25) -> LeakPage:
+    """A page of a split audit's findings (`SplitAudit.overlaps + ...`), each image placed by id so that
+    a page can show its thumbnail and link to its study."""
+    check_page(page, len(leaks), per_page)
+    shown = leaks[(page - 1) * per_page: page * per_page]
+    if not shown:
+        return LeakPage(0, page, per_page, [])
+    placed = [[tuple(entry.split(": ", 1)) for entry in leak["paths"]] for leak in shown]
+    paths = sorted({path for images in placed for _, path in images})
+    found: dict[str, tuple[int, int]] = {}
+    with engine.connect() as conn:
+        dataset_id = dataset_id_of(conn, dataset)
+        for start in range(0, len(paths), 500):  # bounded IN lists
+            found.update((row.path, (row.id, row.study_id)) for row in conn.execute(
+                select(Image.path, Image.id, Image.study_id)
+                .where(Image.dataset_id == dataset_id, Image.path.in_(paths[start:start + 500]))))
+    rows = []
+    for leak, images in zip(shown, placed):
+        group = leak.get("key") if leak["kind"] == "duplicate group" else None
+        rows.append(LeakRow(leak["kind"], leak.get("key"), leak["subsets"],
+                            [LeakImage(subset, path, *found.get(path, (None, None))) for subset, path in images],
+                            int(group) if group is not None else None, leak.get("distance")))
+    return LeakPage(len(leaks), page, per_page, rows)

@@ -465,6 +465,15 @@ class SplitSummary(Result):
     leaks: dict[str, int] | None = None  # the audit when stored ({}: none; None: made before audits were kept)
     omitted: int = 0  # images --dedupe left out
 
+    def audit_line(self) -> str:
+        """What the audit stored with the split found, in one line: `split show` and the split page say it."""
+        if self.leaks is None:
+            return "not recorded (made before audits were stored; `bonedb audit split` checks it)"
+        if self.leaks:
+            return ("LEAKS " + ", ".join(f"{n} {k}" for k, n in self.leaks.items())
+                    + f" across subsets (`bonedb audit split {self.name}` lists them)")
+        return "no patient, study or duplicate group crosses subsets"
+
 
 def split_summary(engine: Engine, name: str) -> SplitSummary:
     """The split's record, its counts per subset x part x pinned label, and what changed since."""

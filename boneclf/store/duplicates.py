@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, insert, select
 
-from boneclf.errors import BonedbError
+from boneclf.errors import NotFound
 from boneclf.results import Result
 
 from .bulk import insert_rows
@@ -169,7 +169,7 @@ def get_duplicate_group(conn: Connection, group_id: int) -> DuplicateGroupInfo:
         .where(_groups.c.id == group_id)
     ).first()
     if row is None:
-        raise BonedbError(f"no duplicate group {group_id} (`bonedb duplicates list` shows the groups)")
+        raise NotFound(f"no duplicate group {group_id} (`bonedb duplicates list` shows the groups)")
     members = [DuplicateMemberInfo(*m[1:]) for m in _member_rows(conn, [group_id])]
     return DuplicateGroupInfo(row.id, row.name, row.kind, row.method, row.threshold, row.created_at,
                               len(members), sorted({m.source_split for m in members}), members)

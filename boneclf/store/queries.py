@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, select
 
-from boneclf.errors import BonedbError
+from boneclf.errors import NotFound
 
 from .schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
 
@@ -42,7 +42,7 @@ def dataset_id_of(conn: Connection, dataset: str) -> int:
     if found is None:
         names = conn.execute(select(Dataset.name).order_by(Dataset.name)).scalars().all()
         known = ", ".join(names) if names else "none yet: run `bonedb ingest` first"
-        raise BonedbError(f"no dataset named {dataset!r} (datasets: {known})")
+        raise NotFound(f"no dataset named {dataset!r} (datasets: {known})")
     return found
 
 
@@ -74,7 +74,7 @@ def get_split(conn: Connection, name: str) -> SplitRecord:
     if found is None:
         names = conn.execute(select(SplitVersion.name).order_by(SplitVersion.name)).scalars().all()
         known = ", ".join(names) if names else "none yet: run `bonedb split create NAME`"
-        raise BonedbError(f"no split named {name!r} (splits: {known})")
+        raise NotFound(f"no split named {name!r} (splits: {known})")
     return SplitRecord(**found._mapping)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from boneclf.clock import utc_now
-from boneclf.errors import BonedbError
+from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result, fmt
 
 from .schema import Evaluation, TrainingRun
@@ -103,7 +103,7 @@ def get_run(engine: Engine, run_id: int) -> RunRecord:
     with engine.connect() as conn:
         row = conn.execute(select(_runs).where(_runs.c.id == run_id)).first()
     if row is None:
-        raise BonedbError(f"no training run {run_id}: `bonedb runs list` shows the runs")
+        raise NotFound(f"no training run {run_id}: `bonedb runs list` shows the runs")
     return _record(row)
 
 

@@ -3,7 +3,8 @@ who present it.
 
 The token comes as `Authorization: Bearer T` (programs) or `?token=T` (a link for people); the
 first accepted `?token=` sets a cookie so that the page's images and forms load without it. Forms
-that write (reviews) are refused when the browser says they come from another site.
+that write (reviews) are refused when the browser says they come from another site, and no page
+may be framed by another (a click inside a framed page would come from this site).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import hmac
 import ipaddress
 from urllib.parse import urlsplit
 
+from starlette.datastructures import MutableHeaders
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "bonedb_token"
 ENV_TOKEN = "BONEDB_SERVE_TOKEN"
@@ -45,6 +48,12 @@ def presented_token(request: Request) -> tuple[str | None, bool]:
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def served_hosts(host: str, also: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The host names a server listening on HOST answers: on loopback, loopback's names, HOST and ALSO (the
+    name a reverse proxy forwards with its Host header kept); elsewhere (a token is needed) any."""
+    return LOOPBACK_NAMES | {host, *also} if is_loopback(host) else None
 
 
 class TokenGuard(BaseHTTPMiddleware):
@@ -91,3 +100,36 @@ def _same_origin(request: Request) -> bool:
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers={"WWW-Authenticate": "Bearer"}
                         if status == 401 else None)
+
+
+# The pages load scripts, styles and pictures from this server only, have no inline script or style,
+# and may not be framed; forms post here only.
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+HEADERS = {
+    "Content-Security-Policy": PAGE_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """Every response gets HEADERS; a route that sets a stricter or different policy keeps its own."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -14,6 +14,8 @@ from PIL import Image
 from boneclf.data.hashing import content_hash
 from boneclf.files import atomic_path
 
+from .errors import CannotShow
+
 SIZES = (128, 256)
 
 
@@ -42,9 +44,12 @@ def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None =
     target = cache_dir / "thumbnails" / digest[:2] / f"{digest}-{size}.jpg"
     if target.is_file():
         return target
-    with Image.open(source) as picture:
-        small = picture.convert("L")
-        small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    try:
+        with Image.open(source) as picture:
+            small = picture.convert("L")
+            small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise CannotShow(f"{source.name} cannot be decoded for a thumbnail: {exc}") from None
     with atomic_path(target) as temporary:
         small.save(temporary, "JPEG", quality=85)
     return target
