@@ -38,7 +38,7 @@ from boneclf.vocabulary import BODY_PARTS  # noqa: E402
 
 
 def fake_run(engine, split, stage: str, arch: str, outputs: int, classes: list[str], runs_dir: Path) -> int:
-    parameters = {"image_size": 224, "pad": False, "canny": False, "arch": arch}
+    parameters = {"stage": stage, "split": split.name, "image_size": 224, "pad": False, "canny": False, "arch": arch}
     run_id = create_run(engine, stage=stage, parts=tuple(BODY_PARTS), architecture=arch, parameters=parameters,
                         image_spec=spec_for(arch, 224).to_dict(), split=split, label_version=split.label_version,
                         tf_version=tensorflow().__version__,
