@@ -8,7 +8,7 @@ import click
 
 from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
-from boneclf.ml.metrics import format_interval, format_report
+from boneclf.ml.metrics import effective_size, format_interval, format_report
 from boneclf.ml.training_data import LABEL_SOURCES
 from boneclf.results import plural
 from boneclf.store.provenance import describe_version
@@ -225,7 +225,8 @@ def _human_evaluation(result: EvaluationResult) -> None:
     if result.duplicates_in_subset:
         click.echo(f"warning: the {result.subset} subset holds "
                    f"{plural(result.duplicates_in_subset, 'copy', 'copies')} of its own pictures (duplicate groups): "
-                   f"they are not independent cases; intervals resample {plural(result.leak_groups, 'leak group')}, "
+                   f"they are not independent cases; intervals rest on "
+                   f"{effective_size(overall['study']['n'], result.leak_groups)}, "
                    "and `split create --dedupe` keeps one of each", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")

@@ -13,7 +13,6 @@ import errno
 import io
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
-from boneclf.store.queries import dataset_root, get_split, split_images
+from boneclf.store.queries import dataset_facts, dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, EXPORT_CLASS_FOLDERS, FRACTURE, FRACTURE_CLASSES, STAGES
 
+from .image_names import export_name
 from .splits import SUBSETS
 
 LINKS = ("hardlink", "symlink", "copy")
@@ -60,10 +60,6 @@ class ExportReport(Result):
     per_subset: dict[str, int] = field(default_factory=dict)
     copied_instead_of_linked: int = 0
     replaced_previous: bool = False
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def export_split(
@@ -133,6 +129,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
     with engine.connect() as conn:
         split = get_split(conn, name)
         root = dataset_root(conn, split.dataset_id)
+        kind = dataset_facts(conn, split.dataset_id).kind
         rows = split_images(conn, split.id)
     available = {row.part for row in rows}
     if parts:
@@ -145,8 +142,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
         raise BonedbError(f"split {name!r} has images of unknown body part: --stage bodypart needs known parts")
     entries = []
     for row in rows:
-        filename = (f"{row.part}_patient{_safe(row.patient)}_study{row.study_number}_image{row.image_number}"
-                    f"{Path(row.path).suffix.lower()}")
+        filename = export_name(row, kind)
         if fmt == "tfrecord":
             target = row.subset  # replaced by the shard path when written
         elif stage == BODYPART:

@@ -39,9 +39,10 @@ from boneclf.ml.evaluation import (
     latest_result,
     predictions_file,
 )
-from boneclf.ml.metrics import interval_caveat
-from boneclf.results import Result, fmt
+from boneclf.ml.metrics import MIN_STUDIES_FOR_INTERVAL, effective_size, interval_caveat
+from boneclf.results import Result, fmt, plural
 from boneclf.store.provenance import describe_version
+from boneclf.store.queries import DatasetFacts, split_dataset
 from boneclf.store.runs import RunRecord, get_run
 from boneclf.vocabulary import BODYPART, FRACTURE_CLASSES, LABEL_WORDS
 
@@ -68,6 +69,10 @@ MURA_BASELINE_KAPPA = {
     "elbow": 0.710, "finger": 0.389, "forearm": 0.737, "hand": 0.851, "humerus": 0.600, "shoulder": 0.729,
     "wrist": 0.931, "overall": 0.705,
 }
+# What each kind of data is, in a few words: the report never lets synthetic data pass for radiographs.
+DATA_WORDS = {"mura": "MURA radiographs, labelled by radiologists",
+              "folder": "a class-folder set, labelled by its folder names",
+              "synthetic": "synthetic: drawn by bonedb synth, not radiographs of people"}
 AVERAGE_NAMES = {"macro avg": "mean over parts", "weighted avg": "mean weighted by images"}
 # A cell that reads as a figure (right-aligned): a number, a number with its interval, or "n/a".
 NUMERAL = re.compile(r"-?[0-9.]+(?: \(-?[0-9.]+ to -?[0-9.]+\))?|n/a")
@@ -86,8 +91,14 @@ class ReportResult(Result):
     path: str
     runs: list[int] = field(default_factory=list)  # reported in full
     problems: list[ReportProblem] = field(default_factory=list)
+    datasets: dict[str, str] = field(default_factory=dict)  # name -> mura, folder or synthetic
 
-    computed = ("complete",)
+    computed = ("complete", "synthetic")
+
+    @property
+    def synthetic(self) -> list[str]:
+        """The reported datasets that are synthetic."""
+        return sorted(name for name, nature in self.datasets.items() if nature == "synthetic")
 
     @property
     def complete(self) -> bool:
@@ -122,6 +133,7 @@ def with_interval(value: float | None, interval: str) -> str:
 @dataclass
 class SplitView:
     name: str
+    data: DatasetFacts | None = None
     summary: SplitSummary | None = None
     error: str = ""
     labels: str = ""  # the pinned labels' version, in words
@@ -151,6 +163,7 @@ class FractureView:
     table: Table
     caveats: list[KappaRow]
     forest: str
+    baseline: bool  # the MURA paper's kappas are drawn beside the parts
     image_confusion: str
     study_confusion: str
     curves: Curves | None = None
@@ -160,6 +173,7 @@ class FractureView:
 @dataclass
 class RunView:
     run: RunRecord
+    data: DatasetFacts
     evaluation: EvaluationResult | None
     stage_name: str
     covered: str  # the body parts, in a few words
@@ -182,20 +196,26 @@ def build_report(engine: Engine, run_ids: list[int], out: Path) -> ReportResult:
             runs.append(get_run(engine, run_id))
         except BonedbError as exc:
             result.problems.append(ReportProblem(run_id, "unknown", str(exc)))
+    with engine.connect() as conn:
+        data = {run.split_name: split_dataset(conn, run.split_id) for run in runs}
+    result.datasets = {facts.name: facts.nature for facts in data.values()}
     comparison, views = [], []
     for run in runs:
         evaluation = _test_evaluation(engine, run, result.problems)
-        comparison.append(comparison_row(run, evaluation))
+        comparison.append((comparison_row(run, evaluation), _tested_on(run, evaluation)))
         problems_before = len(result.problems)
-        views.append(_run_view(engine, run, evaluation, result.problems))
+        views.append(_run_view(engine, run, data[run.split_name], evaluation, result.problems))
         if evaluation is not None and len(result.problems) == problems_before:
             result.runs.append(run.id)
     title = f"bonedb report: run{'s' if len(run_ids) > 1 else ''} {', '.join(map(str, run_ids))}"
+    if result.synthetic:
+        title += " (synthetic data)"
     page = _templates().get_template("report.html").render(
         title=title, written=utc_now().strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         problems=_problems_table(result.problems), comparison=_comparison_table(comparison),
-        splits=[_split_view(engine, name) for name in sorted({r.split_name for r in runs})], runs=views,
-        colours=PART_COLOURS)
+        splits=[_split_view(engine, name, data[name]) for name in sorted(data)], runs=views,
+        natures={facts.nature for facts in data.values()}, synthetic=result.synthetic, colours=PART_COLOURS,
+        data_words=DATA_WORDS)
     atomic_write(Path(out), page)
     return result
 
@@ -242,25 +262,33 @@ def _problems_table(problems: list[ReportProblem]) -> Table | None:
     return Table(["Run", "Status", "Error"], [[str(p.run_id), p.status, p.error] for p in problems])
 
 
-def _comparison_table(rows: list[ComparisonRow]) -> Table:
+def _tested_on(run: RunRecord, evaluation: EvaluationResult | None) -> str:
+    """The effective size of the subset a comparison row's intervals come from, in words."""
+    overall = evaluation.overall if evaluation else (run.metrics or {})
+    if "study" in overall:
+        return effective_size(overall["study"]["n"], overall["study"].get("bootstrap_units"))
+    return plural(overall["n"], "image") if "n" in overall else "n/a"
+
+
+def _comparison_table(rows: list[tuple[ComparisonRow, str]]) -> Table:
     columns = ["Run", "Stage", "Architecture", "Body parts", "Image size", "Status", "Scored on",
-               "Accuracy (95% CI)", "Image AUC", "Study kappa (95% CI)", "Study AUC (95% CI)"]
+               "Accuracy (95% CI)", "Image AUC", "Study kappa (95% CI)", "Study AUC (95% CI)", "Intervals rest on"]
     cells = []
-    for r in rows:
+    for r, size in rows:
         parts = r.parts.replace(",", ", ") if r.parts.count(",") < 3 else f"all {r.parts.count(',') + 1}"
         cells.append([str(r.run), "body part" if r.stage == BODYPART else "normal/abnormal", r.architecture, parts,
                       cell(r.image_size, 0), r.status, r.scored_on, with_interval(r.accuracy, r.accuracy_ci),
                       cell(r.image_auc), with_interval(r.study_kappa, r.kappa_ci),
-                      with_interval(r.study_auc, r.auc_ci)])
+                      with_interval(r.study_auc, r.auc_ci), size])
     return Table(columns, cells)
 
 
-def _split_view(engine: Engine, name: str) -> SplitView:
+def _split_view(engine: Engine, name: str, data: DatasetFacts) -> SplitView:
     try:
         summary = split_summary(engine, name)
     except BonedbError as exc:
-        return SplitView(name, error=str(exc))
-    return SplitView(name, summary, labels=describe_version(summary.label_version),
+        return SplitView(name, data, error=str(exc))
+    return SplitView(name, data, summary, labels=describe_version(summary.label_version),
                      parameters=json.dumps(summary.parameters, sort_keys=True), counts=_counts_table(summary))
 
 
@@ -285,11 +313,11 @@ def _counts_table(summary: SplitSummary) -> Table | None:
 
 
 # -- One run ----------------------------------------------------------------------------------------------
-def _run_view(engine: Engine, run: RunRecord, evaluation: EvaluationResult | None,
+def _run_view(engine: Engine, run: RunRecord, data: DatasetFacts, evaluation: EvaluationResult | None,
               problems: list[ReportProblem]) -> RunView:
     spec = run.image_spec
     view = RunView(
-        run, evaluation, _stage_name(run.stage),
+        run, data, evaluation, _stage_name(run.stage),
         covered=f"all {len(run.parts)} body parts" if len(run.parts) > 3 else ", ".join(run.parts),
         trained_labels=describe_version(run.label_version),
         scored_labels=describe_version(evaluation.label_version) if evaluation else "",
@@ -303,7 +331,8 @@ def _run_view(engine: Engine, run: RunRecord, evaluation: EvaluationResult | Non
     if run.stage == BODYPART:
         view.bodypart = _bodypart_view(evaluation)
     else:
-        view.fracture = _fracture_view(engine, run, evaluation, problems)
+        view.fracture = _fracture_view(engine, run, evaluation, problems,
+                                       MURA_BASELINE_KAPPA if data.nature == "mura" else None)
     return view
 
 
@@ -323,36 +352,44 @@ def _bodypart_view(evaluation: EvaluationResult) -> BodypartView:
 
 
 def kappa_rows(evaluation: EvaluationResult) -> list[KappaRow]:
-    """Per part, then overall: study kappa, its interval, and why the interval may mean nothing."""
+    """Per part, then overall: study kappa, its interval, what it rests on (studies, independent leak groups)
+    and why it may mean nothing (too few studies, or too few independent groups of them)."""
     rows = []
     for part, metrics in [*sorted(evaluation.per_part.items()), ("overall", evaluation.overall)]:
         study = metrics["study"]
         abnormal = int(sum(study["confusion"][1]))
         interval = study.get("kappa_ci")
-        rows.append(KappaRow(part, study["kappa"], interval, study["n"], abnormal,
-                             interval_caveat(study["n"], abnormal, interval)))
+        size = effective_size(study["n"], study.get("bootstrap_units"))
+        caveat = interval_caveat(study["n"], abnormal, interval)
+        if not caveat and (study.get("bootstrap_units") or study["n"]) < MIN_STUDIES_FOR_INTERVAL:
+            caveat = f"{size}: too few independent cases for the interval to mean anything"
+        rows.append(KappaRow(part, study["kappa"], interval, study["n"], abnormal, caveat, size))
     return rows
 
 
-def _fracture_view(engine: Engine, run: RunRecord, evaluation: EvaluationResult,
-                   problems: list[ReportProblem]) -> FractureView:
+def _fracture_view(engine: Engine, run: RunRecord, evaluation: EvaluationResult, problems: list[ReportProblem],
+                   baseline: dict[str, float] | None) -> FractureView:
+    """Stage 2's results; BASELINE (part -> the MURA paper's kappa) only beside MURA's own data."""
     kappas = {r.part: r for r in kappa_rows(evaluation)}
     columns = ["Body part", "Images", "Image accuracy", "Image AUC", "Studies", "Abnormal studies",
-               "Study accuracy (95% CI)", "Study kappa (95% CI)", "MURA baseline kappa", "Study AUC", "Note"]
+               "Study accuracy (95% CI)", "Study kappa (95% CI)", "Intervals rest on",
+               *(["MURA baseline kappa"] if baseline else []), "Study AUC", "Note"]
     parts: list[list[str]] = []
     overall_rows: list[list[str]] = []
     for row in evaluation.part_rows():
+        kappa = kappas[row.part]
         cells = [row.part, cell(row.images), cell(row.image_accuracy), cell(row.image_auc), cell(row.studies),
-                 cell(kappas[row.part].abnormal), with_interval(row.study_accuracy, row.study_accuracy_ci),
-                 with_interval(row.kappa, row.kappa_ci), cell(MURA_BASELINE_KAPPA.get(row.part)), cell(row.study_auc),
-                 "† too few studies" if kappas[row.part].caveat else ""]
+                 cell(kappa.abnormal), with_interval(row.study_accuracy, row.study_accuracy_ci),
+                 with_interval(row.kappa, row.kappa_ci), kappa.size,
+                 *([cell(baseline.get(row.part))] if baseline else []), cell(row.study_auc),
+                 "† too few studies" if kappa.caveat else ""]
         (overall_rows if row.part == "overall" else parts).append(cells)
     table = Table(columns, parts, overall_rows,
                   caption="Image and study level per body part; the overall row is below the line. Study accuracy "
                           "and kappa use the study's mean probability, abnormal above 0.5.")
     overall = evaluation.overall
     view = FractureView(table, [r for r in kappas.values() if r.caveat],
-                        forest_plot(list(kappas.values()), MURA_BASELINE_KAPPA),
+                        forest_plot(list(kappas.values()), baseline), baseline is not None,
                         confusion_picture(overall["image"]["confusion"], FRACTURE_CLASSES, "test images"),
                         confusion_picture(overall["study"]["confusion"], FRACTURE_CLASSES, "test studies"))
     rows = _predictions(Path(run.artifact_dir), run.id, evaluation.labels, problems)
