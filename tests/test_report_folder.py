@@ -23,6 +23,7 @@ from boneclf.ml.training import TrainConfig, train
 from boneclf.store import migrate
 from boneclf.store.engine import make_engine
 from boneclf.workflows.report import build_report, kappa_rows
+from boneclf.workflows.report_leaks import split_leaks
 
 from conftest import FAST
 
@@ -38,7 +39,8 @@ class FolderRun:
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory) -> FolderRun:
     """48 wrists in class folders under names with spaces, a quarter of them copied under a second name (so the
-    test subset holds copies: fewer independent leak groups than studies), split, one epoch of stage 2."""
+    test subset holds copies: fewer independent leak groups than studies) and one into another subset folder (a
+    leak of the source's split), split, one epoch of stage 2."""
     folder = tmp_path_factory.mktemp("folder-set")
     root = folder / "wrists"
     for k in range(48):
@@ -49,6 +51,8 @@ def folder_run(tmp_path_factory) -> FolderRun:
         picture.save(root / subset / label / f"IMG {k:03d}.png")
         if k % 4 == 3 or k % 8 == 0:
             shutil.copyfile(root / subset / label / f"IMG {k:03d}.png", root / subset / label / f"IMG {k:03d} copy.png")
+    # One picture of the source's test set again in its training set: a leak of the source's own split.
+    shutil.copyfile(root / "test" / "fractured" / "IMG 003.png", root / "train" / "fractured" / "IMG 003 again.png")
     engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}", create=True)
     migrate.upgrade(engine)
     ingest_folder(engine, root, dataset="wrists")
@@ -129,3 +133,24 @@ def test_folder_set_names_survive_export_gradcam_and_report_captions(folder_run,
     assert captions and all(re.fullmatch(r"wrists: (train|val|test)/(not )?fractured/IMG \d{3}( copy)?\.png", c)
                             for c in captions), captions
     assert "patient img-" not in page
+
+
+def test_leaks_and_copies_are_tables_with_thumbnails_and_a_count_of_the_rest(folder_run, tmp_path):
+    leaks, copies = split_leaks(folder_run.engine, "wrists", shown=100)  # the source's own split, from its folders
+    assert len(leaks.rows) == leaks.total
+    [leak] = [row for row in leaks.rows if row.kind == "exact duplicate group"]
+    assert leak.subsets == ["test", "train"]
+    assert [t.caption for t in leak.thumbnails] == [
+        "test: test/fractured/IMG 003 copy.png", "test: test/fractured/IMG 003.png",
+        "train: train/fractured/IMG 003 again.png"]
+    assert all(t.data for t in leak.thumbnails), "every picture is shown"
+    assert copies.total >= 12, "each test picture has a copy beside it"
+    leaks, copies = split_leaks(folder_run.engine, "wrists", shown=2)
+    assert len(copies.rows) == 2 and copies.total >= 12, "two shown, the rest counted"
+    assert copies.everything == "bonedb duplicates list --dataset wrists"
+
+    page = Path(build_report(folder_run.engine, [folder_run.run_id], tmp_path / "r.html").path).read_text()
+    section = page[page.index('<h4 id="copies-'):page.index("</section>", page.index('<h4 id="copies-'))]
+    assert '<figure class="thumb"><img alt="exact duplicate group ' in section
+    assert "{'" not in page and "[{" not in page, "no Python repr on the page"
+

@@ -1,10 +1,12 @@
 """`bonedb report`: one self-contained HTML file about one or more runs, for a radiologist and an ML engineer.
 
-Sections: how to read it, runs that could not be reported (with their errors), dataset and split,
-a comparison table, then per run its provenance, learning curves and, on the test subset: per-part
-table (study-level kappa with bootstrap intervals beside the MURA baseline, a note where a part has
-too few studies), a forest plot of kappa, study-level ROC, precision-recall and calibration per part
-and overall, confusion matrices, and a Grad-CAM gallery stratified by body part and outcome.
+Sections: how to read it (by what the data is: MURA, a folder set, synthetic), runs that could not
+be reported (with their errors), dataset and split (its leaks across subsets and the copies inside
+its test subset, with thumbnails), a comparison table, then per run its provenance, learning curves
+and, on the test subset: per-part table (study-level kappa with bootstrap intervals and what each
+rests on, beside the MURA baseline on MURA's data, a note where a part has too few studies), a
+forest plot of kappa, study-level ROC, precision-recall and calibration per part and overall,
+confusion matrices, and a Grad-CAM gallery stratified by body part and outcome.
 
 This module gathers what the page shows; `report_figures` draws the pictures, `report_gallery`
 computes the Grad-CAM tiles, and the Jinja2 templates in `templates/` (autoescaped) lay out the
@@ -60,6 +62,7 @@ from .report_figures import (
     study_sets,
 )
 from .report_gallery import Gallery, gallery, gallery_picks
+from .report_leaks import LeakList, split_leaks
 
 __all__ = ["PART_COLOURS", "KappaRow", "ReportProblem", "ReportResult", "build_report", "forest_plot",
            "gallery_picks", "kappa_rows", "learning_figure", "part_colour"]
@@ -139,6 +142,7 @@ class SplitView:
     labels: str = ""  # the pinned labels' version, in words
     parameters: str = ""
     counts: Table | None = None
+    leaks: list[LeakList] = field(default_factory=list)  # across subsets, and copies inside the test subset
 
 
 @dataclass
@@ -289,7 +293,8 @@ def _split_view(engine: Engine, name: str, data: DatasetFacts) -> SplitView:
     except BonedbError as exc:
         return SplitView(name, data, error=str(exc))
     return SplitView(name, data, summary, labels=describe_version(summary.label_version),
-                     parameters=json.dumps(summary.parameters, sort_keys=True), counts=_counts_table(summary))
+                     parameters=json.dumps(summary.parameters, sort_keys=True), counts=_counts_table(summary),
+                     leaks=split_leaks(engine, name))
 
 
 def _counts_table(summary: SplitSummary) -> Table | None:
