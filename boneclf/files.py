@@ -1,8 +1,10 @@
-"""Writing files so that a reader never sees half of one: a temporary name beside it, then a rename."""
+"""Files: written so that a reader never sees half of one (a temporary name beside it, then a rename), and
+named so that every file system takes the name."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +43,9 @@ def atomic_write(target: Path, data: bytes | str) -> Path:
         else:
             temporary.write_bytes(data)
     return Path(target)
+
+
+def safe_name(text: str) -> str:
+    """TEXT as part of a file name any file system takes: letters, digits, dot, dash and underscore kept,
+    every other character (slashes, spaces, accents) an underscore."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)

@@ -22,9 +22,10 @@ def report(database: Database, run_ids, output, json_mode):
     """One self-contained HTML report (pictures embedded, opens offline) on runs RUN_IDS.
 
     Dataset and split, a comparison table, learning curves, per-part study-level kappa with intervals
-    beside the MURA baseline (forest plot), study-level ROC, precision-recall and calibration per
-    part, confusion matrices, and a Grad-CAM gallery per body part and outcome. Runs without a test
-    evaluation are evaluated first.
+    and the studies (and leak groups) each rests on, beside the MURA baseline on MURA's own data
+    (forest plot), study-level ROC, precision-recall and calibration per part, confusion matrices,
+    and a Grad-CAM gallery per body part and outcome. Synthetic data (`bonedb synth`, `bonedb demo`)
+    is called synthetic throughout. Runs without a test evaluation are evaluated first.
 
     A run that cannot be reported in full (no such run, failed, interrupted, files missing) is listed
     with its error in the report and on stderr; the report is still written, and the exit status is 1.
@@ -42,6 +43,7 @@ def report(database: Database, run_ids, output, json_mode):
 
 
 def _human(result) -> None:
-    click.echo(f"wrote {result.path}")
+    synthetic = f" (synthetic data: {', '.join(result.synthetic)})" if result.synthetic else ""
+    click.echo(f"wrote {result.path}{synthetic}")
     for problem in result.problems:
         click.echo(f"error: run {problem.run_id} ({problem.status}): {problem.error}", err=True)

@@ -217,3 +217,23 @@ def test_provenance_migration_pins_labels_up_and_down(bare_engine):
     migrate.require_head(bare_engine)
     with bare_engine.connect() as conn:
         assert dict(conn.execute(text("SELECT image_id, label FROM split_assignments")).all()) == {1: 1, 2: 1, 3: 1}
+
+
+def test_synthetic_flag_migration_keeps_datasets_up_and_down(bare_engine):
+    migrate.upgrade(bare_engine, "0009")
+    with bare_engine.begin() as conn:
+        conn.execute(text("INSERT INTO datasets (id, name, root, kind, created_at) VALUES "
+                          "(1, 'mura-v1.1', '/data', 'mura', '2026-01-02 00:00:00'), "
+                          "(2, 'wrists', '/w', 'folder', '2026-01-02 00:00:00')"))
+    migrate.upgrade(bare_engine)
+    with bare_engine.begin() as conn:
+        assert conn.execute(text("SELECT id, synthetic FROM datasets ORDER BY id")).all() == [(1, 0), (2, 0)], \
+            "rows made before the flag are not synthetic until an ingest says so"
+        conn.execute(text("UPDATE datasets SET synthetic = 1 WHERE id = 1"))
+    migrate.downgrade(bare_engine, "0009")
+    with bare_engine.connect() as conn:
+        assert "synthetic" not in {c["name"] for c in inspect(conn).get_columns("datasets")}
+        assert conn.execute(text("SELECT name, kind FROM datasets ORDER BY id")).all() == [
+            ("mura-v1.1", "mura"), ("wrists", "folder")]
+    migrate.upgrade(bare_engine)
+    migrate.require_head(bare_engine)

@@ -143,3 +143,18 @@ def test_gradcam_files_are_named_after_their_images_and_never_overwritten(traine
     url = trained.engine.url.render_as_string(hide_password=False)
     result = CliRunner().invoke(cli, ["--database-url", url, "predict", str(single)])
     assert ", 1 view, mean p(abnormal)" in result.output
+
+
+def test_a_file_that_is_no_image_is_one_line_naming_it_and_what_is_wrong(trained, tmp_path):
+    url = trained.engine.url.render_as_string(hide_password=False)
+    text_file = tmp_path / "notimage.png"
+    text_file.write_text("these are notes, not a picture\n")
+    tiff = tmp_path / "scan.png"
+    Image.new("L", (40, 40)).save(tiff, format="TIFF")
+    result = CliRunner().invoke(cli, ["--database-url", url, "predict", str(text_file), str(tiff)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {text_file}: not a readable image: its content is not PNG, JPEG, GIF or BMP",
+        f"error: {tiff}: not a readable image: TIFF content, which bonedb does not read: convert it to PNG or JPEG",
+    ]
+    assert "function_node" not in result.output and "DecodeImage" not in result.output

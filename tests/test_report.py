@@ -131,6 +131,9 @@ def test_runs_that_cannot_be_reported_are_listed_and_fail_the_command(trained, t
     assert not list(out.parent.glob(".*.tmp")), "no temporary file left behind"
     summary = json.loads(runner.invoke(cli, [*args, "--json"]).output)
     assert summary["complete"] is False and summary["runs"] == [trained.bodypart_run]
+    # The test fixture's data is synthetic (`bonedb synth`): every output of the report says so.
+    assert summary["synthetic"] == ["mura-v1.1"] and summary["datasets"] == {"mura-v1.1": "synthetic"}
+    assert result.stdout.startswith(f"wrote {out} (synthetic data: mura-v1.1)")
     assert sorted(p["run_id"] for p in summary["problems"]) == sorted([failed, interrupted, emptied, 999])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -65,6 +66,14 @@ def test_demo_end_to_end_in_quick_mode_and_reuse(tmp_path):
     assert (workdir / "bonedb.sqlite").exists() and (workdir / "report.html").exists()
     assert list((workdir / "gradcam").glob("*.png"))
     assert summary["leaks"] is False and summary["predicted_studies"]
+    # The demo's data is drawn: the report says so at the top, in its title and in each run's heading, and
+    # claims nothing only MURA's radiographs could (radiologists' labels, the paper's baseline).
+    page = (workdir / "report.html").read_text()
+    assert re.search(r"<title>bonedb report: runs \d+, \d+ \(synthetic data\)</title>", page)
+    assert '<p class="note" id="synthetic"><b>Synthetic data.</b> mura-v1.1 was drawn by' in page
+    assert page.count(", synthetic data</h2>") == 2
+    for claim in ("Labels are MURA", "radiologist", "MURA baseline", "0.705", "DenseNet-169"):
+        assert claim not in page, claim
     again = json.loads(runner.invoke(cli, ["demo", "--workdir", str(workdir), "--quick", "--json"]).output)
     assert (again["bodypart_run"], again["fracture_run"]) == (summary["bodypart_run"], summary["fracture_run"])
     # The demo's runs are what `bonedb predict` finds from inside the work folder.

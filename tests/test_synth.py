@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -92,3 +93,28 @@ def test_bad_options():
         plan_dataset(1)
     with pytest.raises(BonedbError, match="between 0 and 1"):
         plan_dataset(10, positive_rate=1.5)
+
+
+def test_ingest_records_synth_data_as_synthetic_and_a_real_layout_as_not(engine, mura, tmp_path):
+    from sqlalchemy import text
+
+    from boneclf.data.ingest import ingest_mura
+    from boneclf.data.synth import SYNTH_MARKER
+
+    marker = mura / "MURA-v1.1" / SYNTH_MARKER
+    assert marker.is_file(), "synth leaves its marker beside the CSVs"
+    assert ingest_mura(engine, mura).synthetic
+    # The same layout without the marker (as MURA's own download comes) is not synthetic, under another name.
+    real = tmp_path / "real"
+    shutil.copytree(mura, real)
+    (real / "MURA-v1.1" / SYNTH_MARKER).unlink()
+    assert not ingest_mura(engine, real, dataset="looks-real").synthetic
+    with engine.connect() as conn:
+        flags = dict(conn.execute(text("SELECT name, synthetic FROM datasets")).all())
+    assert {name: bool(flag) for name, flag in flags.items()} == {"mura-v1.1": True, "looks-real": False}
+    # Synthetic data ingested before bonedb recorded it is marked on its next ingest.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE datasets SET synthetic = 0"))
+    ingest_mura(engine, mura)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT synthetic FROM datasets WHERE name = 'mura-v1.1'")).scalar() in (1, True)

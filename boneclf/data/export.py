@@ -13,7 +13,6 @@ import errno
 import io
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
 from boneclf.store.flags import flagged_in_dataset
-from boneclf.store.queries import SplitRecord, dataset_root, get_split, split_images
+from boneclf.store.queries import SplitRecord, dataset_facts, dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, EXPORT_CLASS_FOLDERS, FRACTURE, FRACTURE_CLASSES, STAGES
 
+from .image_names import export_name
 from .splits import SUBSETS
 
 LINKS = ("hardlink", "symlink", "copy")
@@ -62,10 +62,6 @@ class ExportReport(Result):
     copied_instead_of_linked: int = 0
     replaced_previous: bool = False
     flagged_left_out: int = 0  # images that may show identity in pixels, left out (--include-flagged keeps them)
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def export_split(
@@ -140,6 +136,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
     with engine.connect() as conn:
         split = get_split(conn, name)
         root = dataset_root(conn, split.dataset_id)
+        kind = dataset_facts(conn, split.dataset_id).kind
         rows = split_images(conn, split.id)
         flagged = {} if include_flagged else flagged_in_dataset(conn, split.dataset_id)
     available = {row.part for row in rows}
@@ -154,8 +151,7 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
         raise BonedbError(f"split {name!r} has images of unknown body part: --stage bodypart needs known parts")
     entries = []
     for row in rows:
-        filename = (f"{row.part}_patient{_safe(row.patient)}_study{row.study_number}_image{row.image_number}"
-                    f"{Path(row.path).suffix.lower()}")
+        filename = export_name(row, kind)
         if fmt == "tfrecord":
             target = row.subset  # replaced by the shard path when written
         elif stage == BODYPART:

@@ -36,6 +36,7 @@ from .formats import TRAINABLE_FORMATS, record_exclusions
 from .labels import LabelConflict, resolve_labels
 from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .stats import DatasetStats, dataset_stats
+from .synth import is_synthetic
 from .verify import FileFacts, inspect_files
 
 DEFAULT_DATASET = "mura-v1.1"
@@ -81,6 +82,7 @@ class IngestReport(Result):
     stats: DatasetStats | None = None
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
     duplicate_groups: int | None = None  # exact and near groups after --verify (None: not computed)
+    synthetic: bool = False  # drawn by `bonedb synth` (its marker file lies beside the CSVs)
 
     computed = ("changed",)
 
@@ -160,6 +162,7 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
         labels_from=labels_from,
         skipped=problems,
         unused_labels=len(labels.unused_labels),
+        synthetic=is_synthetic(manifest.dataset_dir),
     )
     with engine.begin() as conn:
         changes = _write(conn, report, images, labels.labels, facts, manifest.labels)
@@ -240,7 +243,8 @@ def _explain(relabels, moved_studies: set[int], report: IngestReport, label_rows
 def _dataset_id(conn: Connection, report: IngestReport) -> int:
     row = conn.execute(select(_datasets).where(_datasets.c.name == report.dataset)).first()
     if row is None:
-        result = conn.execute(insert(_datasets).values(name=report.dataset, root=report.root, kind="mura"))
+        result = conn.execute(insert(_datasets).values(name=report.dataset, root=report.root, kind="mura",
+                                                       synthetic=report.synthetic))
         return result.inserted_primary_key[0]
     if row.kind != "mura":
         raise BonedbError(
@@ -250,6 +254,9 @@ def _dataset_id(conn: Connection, report: IngestReport) -> int:
         # The same dataset read from a new place (moved disk, relabeled copy): keep identities, move the root.
         conn.execute(update(_datasets).where(_datasets.c.id == row.id).values(root=report.root))
         report.root_changed_from = row.root
+    if bool(row.synthetic) != report.synthetic:
+        # Synthetic data ingested before bonedb recorded it, or its marker removed on purpose: the source says.
+        conn.execute(update(_datasets).where(_datasets.c.id == row.id).values(synthetic=report.synthetic))
     return row.id
 
 

@@ -8,6 +8,7 @@ Deterministic for a seed: every image draws from its own generator seeded by its
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ _PARTS_PER_PATIENT = ((1, 0.87), (2, 0.11), (3, 0.02))
 _STUDIES_PER_PART = ((1, 0.94), (2, 0.05), (3, 0.01))
 _VIEWS_PER_STUDY = ((1, 0.13), (2, 0.31), (3, 0.33), (4, 0.17), (5, 0.06))
 _RGB_RATE = 0.05  # a few real MURA PNGs are stored as RGB
+# Beside the CSVs: says the pictures were drawn, so that ingest marks the dataset synthetic.
+SYNTH_MARKER = "bonedb-synth.json"
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def write_csvs(out: Path, images: list[SynthImage]) -> None:
         # newline="" keeps Python from translating: the real image-path files are CRLF, label files LF.
         with open(folder / f"{split}_image_paths.csv", "w", newline="", encoding="utf-8") as fh:
             fh.writelines(f"{i.path}\r\n" for i in rows)
-        studies = {}
+        studies: dict[str, int] = {}
         for i in rows:
             studies.setdefault(i.path.rsplit("/", 1)[0] + "/", i.label)
         with open(folder / f"{split}_labeled_studies.csv", "w", newline="", encoding="utf-8") as fh:
@@ -164,7 +167,23 @@ def synth_mura(
                 write_image(out, image, size, seed)
                 advance(1)
     write_csvs(out, images)
+    mark_synthetic(out, {"patients": patients, "parts": list(parts), "size": size, "positive_rate": positive_rate,
+                         "seed": seed})
     return SynthReport(str(out), images)
+
+
+def mark_synthetic(out: Path, settings: dict) -> None:
+    """Leave SYNTH_MARKER beside OUT's CSVs: `bonedb ingest` then records the dataset as synthetic, and reports
+    call it so. SETTINGS (what drew it) are written as they are, keys sorted: same settings, same bytes."""
+    folder = Path(out) / DEFAULT_DATASET_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"drawn_by": "bonedb synth", **settings}, sort_keys=True, indent=1) + "\n"
+    (folder / SYNTH_MARKER).write_text(text, encoding="utf-8")
+
+
+def is_synthetic(dataset_dir: Path) -> bool:
+    """Whether the MURA-layout folder DATASET_DIR (the one holding the CSVs) was drawn by `bonedb synth`."""
+    return (Path(dataset_dir) / SYNTH_MARKER).is_file()
 
 
 def _draw(path: str, part: str, abnormal: bool, size: int, seed: int):

@@ -29,7 +29,7 @@ from boneclf.store.runs import (
 from boneclf.vocabulary import BODYPART
 
 from .image_spec import ImageSpec
-from .metrics import binary_metrics, format_interval, multiclass_metrics
+from .metrics import binary_metrics, effective_size, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
 from .run_folder import RunFolder, predictions_file, resume_advice, settle_dead_runs
 from .scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
@@ -118,13 +118,17 @@ class EvaluationResult(Result):
     leak_groups: int | None = None  # the units the intervals resampled (studies united with duplicate groups)
     dedupable_in_subset: int = 0  # of the copies, identical ones whose labels agree: `split create --dedupe`'s
 
+    def _studies(self) -> int:
+        """Scored units: studies for stage 2, images for stage 1 (each its own case)."""
+        return self.overall.study.n if isinstance(self.overall, BinaryMetrics) else self.overall.n
+
     def copies_warning(self) -> str | None:
         """What the copies inside the scored subset mean, and only advice that removes them (None: no copies)."""
         if not self.duplicates_in_subset:
             return None
         text = (f"the {self.subset} subset holds {plural(self.duplicates_in_subset, 'copy', 'copies')} of its own "
-                f"pictures (duplicate groups): they are not independent cases; intervals resample "
-                f"{plural(self.leak_groups or 0, 'leak group')}")
+                f"pictures (duplicate groups): they are not independent cases; intervals rest on "
+                f"{effective_size(self._studies(), self.leak_groups)}")
         if self.dedupable_in_subset:
             text += (f"; `bonedb split create NAME --dedupe` leaves out the "
                      f"{plural(self.dedupable_in_subset, 'identical copy', 'identical copies')} whose labels agree")

@@ -19,7 +19,9 @@ position and both methods give the same map.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -34,6 +36,7 @@ METHODS = ("gradxact", "gradcam")
 # The pointing game's radius and the border frame, as fractions of the picture's side.
 POINTING_RADIUS = 0.10
 BORDER_FRAME = 0.10
+BATCH = 32  # images per Grad-CAM call: one backward pass each, memory bounded
 
 
 class GradCam:
@@ -53,7 +56,7 @@ class GradCam:
         self.after = model.layers[at + 1:]
         # Compiled once per batch shape and class: eager execution of a 400-layer backbone costs
         # more in Python overhead than in arithmetic.
-        self._compiled = {}
+        self._compiled: dict[int | None, Any] = {}
 
     def __call__(self, images: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(heatmaps in [0, 1] at the input size, model outputs) for a batch of RGB 0..255 images.
@@ -132,11 +135,25 @@ def on_picture(heatmap: np.ndarray, spec, shape: tuple[int, int]) -> np.ndarray:
     return mask_padding(heatmap, (top, left, height, width))[top:top + height, left:left + width]
 
 
+def explained_overlays(explainer: GradCam, spec, pictures: Sequence[np.ndarray], inputs: Sequence[np.ndarray], *,
+                       class_index: int | None = None,
+                       batch_size: int = BATCH) -> Iterator[tuple[np.ndarray, Image.Image]]:
+    """(model output, overlay) for each picture, in order: Grad-CAM over the model INPUTS in batches, each
+    heatmap cut to its full-size picture (padding away, see `on_picture`) and laid over it in colour.
+
+    PICTURES are the full-size grayscale pictures (H, W) the inputs were made from, one per input."""
+    for start in range(0, len(inputs), batch_size):
+        heatmaps, outputs = explainer(np.stack(inputs[start:start + batch_size]), class_index=class_index)
+        for k, picture in enumerate(pictures[start:start + batch_size]):
+            heat = on_picture(heatmaps[k], spec, picture.shape)
+            yield outputs[k], overlay(Image.fromarray(picture), heat)
+
+
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:
     """The X-ray in gray with the heatmap in a jet-like colour map on top, at the X-ray's size."""
     gray = image.convert("L")
     heat = np.asarray(Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(gray.size,
-                                                                                            Image.BILINEAR))
+                                                                                            Image.Resampling.BILINEAR))
     colours = _jet(heat.astype(np.float32) / 255.0)
     base = np.repeat(np.asarray(gray, np.float32)[..., None], 3, axis=2)
     # Weight the colour by the heat itself so cold regions keep the plain X-ray.

@@ -9,13 +9,17 @@ layers; the spec names it so a run's record says what the model expects.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from boneclf.data.formats import TRAINABLE_FORMATS
 from boneclf.errors import BonedbError
 
 from .tf_env import tensorflow
+
+READABLE = ("PNG", "JPEG", "GIF", "BMP")  # what `decode_full` reads, by the bytes
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,30 @@ class ImageSpec:
         try:
             full = decode_full(tf.constant(data))
             resized = self.resize(full)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
-            raise BonedbError(f"not a readable image ({exc.message.splitlines()[0][:120]})") from None
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            # TensorFlow's message names its own graph nodes; say what is wrong with the file instead.
+            raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
         return full.numpy()[..., 0], self.model_input(resized).numpy()
+
+
+def why_unreadable(data: bytes) -> str:
+    """What is wrong with bytes TensorFlow could not decode, in a few words, from what Pillow finds in them."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return "the file is empty"
+    found = "image"
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            found = picture.format or "unknown"
+            picture.load()
+    except UnidentifiedImageError:
+        return f"its content is not {', '.join(READABLE[:-1])} or {READABLE[-1]}"
+    except (OSError, SyntaxError, ValueError):
+        return f"a damaged or truncated {found} file"
+    if found not in TRAINABLE_FORMATS:
+        return f"{found} content, which bonedb does not read: convert it to PNG or JPEG"
+    return f"a {found} file TensorFlow cannot decode: convert it to PNG"
 
 
 def decode_full(data):

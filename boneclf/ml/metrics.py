@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from boneclf.results import plural
 from boneclf.vocabulary import FRACTURE_CLASSES
 
 from .scores import BinaryMetrics, ClassScores, ImageScores, MulticlassMetrics, Report, StudyScores
@@ -273,3 +274,12 @@ def interval_caveat(studies: int, abnormal: int, interval=None) -> str:
     if interval and all(v is not None and v == v for v in interval) and interval[0] == interval[1]:
         return "the bootstrap interval has zero width: too few distinct resamples to mean anything"
     return ""
+
+
+def effective_size(studies: int, leak_groups: int | None = None) -> str:
+    """What a study-level interval rests on, in words: "387 studies in 74 independent leak groups" when
+    copies of one picture tie studies together (the bootstrap resamples whole groups), else "387 studies"."""
+    counted = plural(studies, "study", "studies")
+    if leak_groups is None or leak_groups >= studies:
+        return counted
+    return f"{counted} in {plural(leak_groups, 'independent leak group')}"

@@ -19,10 +19,12 @@ from sqlalchemy import Engine
 from boneclf.data.image_names import free_path, identify_images, picture_name
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
+from boneclf.store.queries import ImageIdentity
 from boneclf.store.runs import RunRecord, list_runs
 from boneclf.vocabulary import BODYPART, FRACTURE, UNKNOWN_PART
 
 from .evaluation import load_run_model
+from .gradcam import GradCam, explained_overlays
 from .metrics import THRESHOLD
 from .tf_env import tensorflow
 
@@ -82,14 +84,12 @@ class _ReadyRun:
         self.parts = loaded.run.parts
         # A compiled forward pass: eager calls spend more time in Python than in the network.
         self.infer = tensorflow().function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        self._explainer = None
+        self._explainer: GradCam | None = None
 
     @property
-    def explainer(self):
+    def explainer(self) -> GradCam:
         """Grad-CAM for this run's model, built once so its compiled graph is reused across calls."""
         if self._explainer is None:
-            from .gradcam import GradCam
-
             self._explainer = GradCam(self.model, self.run.architecture)
         return self._explainer
 
@@ -104,10 +104,10 @@ class Predictor:
         # `unknown` part (no body-part model can name it), or no finished body-part run at all. A MURA
         # part's run still goes through stage 1 when one exists, which turns away other parts.
         self.stage1: _ReadyRun | None = None
-        one_region = self.fixed_fracture is not None and len(self.fixed_fracture.parts) == 1
+        fixed_parts = self.fixed_fracture.parts if self.fixed_fracture is not None else []
         if bodypart_run is None:
             best = best_run(list_runs(engine, stage=BODYPART, status="finished"))
-            if one_region and (best is None or self.fixed_fracture.parts[0] == UNKNOWN_PART):
+            if len(fixed_parts) == 1 and (best is None or fixed_parts[0] == UNKNOWN_PART):
                 best = None
             elif best is None:
                 raise BonedbError("no finished body-part run: train one with `bonedb train --stage bodypart`, or "
@@ -119,6 +119,14 @@ class Predictor:
         self._candidates = [] if fracture_run else list_runs(engine, stage=FRACTURE, status="finished")
         self._best_for: dict[str, int | None] = {}
         self._stage2: dict[int, _ReadyRun] = {}
+
+    @property
+    def first(self) -> _ReadyRun:
+        """The run that reads every image first: stage 1, or without one the fixed stage-2 run."""
+        run = self.stage1 or self.fixed_fracture
+        if run is None:  # __init__ sets one of them or raises
+            raise BonedbError("no run to predict with: pass --bodypart-run or --fracture-run")
+        return run
 
     def stage2_for(self, part: str) -> _ReadyRun | None:
         if self.fixed_fracture is not None:
@@ -150,7 +158,7 @@ class Predictor:
     def _stage_one(self, result: Prediction, files: dict[int, bytes]) -> tuple[dict, dict]:
         """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded.
         Without stage 1, the fixed stage-2 run's one part is every image's part (and its inputs are made)."""
-        run = self.stage1 or self.fixed_fracture
+        run = self.first
         pictures: dict[int, np.ndarray] = {}
         inputs: dict[int, np.ndarray] = {}
         for i in sorted(files):
@@ -175,47 +183,49 @@ class Predictor:
 
     def _stage_two(self, result: Prediction, files: dict[int, bytes], pictures: dict[int, np.ndarray],
                    inputs: dict[int, np.ndarray], gradcam_dir: Path | None) -> None:
-        from .gradcam import on_picture, overlay
-
         routes: dict[int, list[int]] = {}
         runs: dict[int, _ReadyRun] = {}
         for i in sorted(pictures):
             image = result.images[i]
-            run = self.stage2_for(image.part)
+            run = self.stage2_for(image.part) if image.part is not None else None
             if run is None:
                 image.error = (f"no stage-2 model for {image.part}: train one with "
                                f"`bonedb train --stage fracture --parts {image.part}`")
                 continue
             routes.setdefault(run.run_id, []).append(i)
             runs[run.run_id] = run
-        known = {}
+        known: dict[str, ImageIdentity] = {}
         if gradcam_dir is not None:
             gradcam_dir.mkdir(parents=True, exist_ok=True)
             # Overlays are named after their images (see image_names), beside earlier ones, never over them.
             known = identify_images(self.engine, [result.images[i].path for i in pictures])
         for run_id, indices in routes.items():
             run = runs[run_id]
-            explainer = run.explainer if gradcam_dir is not None else None
-            for start in range(0, len(indices), BATCH):
-                chunk = indices[start:start + BATCH]
-                # The stage-2 run's own image spec: it may differ from stage 1's (size, pad, Canny).
-                same = run.spec == (self.stage1 or self.fixed_fracture).spec
-                batch = np.stack([inputs[i] if same else run.spec.load(files[i])[1] for i in chunk])
-                if explainer is not None:
-                    heatmaps, outputs = explainer(batch)
-                else:
-                    heatmaps, outputs = None, run.infer(batch).numpy()
-                for k, i in enumerate(chunk):
-                    image = result.images[i]
-                    p = float(outputs[k][0])
-                    image.abnormal_probability = p
-                    image.decision = "abnormal" if p > THRESHOLD else "normal"
-                    image.fracture_run = run_id
-                    if heatmaps is not None:
-                        target = free_path(gradcam_dir, picture_name(image.path, known.get(image.path)))
-                        heat = on_picture(heatmaps[k], run.spec, pictures[i].shape)  # padding cut away
-                        overlay(Image.fromarray(pictures[i]), heat).save(target)
-                        image.gradcam = str(target)
+            # The stage-2 run's own image spec: it may differ from stage 1's (size, pad, Canny).
+            same = run.spec == self.first.spec
+            batch = [inputs[i] if same else run.spec.load(files[i])[1] for i in indices]
+            if gradcam_dir is None:
+                for start in range(0, len(indices), BATCH):
+                    outputs = run.infer(np.stack(batch[start:start + BATCH])).numpy()
+                    for i, output in zip(indices[start:start + BATCH], outputs):
+                        _decide(result.images[i], output, run_id)
+                continue
+            drawn = explained_overlays(run.explainer, run.spec, [pictures[i] for i in indices], batch,
+                                       batch_size=BATCH)
+            for i, (output, picture) in zip(indices, drawn):
+                image = result.images[i]
+                _decide(image, output, run_id)
+                target = free_path(gradcam_dir, picture_name(image.path, known.get(image.path)))
+                picture.save(target)
+                image.gradcam = str(target)
+
+
+def _decide(image: ImageResult, output: np.ndarray, run_id: int) -> None:
+    """A stage-2 output (the sigmoid's probability of abnormal) as the image's answer."""
+    p = float(output[0])
+    image.abnormal_probability = p
+    image.decision = "abnormal" if p > THRESHOLD else "normal"
+    image.fracture_run = run_id
 
 
 def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
@@ -294,8 +304,6 @@ class RunExplainer:
         return self.ready.run
 
     def explain(self, files: list[bytes]) -> list[Explanation]:
-        from .gradcam import on_picture, overlay
-
         run = self.ready
         explained: list[Explanation | None] = [None] * len(files)
         loaded = {}
@@ -305,16 +313,13 @@ class RunExplainer:
             except BonedbError as exc:
                 explained[i] = Explanation(None, None, None, str(exc))
         order = sorted(loaded)
-        for start in range(0, len(order), BATCH):
-            chunk = order[start:start + BATCH]
-            heatmaps, outputs = run.explainer(np.stack([loaded[i][1] for i in chunk]))
-            for k, i in enumerate(chunk):
-                picture = loaded[i][0]
-                heat = on_picture(heatmaps[k], run.spec, picture.shape)
-                if run.run.stage == BODYPART:
-                    outcome, p = run.class_names[int(np.argmax(outputs[k]))], float(np.max(outputs[k]))
-                else:
-                    p = float(outputs[k][0])
-                    outcome = "abnormal" if p > THRESHOLD else "normal"
-                explained[i] = Explanation(outcome, p, overlay(Image.fromarray(picture), heat))
+        drawn = explained_overlays(run.explainer, run.spec, [loaded[i][0] for i in order],
+                                   [loaded[i][1] for i in order], batch_size=BATCH)
+        for i, (output, picture) in zip(order, drawn):
+            if run.run.stage == BODYPART:
+                outcome, p = run.class_names[int(np.argmax(output))], float(np.max(output))
+            else:
+                p = float(output[0])
+                outcome = "abnormal" if p > THRESHOLD else "normal"
+            explained[i] = Explanation(outcome, p, picture)
         return explained  # type: ignore[return-value]

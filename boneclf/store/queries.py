@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from sqlalchemy import Connection, select
 
 from boneclf.errors import NotFound
+from boneclf.files import safe_name
 
 from .schema import Dataset, Image, Patient, SplitAssignment, SplitVersion, Study
 
@@ -44,6 +44,31 @@ def dataset_id_of(conn: Connection, dataset: str) -> int:
         known = ", ".join(names) if names else "none yet: run `bonedb ingest` first"
         raise NotFound(f"no dataset named {dataset!r} (datasets: {known})")
     return found
+
+
+class DatasetFacts(NamedTuple):
+    """What a dataset is, as reports must describe it."""
+
+    name: str
+    kind: str  # mura or folder: the reader that made it
+    synthetic: bool  # drawn by `bonedb synth`, not radiographs of people
+
+    @property
+    def nature(self) -> str:
+        """"synthetic", "mura" (MURA's own radiographs and labels) or "folder" (a class-folder set)."""
+        return "synthetic" if self.synthetic else self.kind
+
+
+def dataset_facts(conn: Connection, dataset_id: int) -> DatasetFacts:
+    name, kind, synthetic = conn.execute(
+        select(Dataset.name, Dataset.kind, Dataset.synthetic).where(Dataset.id == dataset_id)).one()
+    return DatasetFacts(name, kind, bool(synthetic))
+
+
+def split_dataset(conn: Connection, split_id: int) -> DatasetFacts:
+    """What the dataset of split SPLIT_ID is."""
+    dataset_id = conn.execute(select(SplitVersion.dataset_id).where(SplitVersion.id == split_id)).scalar_one()
+    return dataset_facts(conn, dataset_id)
 
 
 def dataset_root(conn: Connection, dataset_id: int) -> Path:
@@ -91,27 +116,41 @@ def split_images(conn: Connection, split_id: int) -> list[SplitImage]:
         .where(SplitAssignment.split_id == split_id)
         .order_by(Image.path)
     )
-    return [SplitImage(*row) for row in rows]
+    return [SplitImage._make(row) for row in rows]
 
 
 class ImageIdentity(NamedTuple):
-    """Where an image comes from, in the words people use: dataset, part, patient, study, image."""
+    """Where an image comes from, in the words people use: dataset, part, patient, study, image for MURA;
+    dataset and the file's own path for a folder set, whose patients and studies bonedb made up."""
 
     dataset: str
     part: str
     patient: str
     study: int
     image: int
+    path: str = ""  # relative to the dataset's root
+    kind: str = "mura"  # the dataset's reader: mura or folder
 
     @property
     def name(self) -> str:
-        """A file-name stem, e.g. `mura-v1.1_humerus_patient11186_study1_image2`."""
-        return re.sub(r"[^A-Za-z0-9._-]", "_",
-                      f"{self.dataset}_{self.part}_patient{self.patient}_study{self.study}_image{self.image}")
+        """A file-name stem, e.g. `mura-v1.1_humerus_patient11186_study1_image2`, or for a folder set its file's
+        path without the extension, e.g. `kaggle_train_fractured_IMG_0001` (from train/fractured/IMG 0001.jpg)."""
+        if self.kind == "folder":
+            return safe_name(f"{self.dataset}_{source_stem(self.path)}")
+        return safe_name(f"{self.dataset}_{self.part}_patient{self.patient}_study{self.study}_image{self.image}")
 
     def describe(self) -> str:
-        """For people, e.g. `mura-v1.1: humerus, patient 11186, study 1, image 2`."""
+        """For people, e.g. `mura-v1.1: humerus, patient 11186, study 1, image 2`, or `kaggle: train/fractured/
+        IMG 0001.jpg` for a folder set."""
+        if self.kind == "folder":
+            return f"{self.dataset}: {self.path}"
         return f"{self.dataset}: {self.part}, patient {self.patient}, study {self.study}, image {self.image}"
+
+
+def source_stem(path: str) -> str:
+    """A dataset path as one file-name stem: folders joined by underscores, the extension left out, so that the
+    name says where the file came from (`train/fractured/IMG 0001.jpg` -> `train_fractured_IMG_0001`)."""
+    return safe_name(str(PurePosixPath(path).with_suffix("")).replace("/", "_"))
 
 
 def image_identities(conn: Connection, image_ids) -> dict[int, ImageIdentity]:
@@ -120,7 +159,8 @@ def image_identities(conn: Connection, image_ids) -> dict[int, ImageIdentity]:
     found: dict[int, ImageIdentity] = {}
     for start in range(0, len(ids), 500):  # bounded IN lists
         rows = conn.execute(
-            select(Image.id, Dataset.name, Study.body_part, Patient.patient_key, Study.study_number, Image.image_number)
+            select(Image.id, Dataset.name, Study.body_part, Patient.patient_key, Study.study_number, Image.image_number,
+                   Image.path, Dataset.kind)
             .join(Study, Study.id == Image.study_id)
             .join(Patient, Patient.id == Study.patient_id)
             .join(Dataset, Dataset.id == Image.dataset_id)

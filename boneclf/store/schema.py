@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -63,6 +65,8 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     root: Mapped[str] = mapped_column(String(1024), comment="folder the image paths are relative to")
     kind: Mapped[str] = mapped_column(String(16), comment="mura or folder")
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"),
+                                            comment="1: drawn by bonedb synth, not radiographs of people")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
     patients: Mapped[list[Patient]] = relationship(back_populates="dataset")

@@ -18,7 +18,8 @@ from boneclf.data.audit import audit_split
 from boneclf.data.export import export_split
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split, split_image_paths
-from boneclf.data.synth import synth_mura
+from boneclf.data.synth import is_synthetic, mark_synthetic, synth_mura
+from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import evaluate_run, latest_result
 from boneclf.ml.predict import Predictor
 from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics
@@ -68,7 +69,7 @@ QUICK = DemoSettings(patients=40, size=48, stage1_epochs=2, stage2_epochs=2, stu
 
 def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = False,
              say: Callable[[str], None] = lambda message: None, progress: ProgressFactory = silent,
-             verbose: str | int = 0) -> dict:
+             verbose: str | int = 0) -> DemoSummary:
     """VERBOSE goes to Keras' fit: "auto" shows each epoch's progress bar (a terminal), 0 nothing."""
     settings = QUICK if quick else DemoSettings()
     workdir = Path(workdir).absolute()
@@ -86,6 +87,8 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
     step(2, f"synthetic MURA in {data}")
     if (data / "MURA-v1.1" / "valid_labeled_studies.csv").exists():
         say("      already there, reused")
+        if not is_synthetic(data / "MURA-v1.1"):  # drawn by a demo before synth left its marker
+            mark_synthetic(data, {"patients": settings.patients, "size": settings.size, "seed": 0})
     else:
         synth_mura(data, patients=settings.patients, size=settings.size, seed=0, progress=progress)
     step(3, "ingest with --verify")
@@ -149,4 +152,6 @@ def _train_or_reuse(engine: Engine, config: TrainConfig, progress, verbose) -> i
         if run.split_name == config.split and stored == wanted:
             return run.id
     [result] = train(engine, config, progress=progress, verbose=verbose)
+    if result.run_id is None:  # only training from an export, without a database, records no run
+        raise BonedbError(f"training {config.stage} recorded no run in the demo's database")
     return result.run_id
