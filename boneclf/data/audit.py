@@ -196,7 +196,7 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
             checks = inspect_files(root, [r.path for r in present], advance)
         for row, check in zip(present, checks):
             if check.facts is None:
-                report.unreadable.append(f"{row.path}: {check.error}")
+                report.unreadable.append(f"{row.path}: {check.reason}")  # the path once, relative like the rest
             elif check.facts.content_hash != row.content_hash:
                 report.changed.append(row.path)
     report.unexpected.sort()

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from boneclf.data.hashing import content_hash
+from boneclf.data.pixels import open_image
 from boneclf.files import atomic_path
 
 SIZES = (128, 256)
@@ -42,7 +43,7 @@ def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None =
     target = cache_dir / "thumbnails" / digest[:2] / f"{digest}-{size}.jpg"
     if target.is_file():
         return target
-    with Image.open(source) as picture:
+    with open_image(source.read_bytes()) as picture:  # over the pixel limit: BonedbError, answered 400
         small = picture.convert("L")
         small.thumbnail((size, size), Image.Resampling.LANCZOS)
     with atomic_path(target) as temporary:
