@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boneclf.errors import BonedbError
+from boneclf.files import AtomicTree
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.vocabulary import BODY_PARTS
@@ -30,6 +31,7 @@ _PARTS_PER_PATIENT = ((1, 0.87), (2, 0.11), (3, 0.02))
 _STUDIES_PER_PART = ((1, 0.94), (2, 0.05), (3, 0.01))
 _VIEWS_PER_STUDY = ((1, 0.13), (2, 0.31), (3, 0.33), (4, 0.17), (5, 0.06))
 _RGB_RATE = 0.05  # a few real MURA PNGs are stored as RGB
+SYNTH_MARK = ".bonedb-synth"  # in MURA-v1.1/: synth may replace this folder (never a real download)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,10 @@ def _weighted_sample(rng: random.Random, parts: list[str], k: int) -> list[str]:
 
 
 def write_csvs(out: Path, images: list[SynthImage]) -> None:
-    folder = out / DEFAULT_DATASET_DIR
+    _write_csvs(out / DEFAULT_DATASET_DIR, images)
+
+
+def _write_csvs(folder: Path, images: list[SynthImage]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
         rows = [i for i in images if i.split == split]
@@ -153,17 +158,26 @@ def synth_mura(
     write_images: bool = True,
     progress: ProgressFactory = silent,
 ) -> SynthReport:
-    """Write the CSVs and (unless `write_images` is False) every PNG under `out`."""
+    """Write the CSVs and (unless `write_images` is False) every PNG under `out`/MURA-v1.1, atomically:
+    the folder is built beside its place and renamed into it, so an interrupted run or a full disk leaves
+    nothing behind. A MURA-v1.1 folder already there is replaced only when synth made it."""
     if size < 32:
         raise BonedbError(f"--size {size} is too small to draw a bone: use 32 or more")
     out = Path(out)
     images = plan_dataset(patients, parts, positive_rate, seed)
-    if write_images:
-        with progress(len(images), "Drawing images") as advance:
-            for image in images:
-                write_image(out, image, size, seed)
-                advance(1)
-    write_csvs(out, images)
+    folder = out / DEFAULT_DATASET_DIR
+    if folder.exists() and not (folder / SYNTH_MARK).exists():
+        raise BonedbError(f"{folder} exists and was not written by bonedb synth: choose another OUT, or move "
+                          "that folder away first")
+    with AtomicTree(folder) as partial:
+        if write_images:
+            with progress(len(images), "Drawing images") as advance:
+                for image in images:
+                    _save(_draw(image.path, image.part, bool(image.label), size, seed),
+                          partial / image.path.split("/", 1)[1])
+                    advance(1)
+        _write_csvs(partial, images)
+        (partial / SYNTH_MARK).write_text("written by `bonedb synth`, which may replace this folder\n")
     return SynthReport(str(out), images)
 
 
@@ -185,10 +199,13 @@ def planted_break(path: str, size: int, seed: int) -> tuple[float, float] | None
 
 
 def write_image(out: Path, image: SynthImage, size: int, seed: int) -> tuple[float, float] | None:
-    picture, break_at, rng = _draw(image.path, image.part, bool(image.label), size, seed)
+    return _save(_draw(image.path, image.part, bool(image.label), size, seed), out / image.path)
+
+
+def _save(drawn, target: Path) -> tuple[float, float] | None:
+    picture, break_at, rng = drawn
     if rng.random() < _RGB_RATE:
         picture = picture.convert("RGB")
-    target = out / image.path
     target.parent.mkdir(parents=True, exist_ok=True)
     picture.save(target, format="PNG")
     return break_at
