@@ -17,6 +17,7 @@ from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_
 from boneclf.store.schema import Image, IngestExclusion
 
 from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
+from .names import printable
 from .verify import inspect_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -179,7 +180,7 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
                     if relative in excluded:
                         report.left_out.append(f"{relative}: {excluded[relative]}")
                     else:
-                        report.unexpected.append(relative)
+                        report.unexpected.append(printable(relative))  # a name not UTF-8 still prints
     present = []
     for row in rows:
         try:

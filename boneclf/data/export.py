@@ -234,7 +234,9 @@ def _write_files(partial: Path, root: Path, entries: list[Entry], link: str, pro
                 target.parent.mkdir(parents=True, exist_ok=True)
                 made.add(target.parent)
             if not source.is_file():
-                raise BonedbError(f"{source}: missing (image {entry.image_id}); restore it, or find every "
+                what = "not a regular file (a FIFO, device or socket)" if source.exists() else (
+                    "a broken symbolic link" if source.is_symlink() else "missing")
+                raise BonedbError(f"{source}: {what} (image {entry.image_id}); restore it, or find every "
                                   "missing file with `bonedb audit dataset`; nothing was exported")
             copied += _place(source, target, link)
             advance(1)

@@ -30,7 +30,7 @@ from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import exact_duplicates, group_overlaps
-from .names import check_name, check_root
+from .names import check_name, check_root, printable
 from .splits import load_records, store_assignment
 from .verify import inspect_files, outside
 
@@ -138,7 +138,7 @@ def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
                     unstorable = _unstorable(root, full, relative, follow_symlinks)
                     if unstorable is not None:
                         why, recordable = unstorable
-                        refused.append(f"refused {shown(full)}: {why}")
+                        refused.append(f"refused {printable(full)}: {why}")
                         if left_out is not None and recordable:
                             left_out.append((relative, why))
                         continue
@@ -146,11 +146,6 @@ def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
     if problems:
         raise InputProblems(problems, f"{len(problems)} problem(s) in {root}; nothing was written")
     return images, skipped
-
-
-def shown(path: Path | str) -> str:
-    """PATH as text any terminal prints: bytes that are not UTF-8 shown as \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def compile_patient_pattern(text: str | None) -> re.Pattern | None:
@@ -184,7 +179,7 @@ def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) ->
     if not stat.S_ISREG(mode):  # reading a FIFO would block forever
         return "not a regular file (a FIFO, device or socket named like an image): remove it", True
     if not follow_symlinks and (real := outside(root, full)) is not None:
-        return (f"a symbolic link to {shown(real)}, outside {root}: copy the file in, or pass --follow-symlinks "
+        return (f"a symbolic link to {printable(real)}, outside {root}: copy the file in, or pass --follow-symlinks "
                 "to read it there"), True
     return None
 
@@ -193,8 +188,8 @@ def _escaping_folder(root: Path, folder: Path) -> Problem | None:
     real = outside(root, folder)
     if real is None:
         return None
-    return Problem(shown(folder), None, f"a symbolic link to {shown(real)}, outside {root}: export and training "
-                   "would read files beyond the dataset; copy the folder in, or pass --follow-symlinks")
+    return Problem(printable(folder), None, f"a symbolic link to {printable(real)}, outside {root}: export and "
+                   "training would read files beyond the dataset; copy the folder in, or pass --follow-symlinks")
 
 
 def _junk_reason(path: Path) -> str | None:

@@ -3,6 +3,8 @@ column can hold is a one-line refusal naming the option, not a database error af
 
 from __future__ import annotations
 
+import os
+
 from boneclf.errors import BonedbError
 from boneclf.store.schema import Dataset, SplitVersion
 
@@ -37,9 +39,13 @@ def check_root(root) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise BonedbError(f"{text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')}: "
-                          "the folder's name is not UTF-8; rename it in UTF-8") from None
+        raise BonedbError(f"{printable(text)}: the folder's name is not UTF-8; rename it in UTF-8") from None
     if len(text) > _ROOT_LENGTH:
         raise BonedbError(f"{text[:60]}...: a folder path of {len(text)} characters; bonedb keeps at most "
                           f"{_ROOT_LENGTH}: move the dataset to a shorter path")
     return text
+
+
+def printable(path) -> str:
+    """PATH as text any terminal and JSON print: bytes of a file name that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

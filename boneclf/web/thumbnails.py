@@ -13,6 +13,8 @@ from PIL import Image
 
 from boneclf.data.hashing import content_hash
 from boneclf.data.pixels import open_image
+from boneclf.data.verify import read_regular
+from boneclf.errors import BonedbError
 from boneclf.files import atomic_path
 
 SIZES = (128, 256)
@@ -30,7 +32,7 @@ def file_hash(path: Path) -> str:
     if key not in _DIGESTS:
         if len(_DIGESTS) >= _DIGESTS_KEPT:
             _DIGESTS.clear()
-        _DIGESTS[key] = content_hash(path.read_bytes())
+        _DIGESTS[key] = content_hash(read_regular(path))
     return _DIGESTS[key]
 
 
@@ -43,9 +45,12 @@ def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None =
     target = cache_dir / "thumbnails" / digest[:2] / f"{digest}-{size}.jpg"
     if target.is_file():
         return target
-    with open_image(source.read_bytes()) as picture:  # over the pixel limit: BonedbError, answered 400
-        small = picture.convert("L")
-        small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    try:
+        with open_image(read_regular(source)) as picture:  # over the pixel limit: BonedbError, answered 400
+            small = picture.convert("L")
+            small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt: the file's fault, not a 500
+        raise BonedbError(f"{source}: cannot decode ({exc})") from None
     with atomic_path(target) as temporary:
         small.save(temporary, "JPEG", quality=85)
     return target
