@@ -175,7 +175,10 @@ def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) ->
     try:
         mode = full.stat().st_mode
     except FileNotFoundError:
-        return f"a broken symbolic link (to {os.readlink(full)}, which is gone): restore its target or remove it", True
+        if not full.is_symlink():
+            return "gone while bonedb read the folder: run it again", True
+        return (f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone): restore its target or "
+                "remove it"), True
     if not stat.S_ISREG(mode):  # reading a FIFO would block forever
         return "not a regular file (a FIFO, device or socket named like an image): remove it", True
     if not follow_symlinks and (real := outside(root, full)) is not None:
