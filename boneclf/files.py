@@ -145,7 +145,7 @@ def _owner_gone(tree: Path, pid: int) -> bool:
 def clear_stale_trees(out: Path) -> list[str]:
     """Remove the partial and set-aside trees that interrupted builds of OUT left beside it (see AtomicTree);
     returns what was done, one line each."""
-    done = []
+    done: list[str] = []
     if not out.parent.is_dir():
         return done
     prefix = f".{out.name}."

@@ -244,6 +244,19 @@ def test_ingest_folder_counts_identical_files_across_the_sources_subsets(db_url,
     assert "warning: 2 files appear identically (same sha256) in several subsets of the source's split" in text
 
 
+def test_audit_dataset_names_an_unreadable_file_once(db_url, engine, mura):
+    ingest_mura(engine, mura, verify=True)
+    victim = listed(mura)[0]
+    data = (mura / victim).read_bytes()
+    (mura / victim).write_bytes(b"\x00" * len(data))  # same size, so not "changed": read, and unreadable
+    result = run(["audit", "dataset", "mura-v1.1"], db_url)
+    assert result.exit_code == 1
+    [line] = [line for line in result.stdout.splitlines() if victim in line]
+    assert line.strip() == f"{victim}: not an image format bonedb reads (PNG, JPEG, GIF, BMP or WebP), or a " \
+                           "truncated header"
+    assert line.count(Path(victim).name) == 1
+
+
 # -- Pillow's warnings --------------------------------------------------------------------------------------
 
 def test_pillows_warnings_do_not_tear_the_progress_bar(db_url, engine, tmp_path):

@@ -30,7 +30,7 @@ from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import exact_duplicates, group_overlaps
-from .names import check_name, check_root, printable
+from .names import PATH_LENGTH, check_name, check_root, printable
 from .splits import load_records, store_assignment
 from .verify import inspect_files, outside
 
@@ -159,9 +159,6 @@ def compile_patient_pattern(text: str | None) -> re.Pattern | None:
                           "'^(\\d+)_' for files named 123_left.png") from None
 
 
-_PATH_LENGTH = Image.__table__.c.path.type.length
-
-
 def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) -> tuple[str, bool] | None:
     """(why, whether the path can be recorded) for an image file that cannot become a row, or None: a name
     that is not UTF-8, a path longer than the column, a broken link, a FIFO, a symbolic link out of ROOT."""
@@ -169,8 +166,8 @@ def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) ->
         relative.encode("utf-8")
     except UnicodeEncodeError:
         return "its name is not UTF-8 (a name from another system's code page): rename it in UTF-8", False
-    if len(relative) > _PATH_LENGTH:
-        return (f"its path below {root} has {len(relative)} characters; bonedb keeps at most {_PATH_LENGTH}: "
+    if len(relative) > PATH_LENGTH:
+        return (f"its path below {root} has {len(relative)} characters; bonedb keeps at most {PATH_LENGTH}: "
                 "shorten its folders' names"), False
     try:
         mode = full.stat().st_mode

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from boneclf.errors import BonedbError, Problem
-from boneclf.store.schema import Image
 from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS
+
+from .names import PATH_LENGTH
 
 DEFAULT_DATASET_DIR = "MURA-v1.1"
 LABELS_FROM = ("csv", "folder")
@@ -34,7 +35,6 @@ _EXPECTED_IMAGE = "{top}/<train|valid>/XR_<PART>/patient<5 digits>/study<N>_<pos
 _EXPECTED_STUDY = "{top}/<train|valid>/XR_<PART>/patient<5 digits>/study<N>_<positive|negative>/,<0|1>"
 _SUFFIX_LABEL = {"positive": 1, "negative": 0}
 LARGEST_NUMBER = 2**31 - 1  # study and image numbers are INTEGER columns
-LONGEST_PATH = Image.__table__.c.path.type.length
 
 
 # NamedTuples rather than dataclasses: a full MURA makes 40,000 of these, and they are built on the hot path.
@@ -216,9 +216,9 @@ class _Reader:
             if (problem := self._path_problem(row)) is not None:
                 self.problem(name, number, problem)
                 continue
-            if len(row) > LONGEST_PATH:
+            if len(row) > PATH_LENGTH:
                 self.problem(name, number, f"path of {len(row)} characters ({row[:60]}...); bonedb keeps at most "
-                             f"{LONGEST_PATH}: shorten the folder names")
+                             f"{PATH_LENGTH}: shorten the folder names")
                 continue
             folder, _, filename = row.rpartition("/")
             file_match = _IMAGE_FILE.fullmatch(filename)

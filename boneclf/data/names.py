@@ -1,15 +1,23 @@
-"""What a name the user gives (a dataset, a split) may be: checked before any work, so that a name no
-column can hold is a one-line refusal naming the option, not a database error after the work."""
+"""What a name the user gives (a dataset, a split) may be, and how long a stored path may be: checked before any
+work, so that a name no column can hold is a one-line refusal naming it, not a database error after the work."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from boneclf.errors import BonedbError
-from boneclf.store.schema import Dataset, SplitVersion
+from boneclf.store.schema import Dataset, Image, SplitVersion
 
-_ROOT_LENGTH = Dataset.__table__.c.root.type.length
-_LENGTHS = {"dataset": Dataset.__table__.c.name.type.length, "split": SplitVersion.__table__.c.name.type.length}
+
+def _length(column: Any) -> int:
+    """The declared length of a String column: what the database keeps at most."""
+    return int(column.type.length)
+
+
+PATH_LENGTH = _length(Image.__table__.c.path)  # an image's path below its dataset's root
+_ROOT_LENGTH = _length(Dataset.__table__.c.root)
+_LENGTHS = {"dataset": _length(Dataset.__table__.c.name), "split": _length(SplitVersion.__table__.c.name)}
 
 
 def check_name(kind: str, name: str, option: str) -> str:
