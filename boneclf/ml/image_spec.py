@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from boneclf.data.pixels import check_pixels, max_pixels
+from boneclf.data.pixels import UnknownFormat, check_pixels, max_pixels
 from boneclf.errors import BonedbError
 
 from .tf_env import tensorflow
@@ -78,7 +78,10 @@ class ImageSpec:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
         bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes, and
         for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
-        check_pixels(data)
+        try:
+            check_pixels(data)
+        except UnknownFormat as exc:  # no size to check: nothing may decode it unbounded
+            raise BonedbError(f"not a readable image ({exc})") from None
         tf = tensorflow()
         try:
             full = decode_full(tf.constant(data))
@@ -114,7 +117,8 @@ def _within_pixel_limit(data):
     tf = tensorflow()
     pixels = tf.numpy_function(_header_pixels, [data], tf.int64, stateful=False)
     return tf.debugging.assert_less_equal(pixels, tf.constant(max_pixels(), tf.int64),
-                                          message="image over bonedb's pixel limit (BONEDB_MAX_PIXELS)")
+                                          message="over bonedb's pixel limit (BONEDB_MAX_PIXELS), or no "
+                                                  "header whose size bonedb can read")
 
 
 def _header_pixels(data) -> np.int64:
