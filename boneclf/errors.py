@@ -61,5 +61,14 @@ def on_interrupt(message: str) -> Iterator[None]:
         raise Interrupted(message) from None
 
 
+class NotWritten(BonedbError, OSError):
+    """The file system refused a write (a full disk, a read-only folder): the message names the target and
+    says nothing was left half-written. An OSError still, with the errno of the refusal."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
 class NotFound(BonedbError):
     """No such thing (study, image, run, group): `bonedb serve` answers 404 with the message."""

@@ -26,13 +26,14 @@ def db():
 @json_option
 @pass_db
 def upgrade(database: Database, revision, json_mode):
-    """Apply migrations; the only way bonedb creates tables (and the SQLite file).
+    """Apply migrations; the only way bonedb creates tables (and the SQLite file, or the MySQL database:
+    CHARACTER SET utf8mb4, when the user may create databases; else it prints the statement to run).
 
     \b
     Example:
       bonedb --database-url mysql+pymysql://bonedb:PASSWORD@127.0.0.1:3306/bonedb db upgrade
     """
-    change = migrate.upgrade(database.bare_engine(create=True), revision)
+    change = migrate.upgrade(database.bare_engine(create=True), revision, create=True)
 
     def human(c):
         if c.before == c.after:

@@ -71,6 +71,8 @@ def export(database: Database, name, out, stage, parts, combined, link, fmt, ima
 
 
 def _human(report: ExportReport) -> None:
+    for line in report.stale_removed:
+        click.echo(f"note: {line}")
     counts = ", ".join(f"{subset} {n}" for subset, n in report.per_subset.items())
     click.echo(f"exported split {report.split!r} ({plural(report.images, 'image')}: {counts}) to {report.out}")
     if report.copied_instead_of_linked:

@@ -12,13 +12,14 @@ from boneclf.results import plural
 from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS, label_word
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import json_option, new_name, parts_option
 from .output import emit, print_table, progress_for
 
 
 @click.command()
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Name to file the images under.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, callback=new_name("dataset"),
+              help="Name to file the images under.")
 @parts_option("Body parts to ingest, e.g. humerus,shoulder. Default: all seven.")
 @click.option("--split", "split", type=click.Choice(SOURCE_SPLITS), help="Only MURA's train or valid split.")
 @click.option("--verify", is_flag=True, help="Open every image: report missing or undecodable files; "
@@ -27,9 +28,12 @@ from .output import emit, print_table, progress_for
               help="When the labeled-studies CSV and the study folder names disagree, which wins. "
               "Default: refuse and list every conflict.")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad rows (reported) instead of refusing the whole ingest.")
+@click.option("--follow-symlinks", is_flag=True, help="With --verify: accept images that symbolic links place "
+              "outside ROOT (refused by default: export and training would read files beyond the dataset).")
 @json_option
 @pass_db
-def ingest(database: Database, root, dataset, parts, split, verify, labels_from, skip_bad, json_mode):
+def ingest(database: Database, root, dataset, parts, split, verify, labels_from, skip_bad, follow_symlinks,
+           json_mode):
     """Read MURA's CSV files under ROOT into the database, atomically.
 
     ROOT is the folder that holds MURA-v1.1/ (or MURA-v1.1/ itself). Each study's label is
@@ -48,7 +52,8 @@ def ingest(database: Database, root, dataset, parts, split, verify, labels_from,
     report = ingest_mura(
         database.engine, root, dataset=dataset, parts=parts or BODY_PARTS,
         splits=(split,) if split else SOURCE_SPLITS, verify=verify, labels_from=labels_from, skip_bad=skip_bad,
-        progress=progress_for(json_mode), on_wait=lambda message: click.echo(message, err=True),
+        follow_symlinks=follow_symlinks, progress=progress_for(json_mode),
+        on_wait=lambda message: click.echo(message, err=True),
     )
     emit(report, json_mode, lambda r: _human(r, database))
 

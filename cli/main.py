@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-import click
-from sqlalchemy.exc import SQLAlchemyError
+# Importing bonedb's modules takes most of a second: a Ctrl-C then ends it as quietly as one later does.
+try:
+    import click
+    from sqlalchemy.exc import SQLAlchemyError
 
-from boneclf import __version__
-from boneclf.errors import BonedbError, InputProblems, Interrupted
-from boneclf.store.engine import scrub
+    from boneclf import __version__
+    from boneclf.errors import BonedbError, InputProblems, Interrupted
+    from boneclf.store.engine import scrub
 
-from . import (
-    audit,
-    db,
-    demo,
-    duplicates,
-    export,
-    history,
-    ingest,
-    ingest_dicom,
-    ingest_folder,
-    log,
-    predict,
-    report,
-    runs,
-    serve,
-    split,
-    stats,
-    synth,
-    train,
-)
-from .context import Database
+    from . import (
+        audit,
+        db,
+        demo,
+        duplicates,
+        export,
+        history,
+        ingest,
+        ingest_dicom,
+        ingest_folder,
+        log,
+        predict,
+        report,
+        runs,
+        serve,
+        split,
+        stats,
+        synth,
+        train,
+    )
+    from .context import Database
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    sys.exit(130)
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -71,6 +77,11 @@ class BonedbGroup(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except OSError as exc:  # the file system said no (a full disk, a read-only folder): name the file
+            if os.environ.get("BONEDB_DEBUG"):
+                raise
+            click.echo(f"error: {_describe_os_error(exc)}", err=True)
+            sys.exit(1)
         except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
             if os.environ.get("BONEDB_DEBUG"):
                 raise
@@ -78,6 +89,19 @@ class BonedbGroup(click.Group):
             click.echo(f"error: unexpected {type(exc).__name__}: {_scrub(ctx, first)} "
                        "(set BONEDB_DEBUG=1 to see the traceback)", err=True)
             sys.exit(1)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """One line: the file (when the error knows it), what the system said, and what to do about it."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.filename2:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}{what}: free some space (or write elsewhere) and run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}{what}: choose a folder you may write to"
+    return f"{where}{what} (set BONEDB_DEBUG=1 to see the traceback)"
 
 
 def _silence_stdout() -> None:
@@ -128,3 +152,6 @@ def main() -> None:
     except BrokenPipeError:  # raised while click itself writes (help, usage)
         _silence_stdout()
         sys.exit(141)
+    except KeyboardInterrupt:  # while click parses the command line, before a command runs
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

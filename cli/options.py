@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from boneclf.data.names import check_name
 from boneclf.errors import BonedbError
 from boneclf.vocabulary import parse_parts
 
@@ -25,6 +26,22 @@ def _parts(_ctx, _param, value):
 def parts_option(help_text: str = "Body parts, e.g. humerus,shoulder."):
     """--parts PART,PART parsed into a sorted tuple; None when not given (each command says what that means)."""
     return click.option("--parts", metavar="PART,PART", callback=_parts, help=help_text)
+
+
+def new_name(kind: str):
+    """A click callback: the name a command is about to create (a dataset, a split), checked as a usage
+    error before any work (empty, too long for its column, not UTF-8)."""
+
+    def check(_ctx, param, value):
+        if value is None:
+            return None
+        try:
+            option = param.opts[0] if param.opts[0].startswith("-") else param.human_readable_name
+            return check_name(kind, value, option)
+        except BonedbError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return check
 
 
 def yes_option(what: str):

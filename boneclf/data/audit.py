@@ -18,6 +18,7 @@ from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_
 from boneclf.store.schema import Image, IngestExclusion
 
 from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
+from .names import printable
 from .verify import inspect_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -185,7 +186,7 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
                     if relative in excluded:
                         report.left_out.append(f"{relative}: {excluded[relative]}")
                     else:
-                        report.unexpected.append(relative)
+                        report.unexpected.append(printable(relative))  # a name not UTF-8 still prints
     present = []
     for row in rows:
         try:
@@ -202,7 +203,7 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
             checks = inspect_files(root, [r.path for r in present], advance)
         for row, check in zip(present, checks):
             if check.facts is None:
-                report.unreadable.append(f"{row.path}: {check.error}")
+                report.unreadable.append(f"{row.path}: {check.reason}")  # the path once, relative like the rest
             elif check.facts.content_hash != row.content_hash:
                 report.changed.append(row.path)
     report.unexpected.sort()

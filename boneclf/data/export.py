@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from typing import NamedTuple
 from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
+from boneclf.files import AtomicTree, clear_stale_trees
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result, plural
 from boneclf.store.flags import flagged_in_dataset
@@ -62,6 +64,7 @@ class ExportReport(Result):
     copied_instead_of_linked: int = 0
     replaced_previous: bool = False
     flagged_left_out: int = 0  # images that may show identity in pixels, left out (--include-flagged keeps them)
+    stale_removed: list[str] = field(default_factory=list)  # what interrupted exports had left beside OUT
 
 
 def export_split(
@@ -84,7 +87,7 @@ def export_split(
         raise BonedbError(f"unknown --stage {stage!r} or --link {link!r}")
     out = Path(out).absolute()
     split, root, entries = plan_export(engine, name, stage, parts, combined, "files", include_flagged)
-    check_target(out, force, confirm)
+    stale = check_target(out, force, confirm)
     report = new_report(out, name, stage, link, "files", entries)
     report.flagged_left_out = 0 if include_flagged else flagged_count(engine, name, parts)
     tree = AtomicTree(out)
@@ -94,7 +97,7 @@ def export_split(
         class_names = sorted({e.part for e in entries}) if stage == BODYPART else FRACTURE_CLASSES
         write_marker(partial, split, stage=stage, combined=combined, link=link, fmt="files", parts=parts,
                      extra={"class_names": class_names})
-    report.replaced_previous = tree.replaced
+    report.replaced_previous, report.stale_removed = tree.replaced, stale + tree.stale_removed
     return report
 
 
@@ -103,30 +106,6 @@ def new_report(out: Path, name: str, stage: str, link: str, fmt: str, entries: l
     for entry in entries:
         report.per_subset[entry.subset] = report.per_subset.get(entry.subset, 0) + 1
     return report
-
-
-class AtomicTree:
-    """`with AtomicTree(out) as partial:` builds in a hidden sibling of OUT, renamed onto OUT when the
-    block ends without error; otherwise the partial tree is removed and OUT is left as it was."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.partial = out.parent / f".{out.name}.bonedb-partial-{os.getpid()}"
-        self.replaced = False  # whether a previous export was at OUT
-
-    def __enter__(self) -> Path:
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
-        return self.partial
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.replaced = _swap_into_place(self.partial, self.out)
-        finally:
-            if self.partial.exists():
-                shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fmt: str,
@@ -162,6 +141,8 @@ def plan_export(engine: Engine, name: str, stage: str, parts, combined: bool, fm
             target = f"{row.part}/{row.subset}/{EXPORT_CLASS_FOLDERS[row.label]}/{filename}"
         entries.append(Entry(row.image_id, row.path, target, row.subset, row.part, row.label, row.patient,
                              row.study_number))
+    if fmt == "files":
+        entries = distinct_names(entries)
     entries.sort(key=lambda e: (SUBSETS.index(e.subset), e.exported_path, e.source_path))
     if fmt == "files" and len({e.exported_path for e in entries}) != len(entries):
         raise BonedbError(f"split {name!r}: two images would get the same exported name; report this as a bug")
@@ -177,9 +158,45 @@ def flagged_count(engine: Engine, name: str, parts) -> int:
     return sum(1 for row in rows if row.image_id in flagged and (not parts or row.part in parts))
 
 
-def check_target(out: Path, force: bool, confirm: Callable[[str], bool] | None = None) -> None:
+def distinct_names(entries: list[Entry]) -> list[Entry]:
+    """Entries whose exported paths collide (names made safe for file systems can meet: patients "a b" and
+    "a_b" both become a_b) each get a short hash of their source path before the extension. The hash
+    depends on the image alone, so the same split exports to the same names whatever else it holds;
+    it lengthens until every name is distinct."""
+    for digits in (8, 16, 40):
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.exported_path] = counts.get(entry.exported_path, 0) + 1
+        if all(n == 1 for n in counts.values()):
+            break
+        entries = [entry._replace(exported_path=_tagged(entry, digits)) if counts[entry.exported_path] > 1 else entry
+                   for entry in entries]
+    return entries
+
+
+def _tagged(entry: Entry, digits: int) -> str:
+    target = Path(entry.exported_path)
+    tag = hashlib.sha1(entry.source_path.encode()).hexdigest()[:digits]
+    return str(target.with_name(f"{target.stem}-{tag}{target.suffix}"))
+
+
+def check_target(out: Path, force: bool, confirm: Callable[[str], bool] | None = None) -> list[str]:
     """Refuse an OUT that is not new, empty or a previous export; with `force`, replace a previous export
-    only when every file in it is one its manifest lists, and once `confirm(what)` agrees."""
+    only when every file in it is one its manifest lists, and once `confirm(what)` agrees.
+
+    First clears what interrupted exports left beside OUT (files.clear_stale_trees: partial trees of
+    processes that are gone); returns what it did, one line each."""
+    stale = clear_stale_trees(out)
+    try:
+        _check_target(out, force, confirm)
+    except BonedbError as exc:
+        if not stale:
+            raise
+        raise BonedbError(f"{exc} (first, {'; '.join(stale)})") from None
+    return stale
+
+
+def _check_target(out: Path, force: bool, confirm: Callable[[str], bool] | None) -> None:
     if not out.exists():
         return
     if not out.is_dir():
@@ -231,7 +248,9 @@ def _write_files(partial: Path, root: Path, entries: list[Entry], link: str, pro
                 target.parent.mkdir(parents=True, exist_ok=True)
                 made.add(target.parent)
             if not source.is_file():
-                raise BonedbError(f"{source}: missing (image {entry.image_id}); restore it, or find every "
+                what = "not a regular file (a FIFO, device or socket)" if source.exists() else (
+                    "a broken symbolic link" if source.is_symlink() else "missing")
+                raise BonedbError(f"{source}: {what} (image {entry.image_id}); restore it, or find every "
                                   "missing file with `bonedb audit dataset`; nothing was exported")
             copied += _place(source, target, link)
             advance(1)
@@ -282,23 +301,3 @@ def write_marker(partial: Path, split: SplitRecord, *, stage: str, combined: boo
         **(extra or {}),
     }
     (partial / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _swap_into_place(partial: Path, out: Path) -> bool:
-    """Rename the finished tree onto OUT; a previous export is moved aside first, then removed."""
-    previous = None
-    if out.exists():
-        if any(out.iterdir()):
-            previous = out.parent / f".{out.name}.bonedb-old-{os.getpid()}"
-            out.rename(previous)
-        else:
-            out.rmdir()
-    try:
-        partial.rename(out)
-    except OSError:
-        if previous is not None:
-            previous.rename(out)  # put the old export back
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-    return previous is not None

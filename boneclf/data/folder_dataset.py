@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +29,10 @@ from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
-from .leakage import group_overlaps
+from .leakage import exact_duplicates, group_overlaps
+from .names import PATH_LENGTH, check_name, check_root, printable
 from .splits import load_records, store_assignment
-from .verify import inspect_files
+from .verify import inspect_files, outside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
@@ -79,36 +82,47 @@ class FolderReport(Result):
     # Decodable, but in a format training cannot read (found from the bytes, whatever the name says).
     refused_formats: list[str] = field(default_factory=list)
     source_split: str | None = None
-    source_split_leaks: int = 0
+    source_split_leaks: int = 0  # patients in several subsets of the source's split
+    source_split_identical_files: int = 0  # distinct contents (sha256) found in several of its subsets
     unchanged: bool = False
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
     duplicate_groups: int = 0  # exact and near duplicate groups found among its images
 
 
 def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
-         left_out: list[tuple[str, str]] | None = None) -> tuple[list[FolderImage], Counter]:
-    """Walk ROOT; returns the images and a count of skipped files by reason. Unknown label folders raise.
-    Image files skipped on purpose (empty ones) are appended to LEFT_OUT as (path, reason)."""
+         left_out: list[tuple[str, str]] | None = None, *, follow_symlinks: bool = False,
+         refused: list[str] | None = None) -> tuple[list[FolderImage], Counter]:
+    """Walk ROOT; returns the images and a count of skipped files by reason. Unknown label folders, and
+    subset or label folders that symbolic links place outside ROOT (unless `follow_symlinks`), raise.
+    Image files skipped on purpose (empty ones) are appended to LEFT_OUT as (path, reason); image files
+    no row can take (broken or escaping links, FIFOs, names not UTF-8 or too long) to REFUSED, named."""
     if not root.is_dir():
         raise BonedbError(f"{root}: no such folder")
     tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     with_subsets = bool(tops) and all(_norm(p.name) in SUBSET_NAMES for p in tops)
-    pattern = re.compile(patient_pattern) if patient_pattern else None
+    pattern = compile_patient_pattern(patient_pattern)
     images: list[FolderImage] = []
     skipped: Counter = Counter()
     problems: list[Problem] = []
+    refused = refused if refused is not None else []
     subset_dirs = [(SUBSET_NAMES[_norm(p.name)], p) for p in tops] if with_subsets else [("all", root)]
     for subset, subset_dir in subset_dirs:
+        if not follow_symlinks and (problem := _escaping_folder(root, subset_dir)) is not None:
+            problems.append(problem)
+            continue
         for entry in sorted(subset_dir.iterdir()):
-            if entry.is_file():
+            if entry.is_file() or entry.is_symlink() and not entry.is_dir():
                 skipped[_junk_reason(entry) or "file outside a label folder"] += 1
                 continue
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or not entry.is_dir():
                 continue
             label = label_map.get(_norm(entry.name))
             if label is None:
                 problems.append(Problem(str(entry), None, f"unknown label folder {entry.name!r}: name its label "
                                         f"with --label-map '{entry.name}=1' or '{entry.name}=0'"))
+                continue
+            if not follow_symlinks and (problem := _escaping_folder(root, entry)) is not None:
+                problems.append(problem)
                 continue
             for folder, dirs, files in os.walk(entry):
                 dirs.sort()
@@ -121,10 +135,61 @@ def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
                             left_out.append((full.relative_to(root).as_posix(), reason))
                         continue
                     relative = full.relative_to(root).as_posix()
+                    unstorable = _unstorable(root, full, relative, follow_symlinks)
+                    if unstorable is not None:
+                        why, recordable = unstorable
+                        refused.append(f"refused {printable(full)}: {why}")
+                        if left_out is not None and recordable:
+                            left_out.append((relative, why))
+                        continue
                     images.append(FolderImage(relative, subset, label, _patient(pattern, name, relative)))
     if problems:
         raise InputProblems(problems, f"{len(problems)} problem(s) in {root}; nothing was written")
     return images, skipped
+
+
+def compile_patient_pattern(text: str | None) -> re.Pattern | None:
+    """--patient-pattern compiled, or a one-line error saying where the expression is wrong."""
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise BonedbError(f"--patient-pattern {text!r} is not a regular expression ({exc}): fix it, e.g. "
+                          "'^(\\d+)_' for files named 123_left.png") from None
+
+
+def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) -> tuple[str, bool] | None:
+    """(why, whether the path can be recorded) for an image file that cannot become a row, or None: a name
+    that is not UTF-8, a path longer than the column, a broken link, a FIFO, a symbolic link out of ROOT."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8 (a name from another system's code page): rename it in UTF-8", False
+    if len(relative) > PATH_LENGTH:
+        return (f"its path below {root} has {len(relative)} characters; bonedb keeps at most {PATH_LENGTH}: "
+                "shorten its folders' names"), False
+    try:
+        mode = full.stat().st_mode
+    except FileNotFoundError:
+        if not full.is_symlink():
+            return "gone while bonedb read the folder: run it again", True
+        return (f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone): restore its target or "
+                "remove it"), True
+    if not stat.S_ISREG(mode):  # reading a FIFO would block forever
+        return "not a regular file (a FIFO, device or socket named like an image): remove it", True
+    if not follow_symlinks and (real := outside(root, full)) is not None:
+        return (f"a symbolic link to {printable(real)}, outside {root}: copy the file in, or pass --follow-symlinks "
+                "to read it there"), True
+    return None
+
+
+def _escaping_folder(root: Path, folder: Path) -> Problem | None:
+    real = outside(root, folder)
+    if real is None:
+        return None
+    return Problem(printable(folder), None, f"a symbolic link to {printable(real)}, outside {root}: export and "
+                   "training would read files beyond the dataset; copy the folder in, or pass --follow-symlinks")
 
 
 def _junk_reason(path: Path) -> str | None:
@@ -132,9 +197,11 @@ def _junk_reason(path: Path) -> str | None:
         return "system file"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return "not an image file"
-    if path.stat().st_size == 0:
-        return "empty file"
-    return None
+    try:
+        facts = path.stat()
+    except OSError:  # a broken link: named by _unstorable, not counted as junk
+        return None
+    return "empty file" if stat.S_ISREG(facts.st_mode) and facts.st_size == 0 else None
 
 
 def _patient(pattern: re.Pattern | None, name: str, relative: str) -> str:
@@ -155,27 +222,37 @@ def ingest_folder(
     part: str | None = None,
     label_map: dict[str, int] | None = None,
     patient_pattern: str | None = None,
+    follow_symlinks: bool = False,
     progress: ProgressFactory = silent,
+    on_wait: Callable[[str], None] | None = None,
 ) -> FolderReport:
+    """Read, check and write one class-folder tree as dataset DATASET. Options are checked before anything
+    is logged (a mistyped option is not an ingest); every run that gets further leaves a row in the log."""
     if part is not None and part not in BODY_PARTS:
         raise BonedbError(f"unknown body part {part!r}: choose from {', '.join(BODY_PARTS)}, or leave it out")
-    root = Path(root).expanduser().resolve()
+    check_name("dataset", dataset, "--dataset")
+    compile_patient_pattern(patient_pattern)
+    root = Path(check_root(Path(root).expanduser().resolve()))
     label_map = label_map or DEFAULT_LABELS
     extra_labels = {name: value for name, value in label_map.items() if DEFAULT_LABELS.get(name) != value}
     record = IngestRecord("ingest-folder", dataset, str(root),
-                          {"part": part, "label_map": extra_labels, "patient_pattern": patient_pattern})
+                          {"part": part, "label_map": extra_labels, "patient_pattern": patient_pattern,
+                           **({"follow_symlinks": True} if follow_symlinks else {})})
     # One ingest at a time per database: a second one waits (and says so) rather than colliding.
-    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest"), logged_if_unapplied(engine, record):
-        return _ingest(engine, root, dataset, part, label_map, patient_pattern, progress, record)
+    with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest", on_wait=on_wait), \
+            logged_if_unapplied(engine, record):
+        return _ingest(engine, root, dataset, part, label_map, patient_pattern, follow_symlinks, progress, record)
 
 
-def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progress,
+def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, follow_symlinks, progress,
             record: IngestRecord) -> FolderReport:
     left_out: list[tuple[str, str]] = []
-    images, skipped = scan(root, label_map, patient_pattern, left_out)
-    report = FolderReport(dataset, str(root), skipped=dict(skipped))
+    refused: list[str] = []
+    images, skipped = scan(root, label_map, patient_pattern, left_out, follow_symlinks=follow_symlinks,
+                           refused=refused)
+    report = FolderReport(dataset, str(root), skipped=dict(skipped), bad_images=refused)
     with progress(len(images), "Reading images") as advance:
-        checks = inspect_files(root, [i.path for i in images], advance)
+        checks = inspect_files(root, [i.path for i in images], advance, confined=not follow_symlinks)
     good = []
     for image, check in zip(images, checks):
         if check.facts is None:
@@ -189,7 +266,10 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, progr
         else:
             good.append((image, check.facts))
     if not good:
-        raise BonedbError(f"{root}: no readable images under label folders (skipped: {dict(skipped) or 'none'})")
+        bad = report.bad_images + report.refused_formats
+        named = f"{len(bad)} left out, e.g. {bad[0]}; " if bad else ""
+        raise BonedbError(f"{root}: no readable images under label folders ({named}skipped: "
+                          f"{dict(skipped) or 'none'})")
     record.source_sha256 = {"listing": _listing_hash(good)}
     record.counts.rows_skipped = sum(skipped.values()) + len(report.bad_images) + len(report.refused_formats)
     with engine.begin() as conn:
@@ -277,3 +357,6 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
         report.source_split = dataset
         report.source_split_leaks = len(group_overlaps(
             [(r.patient, assignment[r.image_id], r.path) for r in records], []))
+        # The same file in several subsets leaks as surely as a shared patient, and is common in published sets.
+        report.source_split_identical_files = len(exact_duplicates(
+            [(facts.content_hash, image.subset, image.path) for image, facts in good]))

@@ -35,6 +35,7 @@ from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
 from .labels import LabelConflict, resolve_labels
 from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
+from .names import check_name, check_root
 from .stats import DatasetStats, dataset_stats
 from .synth import is_synthetic
 from .verify import FileFacts, inspect_files
@@ -104,22 +105,27 @@ def ingest_mura(
     verify: bool = False,
     labels_from: str | None = None,
     skip_bad: bool = False,
+    follow_symlinks: bool = False,
     progress: ProgressFactory = silent,
     on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Read, check and write one MURA download. Raises InputProblems, writing nothing, on bad input
-    unless `skip_bad`, in which case bad rows are left out and listed in the report. Every run that
-    changes anything, or is refused, interrupted or fails, leaves a row in the ingest log."""
+    unless `skip_bad`, in which case bad rows are left out and listed in the report. Options are checked
+    before anything is logged; every run that gets further and changes anything, or is refused,
+    interrupted or fails, leaves a row in the ingest log. With `verify`, images that symbolic links place
+    outside the root are bad rows unless `follow_symlinks`."""
+    check_name("dataset", dataset, "--dataset")
     options = {"parts": sorted(parts), "splits": list(splits), "verify": verify, "labels_from": labels_from,
-               "skip_bad": skip_bad}
-    record = IngestRecord("ingest", dataset, str(Path(root).expanduser().absolute()), options)
+               "skip_bad": skip_bad, **({"follow_symlinks": True} if follow_symlinks else {})}
+    record = IngestRecord("ingest", dataset, check_root(Path(root).expanduser().absolute()), options)
     # One ingest at a time per database: a second one waits, then finds the work done.
     with paused_gc(), on_interrupt(NOTHING_WRITTEN), exclusive(engine, "ingest", on_wait=on_wait), \
             logged_if_unapplied(engine, record):
-        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress, record)
+        return _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, follow_symlinks,
+                       progress, record)
 
 
-def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, progress,
+def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, follow_symlinks, progress,
             record: IngestRecord) -> IngestReport:
     manifest = read_manifest(root, parts, splits)
     record.source_root, record.source_sha256 = str(manifest.root), manifest.csv_sha256
@@ -131,11 +137,12 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
     left_out: list[tuple[str, str]] = []  # (path, reason): files --verify found and --skip-bad leaves out
     if verify:
         with progress(len(images), "Verifying images") as advance:
-            checks = inspect_files(manifest.root, [image.path for image in images], advance)
+            checks = inspect_files(manifest.root, [image.path for image in images], advance,
+                                   confined=not follow_symlinks)
         failed = set()
         for image, check in zip(images, checks):
             if check.error is not None:
-                problems.append(Problem(image.file, image.line, f"{check.error}: restore the file, "
+                problems.append(Problem(image.file, image.line, f"{check.error}: replace or restore the file, "
                                         "or leave it out with --skip-bad"))
                 failed.add(image.path)
                 left_out.append((image.path, check.error.replace(f"{manifest.root}/", "")))
@@ -206,6 +213,8 @@ def _write(
     study_ids, relabels = _write_studies(conn, report, dataset_id, patient_ids, {image.study for image in images},
                                          labels)
     moved_studies = _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
+    if report.root_changed_from:
+        _check_new_root(conn, dataset_id, report)
     if facts:  # --verify read every file: its duplicate groups land with it
         report.duplicate_groups = len(regroup(conn, dataset_id))
     if not relabels:
@@ -258,6 +267,20 @@ def _dataset_id(conn: Connection, report: IngestReport) -> int:
         # Synthetic data ingested before bonedb recorded it, or its marker removed on purpose: the source says.
         conn.execute(update(_datasets).where(_datasets.c.id == row.id).values(synthetic=report.synthetic))
     return row.id
+
+
+def _check_new_root(conn: Connection, dataset_id: int, report: IngestReport) -> None:
+    """A dataset read from a new folder keeps every image it has: each must be there, or the move is refused
+    (rolled back), since rows pointing at absent files would break export and training later."""
+    root = Path(report.root)
+    paths = conn.execute(select(_images.c.path).where(_images.c.dataset_id == dataset_id)).scalars().all()
+    absent = sorted(path for path in paths if not (root / path).is_file())
+    if absent:
+        raise BonedbError(
+            f"dataset {report.dataset!r} was read from {report.root_changed_from}; {report.root} lacks "
+            f"{len(absent):,} of its {len(paths):,} images (e.g. {absent[0]}): ingest this folder under "
+            "another --dataset name, or copy the missing files there first; nothing was written"
+        )
 
 
 def _patient_ids(conn: Connection, dataset_id: int) -> dict[str, int]:

@@ -16,6 +16,8 @@ from typing import NamedTuple
 from boneclf.errors import BonedbError, Problem
 from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS
 
+from .names import PATH_LENGTH
+
 DEFAULT_DATASET_DIR = "MURA-v1.1"
 LABELS_FROM = ("csv", "folder")
 
@@ -32,6 +34,7 @@ _IMAGE_FILE = re.compile(r"image(\d+)\.png")
 _EXPECTED_IMAGE = "{top}/<train|valid>/XR_<PART>/patient<5 digits>/study<N>_<positive|negative>/image<N>.png"
 _EXPECTED_STUDY = "{top}/<train|valid>/XR_<PART>/patient<5 digits>/study<N>_<positive|negative>/,<0|1>"
 _SUFFIX_LABEL = {"positive": 1, "negative": 0}
+LARGEST_NUMBER = 2**31 - 1  # study and image numbers are INTEGER columns
 
 
 # NamedTuples rather than dataclasses: a full MURA makes 40,000 of these, and they are built on the hot path.
@@ -152,6 +155,10 @@ class _Reader:
         if not (len(match["patient"]) == 5 and match["patient"].isdigit()):
             self.problem(name, number, f"patient id {match['patient']!r} is not 5 digits as in patient00001")
             return None
+        if int(match["study"]) > LARGEST_NUMBER:
+            self.problem(name, number, f"study number {match['study']} is larger than {LARGEST_NUMBER}: "
+                         "number studies 1, 2, 3, ... as MURA does")
+            return None
         return StudyKey(match["patient"], part, int(match["study"]), split)
 
     def _path_problem(self, path: str) -> str | None:
@@ -209,6 +216,10 @@ class _Reader:
             if (problem := self._path_problem(row)) is not None:
                 self.problem(name, number, problem)
                 continue
+            if len(row) > PATH_LENGTH:
+                self.problem(name, number, f"path of {len(row)} characters ({row[:60]}...); bonedb keeps at most "
+                             f"{PATH_LENGTH}: shorten the folder names")
+                continue
             folder, _, filename = row.rpartition("/")
             file_match = _IMAGE_FILE.fullmatch(filename)
             study = self.study_folders.get(folder)
@@ -234,6 +245,10 @@ class _Reader:
                              f"{self.seen_paths[row][1]}: delete one of the two lines")
                 continue
             image_number = int(file_match[1])
+            if image_number > LARGEST_NUMBER:
+                self.problem(name, number, f"image number {file_match[1]} in {row} is larger than {LARGEST_NUMBER}: "
+                             "number images 1, 2, 3, ... as MURA does")
+                continue
             if (key, image_number) in self.seen_images:
                 first_file, first_line = self.seen_images[(key, image_number)]
                 self.problem(name, number, f"duplicate: image{image_number} of {key.describe()} is already "

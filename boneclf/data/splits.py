@@ -28,6 +28,7 @@ from boneclf.errors import BonedbError
 from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.duplicates import group_memberships
+from boneclf.store.locks import exclusive
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import SplitRecord, dataset_id_of, get_split, split_images
 from boneclf.store.runs import runs_using_split
@@ -45,6 +46,7 @@ from boneclf.store.schema import (
 
 from .leak_groups import GROUP_BY, groups_from_pattern, leak_groups, read_group_csv
 from .leakage import group_overlaps
+from .names import check_name
 
 SUBSETS = ("train", "val", "test")
 TEST_FROM = ("official", "carve")
@@ -206,7 +208,9 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
     """Store a new split version; the same name and options again is a no-op, other options an error.
     No parts (an empty tuple) means every part the dataset has, `unknown` included."""
     options.validate()
-    with paused_gc(), engine.begin() as conn:
+    check_name("split", name, "split NAME")
+    # One creator at a time: a second `split create` of the same name waits, then finds it made (a no-op).
+    with paused_gc(), exclusive(engine, "split create"), engine.begin() as conn:
         dataset_id = dataset_id_of(conn, options.dataset)
         if not options.parts:
             options = replace(options, parts=dataset_parts(conn, dataset_id))
@@ -312,7 +316,8 @@ def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
     "re-bases" after a relabel. Images removed from the dataset since SOURCE was made are left out."""
     if name == source:
         raise BonedbError(f"split {source!r} cannot be re-based onto itself: name the new split")
-    with paused_gc(), engine.begin() as conn:
+    check_name("split", name, "split NAME")
+    with paused_gc(), exclusive(engine, "split create"), engine.begin() as conn:
         old = get_split(conn, source)
         rows = conn.execute(
             select(Image.id, Image.path, Patient.patient_key, Study.id, Study.body_part, Study.label,

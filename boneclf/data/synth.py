@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boneclf.errors import BonedbError
+from boneclf.files import AtomicTree
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.vocabulary import BODY_PARTS
@@ -31,7 +32,8 @@ _PARTS_PER_PATIENT = ((1, 0.87), (2, 0.11), (3, 0.02))
 _STUDIES_PER_PART = ((1, 0.94), (2, 0.05), (3, 0.01))
 _VIEWS_PER_STUDY = ((1, 0.13), (2, 0.31), (3, 0.33), (4, 0.17), (5, 0.06))
 _RGB_RATE = 0.05  # a few real MURA PNGs are stored as RGB
-# Beside the CSVs: says the pictures were drawn, so that ingest marks the dataset synthetic.
+# In MURA-v1.1/, beside the CSVs: says the pictures were drawn, so that ingest marks the dataset
+# synthetic, and that synth may replace this folder (never a real download).
 SYNTH_MARKER = "bonedb-synth.json"
 
 
@@ -131,7 +133,10 @@ def _weighted_sample(rng: random.Random, parts: list[str], k: int) -> list[str]:
 
 
 def write_csvs(out: Path, images: list[SynthImage]) -> None:
-    folder = out / DEFAULT_DATASET_DIR
+    _write_csvs(out / DEFAULT_DATASET_DIR, images)
+
+
+def _write_csvs(folder: Path, images: list[SynthImage]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
         rows = [i for i in images if i.split == split]
@@ -156,26 +161,38 @@ def synth_mura(
     write_images: bool = True,
     progress: ProgressFactory = silent,
 ) -> SynthReport:
-    """Write the CSVs and (unless `write_images` is False) every PNG under `out`."""
+    """Write the CSVs and (unless `write_images` is False) every PNG under `out`/MURA-v1.1, atomically:
+    the folder is built beside its place and renamed into it, so an interrupted run or a full disk leaves
+    nothing behind. A MURA-v1.1 folder already there is replaced only when synth made it."""
     if size < 32:
         raise BonedbError(f"--size {size} is too small to draw a bone: use 32 or more")
     out = Path(out)
     images = plan_dataset(patients, parts, positive_rate, seed)
-    if write_images:
-        with progress(len(images), "Drawing images") as advance:
-            for image in images:
-                write_image(out, image, size, seed)
-                advance(1)
-    write_csvs(out, images)
-    mark_synthetic(out, {"patients": patients, "parts": list(parts), "size": size, "positive_rate": positive_rate,
-                         "seed": seed})
+    folder = out / DEFAULT_DATASET_DIR
+    if folder.exists() and not (folder / SYNTH_MARKER).exists():
+        raise BonedbError(f"{folder} exists and was not written by bonedb synth: choose another OUT, or move "
+                          "that folder away first")
+    with AtomicTree(folder) as partial:
+        if write_images:
+            with progress(len(images), "Drawing images") as advance:
+                for image in images:
+                    _save(_draw(image.path, image.part, bool(image.label), size, seed),
+                          partial / image.path.split("/", 1)[1])
+                    advance(1)
+        _write_csvs(partial, images)
+        _write_marker(partial, {"patients": patients, "parts": list(parts), "size": size,
+                                "positive_rate": positive_rate, "seed": seed})
     return SynthReport(str(out), images)
 
 
 def mark_synthetic(out: Path, settings: dict) -> None:
     """Leave SYNTH_MARKER beside OUT's CSVs: `bonedb ingest` then records the dataset as synthetic, and reports
-    call it so. SETTINGS (what drew it) are written as they are, keys sorted: same settings, same bytes."""
-    folder = Path(out) / DEFAULT_DATASET_DIR
+    call it so."""
+    _write_marker(Path(out) / DEFAULT_DATASET_DIR, settings)
+
+
+def _write_marker(folder: Path, settings: dict) -> None:
+    """SETTINGS (what drew the data) are written as they are, keys sorted: same settings, same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"drawn_by": "bonedb synth", **settings}, sort_keys=True, indent=1) + "\n"
     (folder / SYNTH_MARKER).write_text(text, encoding="utf-8")
@@ -204,10 +221,13 @@ def planted_break(path: str, size: int, seed: int) -> tuple[float, float] | None
 
 
 def write_image(out: Path, image: SynthImage, size: int, seed: int) -> tuple[float, float] | None:
-    picture, break_at, rng = _draw(image.path, image.part, bool(image.label), size, seed)
+    return _save(_draw(image.path, image.part, bool(image.label), size, seed), out / image.path)
+
+
+def _save(drawn, target: Path) -> tuple[float, float] | None:
+    picture, break_at, rng = drawn
     if rng.random() < _RGB_RATE:
         picture = picture.convert("RGB")
-    target = out / image.path
     target.parent.mkdir(parents=True, exist_ok=True)
     picture.save(target, format="PNG")
     return break_at

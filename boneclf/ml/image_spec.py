@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from boneclf.data.formats import TRAINABLE_FORMATS
+from boneclf.data.pixels import UnknownFormat, check_pixels, max_pixels
 from boneclf.errors import BonedbError
 
 from .tf_env import tensorflow
@@ -79,7 +80,12 @@ class ImageSpec:
     # -- Eager helpers for single files (prediction, Grad-CAM) ---------------------------------------
     def load(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
-        bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes."""
+        bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes, and
+        for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
+        try:
+            check_pixels(data)
+        except UnknownFormat as exc:  # no size to check: nothing may decode it unbounded
+            raise BonedbError(f"not a readable image ({exc})") from None
         tf = tensorflow()
         try:
             full = decode_full(tf.constant(data))
@@ -115,8 +121,12 @@ def decode_full(data):
 
     The format comes from the bytes, not the file name. TensorFlow decodes GIF only to 3 channels
     (asking it for 1 fails, and the pipeline would drop the file), so a GIF is decoded in colour
-    and made gray; every other format keeps the single-channel decode it always had."""
+    and made gray; every other format keeps the single-channel decode it always had. An image over the
+    pixel limit (`boneclf.data.pixels`, read from its header) fails before any decode, as a corrupt file
+    does: the pipeline drops it."""
     tf = tensorflow()
+    with tf.control_dependencies([_within_pixel_limit(data)]):
+        data = tf.identity(data)
     is_gif = tf.equal(tf.strings.substr(data, 0, 3), "GIF")
     image = tf.cond(
         is_gif,
@@ -125,6 +135,24 @@ def decode_full(data):
     )
     image.set_shape([None, None, 1])
     return image
+
+
+def _within_pixel_limit(data):
+    """An op that fails (InvalidArgumentError) when the header of DATA claims more pixels than the limit."""
+    tf = tensorflow()
+    pixels = tf.numpy_function(_header_pixels, [data], tf.int64, stateful=False)
+    return tf.debugging.assert_less_equal(pixels, tf.constant(max_pixels(), tf.int64),
+                                          message="over bonedb's pixel limit (BONEDB_MAX_PIXELS), or no "
+                                                  "header whose size bonedb can read")
+
+
+def _header_pixels(data) -> np.int64:
+    if isinstance(data, np.ndarray):  # eagerly, a 0-d array of Python bytes; in a tf.data graph, bytes
+        data = data.item()
+    try:
+        return np.int64(check_pixels(data).pixels)
+    except BonedbError:  # over the limit, or no header known: refused all the same
+        return np.int64(np.iinfo(np.int64).max)
 
 
 def spec_for(arch: str, size: int, *, pad: bool = False, canny: bool = False) -> ImageSpec:

@@ -17,6 +17,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from boneclf.data.image_names import free_path, identify_images, picture_name
+from boneclf.data.verify import read_regular
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
 from boneclf.store.queries import ImageIdentity
@@ -245,11 +246,13 @@ def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
 
 def _read(path: Path) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return read_regular(Path(path))  # a FIFO named like an image would block forever
     except FileNotFoundError:
         raise BonedbError(f"{path}: no such file") from None
     except OSError as exc:
         raise BonedbError(f"{path}: cannot read ({exc.strerror})") from None
+    except BonedbError as exc:
+        raise BonedbError(f"{path}: {exc}") from None
 
 
 def _studies(images: list[ImageResult]) -> list[StudyResult]:

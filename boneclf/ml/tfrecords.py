@@ -56,7 +56,7 @@ def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE
     spec = ImageSpec(image_size, pad=pad, canny=canny) if image_size else None
     out = Path(out).absolute()
     split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord", include_flagged)
-    check_target(out, force, confirm)
+    stale = check_target(out, force, confirm)
     report = new_report(out, name, stage, "copy", "tfrecord", entries)
     report.flagged_left_out = 0 if include_flagged else flagged_count(engine, name, parts)
     class_names = sorted({e.part for e in entries}) if stage == BODYPART else FRACTURE_CLASSES
@@ -69,7 +69,7 @@ def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE
                      extra={"image_spec": stored, "class_names": class_names, "shard_size": shard_size,
                             "shards": shards,
                             "pixels": "uint8 (size, size, 1), row-major" if spec else "encoded file bytes"})
-    report.replaced_previous = tree.replaced
+    report.replaced_previous, report.stale_removed = tree.replaced, stale + tree.stale_removed
     return report
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from boneclf.errors import BonedbError
 from boneclf.results import json_dumps
@@ -36,7 +36,13 @@ def resolve_url(url: str | None = None, cwd: Path | None = None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, safe to print or log, even when it does not parse."""
+    """The URL with its password replaced by ***, safe to print or log, even when it does not parse.
+
+    The password is everything between the user's colon and the LAST @ before the host: SQLAlchemy
+    stops at the first @, so an unescaped @ in a password would leave its tail in the host."""
+    masked = _URL_PASSWORD.sub(lambda m: m["head"] + "***@", url, count=1)
+    if masked != url:
+        return masked
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
@@ -64,9 +70,15 @@ def scrub(text: str, url: str) -> str:
 def parse_url(url: str) -> URL:
     """The parsed URL, or a one-line error saying what is wrong and what it should look like."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise BonedbError(f"cannot parse database URL {mask_url(url)!r} ({exc}): write it as {URL_EXAMPLES}") from None
+    if "@" in (parsed.host or ""):
+        # user:p@ss@host parses as password "p", host "ss@host": the connection would fail, and its
+        # error would print the password's tail as a host name.
+        raise BonedbError(f"database URL {mask_url(url)} has an @ in its password: write it as %40 "
+                          "(URL-encode the password's @, : and / characters)")
+    return parsed
 
 
 def sqlite_path(parsed: URL) -> Path | None:
@@ -100,6 +112,7 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
         return engine
     if backend == "mysql":
         _check_mysql_driver(parsed)
+        _check_mysql_url(parsed, mask_url(url))
         # utf8mb4 so that any path a dataset holds round-trips; pool_pre_ping survives server restarts.
         query = dict(parsed.query)
         query.setdefault("charset", "utf8mb4")
@@ -108,6 +121,28 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
         f"unsupported database {backend!r} in {mask_url(url)}: bonedb supports MySQL/MariaDB "
         f"(mysql+pymysql://) and SQLite (sqlite:///): write it as {URL_EXAMPLES}"
     )
+
+
+# The URL options PyMySQL reads as files: a missing one fails at connect time without its name.
+_SSL_FILES = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_capath")
+
+
+def _check_mysql_url(parsed: URL, shown: str) -> None:
+    """What the driver would trip over later with a message naming nothing: no database, another
+    character set, a TLS file that is not there. SHOWN is the URL as the user wrote it, masked."""
+    if not parsed.database:
+        raise BonedbError(f"database URL {shown} names no database: add one after the port, e.g. "
+                          f"{parsed.set(database='bonedb').render_as_string(hide_password=True)}")
+    charset = parsed.query.get("charset")
+    if charset is not None and charset != "utf8mb4":
+        raise BonedbError(f"database URL {shown} asks for charset={charset}: bonedb stores file names as utf8mb4 "
+                          "(any name a file system holds); remove the charset option")
+    for option in _SSL_FILES:
+        value = parsed.query.get(option)
+        path = Path(value[0] if isinstance(value, tuple) else value).expanduser() if value else None
+        if path is not None and not path.exists():
+            raise BonedbError(f"database URL {shown}: {option} {path}: no such file; give the path of the "
+                              "server's certificate files")
 
 
 def _check_mysql_driver(parsed: URL) -> None:
@@ -123,3 +158,40 @@ def _check_mysql_driver(parsed: URL) -> None:
 def describe(engine: Engine) -> str:
     """The engine's URL with the password masked."""
     return engine.url.render_as_string(hide_password=True)
+
+
+def create_database(engine: Engine) -> bool:
+    """Create the URL's MySQL database (utf8mb4) when the server lacks it; True when it was created.
+
+    When the user may not create databases, the error gives the statement an administrator runs."""
+    if engine.url.get_backend_name() != "mysql":
+        return False
+    name = engine.url.database
+    server = create_engine(engine.url._replace(database=None), json_serializer=json_dumps)  # set() keeps a None
+    statement = f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
+    try:
+        with server.connect() as conn:
+            if conn.exec_driver_sql("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                                    (name,)).first() is not None:
+                return False
+            try:
+                conn.exec_driver_sql(statement.replace("%", "%%"))
+            except DBAPIError as exc:
+                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+                if code in (1044, 1045, 1227):  # access denied
+                    user = engine.url.username or "bonedb"
+                    raise BonedbError(
+                        f"user {user!r} may neither use nor create database {name!r} on {engine.url.host}: ask an "
+                        f"administrator to run {statement}; GRANT ALL ON `{name}`.* TO '{user}'@'%'; then run "
+                        "`bonedb db upgrade` again") from None
+                raise
+            return True
+    finally:
+        server.dispose()
+
+
+def unknown_database(exc: BaseException) -> bool:
+    """Whether EXC is MySQL's unknown database (1049), or access denied to a database (1044: what a user
+    without rights to it is told, whether or not it exists)."""
+    orig = getattr(exc, "orig", None)
+    return orig is not None and bool(orig.args) and orig.args[0] in (1044, 1049)

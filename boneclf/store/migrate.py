@@ -11,12 +11,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from boneclf.errors import BonedbError, SchemaNotAtHead
 from boneclf.results import Result
 
-from .engine import describe
+from .engine import create_database, describe, unknown_database
 
 MIGRATIONS_PACKAGE = "boneclf.migrations"
 
@@ -63,9 +65,17 @@ def state(engine: Engine) -> SchemaState:
     return SchemaState(describe(engine), current_revision(engine), head_revision())
 
 
-def upgrade(engine: Engine, revision: str = "head") -> SchemaChange:
-    """Apply migrations up to `revision`."""
-    before = current_revision(engine)
+def upgrade(engine: Engine, revision: str = "head", *, create: bool = False) -> SchemaChange:
+    """Apply migrations up to `revision`. With `create`, a MySQL database the server lacks is created
+    first (utf8mb4), or the error says what an administrator must run."""
+    try:
+        before = current_revision(engine)
+    except OperationalError as exc:
+        if not (create and unknown_database(exc)):
+            raise
+        engine.dispose()
+        create_database(engine)
+        before = current_revision(engine)
     _run(engine, command.upgrade, revision)
     return SchemaChange(describe(engine), before, current_revision(engine))
 
@@ -83,7 +93,16 @@ def downgrade(engine: Engine, revision: str, *, confirm: Callable[[str], bool] |
     return SchemaChange(describe(engine), before, current_revision(engine))
 
 
+def revisions() -> list[str]:
+    """Every revision, oldest first."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+
+
 def _run(engine: Engine, action, revision: str) -> None:
+    if revision not in ("head", "base", *revisions()):
+        raise BonedbError(f"no schema revision {revision!r}: choose base, head or one of {', '.join(revisions())} "
+                          "(`bonedb db current` shows where the database is)")
     config = alembic_config()
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -96,7 +115,10 @@ def _run(engine: Engine, action, revision: str) -> None:
         try:
             with conn.begin():
                 config.attributes["connection"] = conn
-                action(config, revision)
+                try:
+                    action(config, revision)
+                except CommandError as exc:  # e.g. a downgrade "to" a revision above the current one
+                    raise BonedbError(f"bonedb db: {exc} (`bonedb db current` shows where the database is)") from None
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                     raise RuntimeError("a migration left rows whose foreign keys point nowhere; rolled back")
         finally:

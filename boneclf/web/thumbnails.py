@@ -12,6 +12,9 @@ from pathlib import Path
 from PIL import Image
 
 from boneclf.data.hashing import content_hash
+from boneclf.data.pixels import open_image
+from boneclf.data.verify import read_regular
+from boneclf.errors import BonedbError
 from boneclf.files import atomic_path
 
 from .errors import CannotShow
@@ -31,7 +34,7 @@ def file_hash(path: Path) -> str:
     if key not in _DIGESTS:
         if len(_DIGESTS) >= _DIGESTS_KEPT:
             _DIGESTS.clear()
-        _DIGESTS[key] = content_hash(path.read_bytes())
+        _DIGESTS[key] = content_hash(read_regular(path))
     return _DIGESTS[key]
 
 
@@ -45,10 +48,10 @@ def thumbnail(cache_dir: Path, source: Path, size: int, known_hash: str | None =
     if target.is_file():
         return target
     try:
-        with Image.open(source) as picture:
+        with open_image(read_regular(source)) as picture:  # over the pixel limit: refused before decoding
             small = picture.convert("L")
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, BonedbError) as exc:  # the file's fault, not a 500
         raise CannotShow(f"{source.name} cannot be decoded for a thumbnail: {exc}") from None
     with atomic_path(target) as temporary:
         small.save(temporary, "JPEG", quality=85)
