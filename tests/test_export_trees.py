@@ -96,10 +96,11 @@ def test_names_made_safe_never_collide_and_stay_the_same(db_url, engine, tmp_pat
         rows = list(csv.DictReader(fh))
     assert len({row["exported_path"] for row in rows}) == 8
     assert all((out / row["exported_path"]).is_file() for row in rows)
-    # Three patients ("a b", "a_b", "a+b") meet in the name a_b: where two land in one folder, both are tagged.
-    tagged = [row for row in rows if re.search(r"_image\d-[0-9a-f]{8}$", Path(row["exported_path"]).stem)]
-    assert tagged and all("patienta_b_" in row["exported_path"] for row in tagged)
-    assert all("patientc_" not in row["exported_path"] or row not in tagged for row in rows)
+    # A folder set's files are named after their source paths, and "a b_1", "a_b_1" and "a+b_1" all become
+    # a_b_1: where two land in one folder, both are tagged with a hash of their own source path.
+    tagged = [row for row in rows if re.search(r"-[0-9a-f]{8}$", Path(row["exported_path"]).stem)]
+    assert tagged and all(re.search(r"_a_b_[12]-", row["exported_path"]) for row in tagged)
+    assert not any("c_" in Path(row["exported_path"]).name for row in tagged)
     again = tmp_path / "again"
     export_split(engine, "s", again)
     assert (again / "manifest.csv").read_bytes() == (out / "manifest.csv").read_bytes()

@@ -153,7 +153,7 @@ def test_duplicates_and_audit_name_a_bomb_ingested_without_verify(db_url, engine
     assert victim in line and "50000 x 50000" in line
 
 
-def test_a_bombs_thumbnail_is_refused_with_400_not_500(db_url, engine, mura, tmp_path):
+def test_a_bombs_thumbnail_is_refused_with_422_not_500(db_url, engine, mura, tmp_path):
     from boneclf.web.app import create_app
 
     ingest_mura(engine, mura)
@@ -162,7 +162,7 @@ def test_a_bombs_thumbnail_is_refused_with_400_not_500(db_url, engine, mura, tmp
     png_header_bomb(mura / path)
     with TestClient(create_app(db_url, cache_dir=tmp_path / "cache")) as client:
         response = client.get(f"/images/{image_id}/thumbnail")
-    assert response.status_code == 400
+    assert response.status_code == 422  # the server's answer for any stored picture it cannot decode
     assert "50000 x 50000" in response.json()["detail"]
 
 

@@ -19,11 +19,14 @@ from boneclf.store.runs import create_run, save_evaluation, set_status
 from boneclf.vocabulary import BODY_PARTS
 
 
-def test_evaluation_and_the_run_folder_load_without_the_trainer_or_keras():
+def test_evaluation_and_the_run_folder_load_without_the_trainer_or_keras(tmp_path):
+    # Run from an empty folder: from the checkout, `python -c` would import the source tree's boneclf, which
+    # (installed, not editable) has no boneclf.cli: setuptools maps that package from cli/.
     code = ("import sys; import boneclf.ml.evaluation, boneclf.ml.run_folder, boneclf.cli.runs; "
             "print(sorted(m for m in ('boneclf.ml.training', 'boneclf.ml.job', 'keras', 'tensorflow') "
             "if m in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=tmp_path).stdout.strip()
     assert loaded == "[]"
 
 

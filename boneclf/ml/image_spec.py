@@ -84,8 +84,8 @@ class ImageSpec:
         for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
         try:
             check_pixels(data)
-        except UnknownFormat as exc:  # no size to check: nothing may decode it unbounded
-            raise BonedbError(f"not a readable image ({exc})") from None
+        except UnknownFormat:  # no size to check: nothing may decode it unbounded; Pillow says what it is
+            raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
         tf = tensorflow()
         try:
             full = decode_full(tf.constant(data))

@@ -50,12 +50,13 @@ class DatasetFacts(NamedTuple):
     """What a dataset is, as reports must describe it."""
 
     name: str
-    kind: str  # mura or folder: the reader that made it
+    kind: str  # mura, folder or dicom: the reader that made it
     synthetic: bool  # drawn by `bonedb synth`, not radiographs of people
 
     @property
     def nature(self) -> str:
-        """"synthetic", "mura" (MURA's own radiographs and labels) or "folder" (a class-folder set)."""
+        """"synthetic", "mura" (MURA's own radiographs and labels), "folder" (a class-folder set) or "dicom"
+        (a PACS export)."""
         return "synthetic" if self.synthetic else self.kind
 
 

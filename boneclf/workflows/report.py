@@ -75,6 +75,7 @@ MURA_BASELINE_KAPPA = {
 # What each kind of data is, in a few words: the report never lets synthetic data pass for radiographs.
 DATA_WORDS = {"mura": "MURA radiographs, labelled by radiologists",
               "folder": "a class-folder set, labelled by its folder names",
+              "dicom": "radiographs from a PACS export, labelled as its label map says",
               "synthetic": "synthetic: drawn by bonedb synth, not radiographs of people"}
 AVERAGE_NAMES = {"macro avg": "mean over parts", "weighted avg": "mean weighted by images"}
 # A cell that reads as a figure (right-aligned): a number, a number with its interval, or "n/a".
