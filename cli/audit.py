@@ -7,7 +7,6 @@ import sys
 import click
 
 from boneclf.data.audit import DatasetAudit, SplitAudit, audit_dataset, audit_split
-from boneclf.data.leakage import NEAR_DUPLICATE_BITS
 from boneclf.results import plural
 
 from .context import Database, pass_db
@@ -29,21 +28,19 @@ def audit():
 
 @audit.command("split")
 @click.argument("name")
-@click.option("--near-bits", default=NEAR_DUPLICATE_BITS, show_default=True,
-              help="Perceptual-hash distance (of 256 bits) at or below which two images are near-duplicates.")
-@click.option("--no-near", is_flag=True, help="Skip the near-duplicate search.")
 @json_option
 @pass_db
-def split_(database: Database, name, near_bits, no_near, json_mode):
-    """Patients, studies, identical files and near-duplicate images shared by subsets of split NAME.
-    Also says, in one line, when labels changed in the dataset since the split was made.
+def split_(database: Database, name, json_mode):
+    """Patients, studies, identical files and duplicate groups shared by subsets of split NAME. Copies of
+    one picture are judged as `split create` judges them (the dataset's duplicate groups, computed first
+    for images ingested without --verify). Also says, in one line, when labels changed since the split
+    was made. Exits 1 when something leaks.
 
     \b
     Example:
       bonedb audit split hs-v1
     """
-    report = audit_split(database.engine, name, near_bits=near_bits, near=not no_near,
-                         progress=progress_for(json_mode))
+    report = audit_split(database.engine, name, progress=progress_for(json_mode))
     emit(report, json_mode, _human_split)
     if report.leaks:
         sys.exit(1)
@@ -58,9 +55,10 @@ def _human_split(report: SplitAudit) -> None:
              lambda f: f"{f['kind']} {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     _section("identical files in several subsets", report.exact_duplicates,
              lambda f: f"{', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
-    _section(f"near-duplicate images across subsets (distance <= {report.near_bits} bits)", report.near_duplicates,
-             lambda f: f"distance {f['distance']}: " + " ~ ".join(f["paths"]))
-    _section("duplicate groups (copies, flips, rotations, re-encodings) across subsets", report.duplicate_groups,
+    if report.grouped_now:
+        click.echo("note: images never examined for copies were hashed and the duplicate groups computed now")
+    _section("duplicate groups (the same picture turned, flipped, cropped, re-encoded) across subsets",
+             report.duplicate_groups,
              lambda f: f"group {f['key']} in {', '.join(f['subsets'])}: " + "; ".join(f["paths"][:4]))
     for subset, copies in sorted(report.within_subset_copies.items()):
         click.echo(f"within {subset}: {plural(copies, 'redundant identical copy', 'redundant identical copies')} "

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, func, select
 
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
@@ -15,9 +15,10 @@ from boneclf.store.duplicates import group_memberships
 from boneclf.store.flags import flagged_in_dataset
 from boneclf.store.provenance import LabelChanges, label_changes
 from boneclf.store.queries import dataset_id_of, dataset_root, get_split, split_images
-from boneclf.store.schema import Image, IngestExclusion
+from boneclf.store.schema import Dataset, Image, IngestExclusion
 
-from .leakage import NEAR_DUPLICATE_BITS, exact_duplicates, group_overlaps, near_duplicates
+from .duplicates import compute_duplicates
+from .leakage import exact_duplicates, group_overlaps
 from .names import printable
 from .verify import inspect_files
 
@@ -31,41 +32,44 @@ class SplitAudit(Result):
     images: int
     overlaps: list[dict] = field(default_factory=list)  # patients and studies in several subsets
     exact_duplicates: list[dict] = field(default_factory=list)
-    near_duplicates: list[dict] = field(default_factory=list)
-    # Stored duplicate groups (`bonedb duplicates`) whose members lie in several subsets: the same
-    # picture flipped, rotated, cropped or re-encoded, which the pairwise hash above misses.
+    # Duplicate groups (`bonedb duplicates`: the same picture, verified on the pixels, as stewards decided)
+    # whose members lie in several subsets. The one judgement `split create` also uses: a split stored as
+    # clean is clean here.
     duplicate_groups: list[dict] = field(default_factory=list)
     within_subset_copies: dict[str, int] = field(default_factory=dict)  # subset -> redundant identical files
     unhashed: list[str] = field(default_factory=list)  # files that could not be read to hash
-    near_bits: int = NEAR_DUPLICATE_BITS
+    grouped_now: bool = False  # the dataset's groups were computed by this audit (images never examined)
     label_changes: LabelChanges | None = None  # since the split was made (not a leak; said in one line)
 
     computed = ("leaks",)
 
     @property
     def leaks(self) -> bool:
-        return bool(self.overlaps or self.exact_duplicates or self.near_duplicates or self.duplicate_groups)
+        return bool(self.overlaps or self.exact_duplicates or self.duplicate_groups)
 
 
-def audit_split(
-    engine: Engine, name: str, *, near_bits: int = NEAR_DUPLICATE_BITS, near: bool = True,
-    progress: ProgressFactory = silent,
-) -> SplitAudit:
-    """Patient and study overlap, exact and near-duplicate images across the subsets of split NAME.
+def audit_split(engine: Engine, name: str, *, progress: ProgressFactory = silent) -> SplitAudit:
+    """Patient and study overlap, identical files and duplicate groups across the subsets of split NAME.
 
-    Images ingested without --verify have no hashes yet: they are read and hashed now, and the
-    hashes stored, so the next audit is quick.
+    Patients, studies and identical bytes are checked here, independently of anything stored. Whether two
+    different files are the same picture is the duplicate groups' judgement, the one `split create` uses:
+    when the dataset holds images never examined for copies (ingested without --verify), they are hashed
+    and the groups computed first (`duplicates compute`), and stored, so the next audit is quick.
     """
     with paused_gc():
         with engine.connect() as conn:
             split = get_split(conn, name)
-            root = dataset_root(conn, split.dataset_id)
             changes = label_changes(conn, split)
-        report = SplitAudit(name, 0, near_bits=near_bits, label_changes=changes)
+            dataset = conn.execute(select(Dataset.name).where(Dataset.id == split.dataset_id)).scalar_one()
+            unexamined = conn.execute(select(func.count()).select_from(Image).where(
+                Image.dataset_id == split.dataset_id,
+                Image.content_hash.is_(None) | Image.near_hash.is_(None) | Image.picture_signature.is_(None))
+            ).scalar_one()
+        report = SplitAudit(name, 0, label_changes=changes)
+        if unexamined:
+            computed = compute_duplicates(engine, dataset, progress=progress)
+            report.unhashed, report.grouped_now = computed.unreadable, True
         rows = _split_rows(engine, split.id)
-        if any(r.content_hash is None or r.perceptual_hash is None for r in rows):
-            report.unhashed = _hash_missing(engine, root, rows, progress)
-            rows = _split_rows(engine, split.id)
         report.images = len(rows)
         report.overlaps = group_overlaps(
             [(r.patient, r.subset, r.path) for r in rows],
@@ -74,13 +78,8 @@ def audit_split(
         report.exact_duplicates = exact_duplicates([(r.content_hash, r.subset, r.path) for r in rows])
         report.within_subset_copies = within_subset_copies([(r.content_hash, r.subset) for r in rows])
         with engine.connect() as conn:
-            memberships = group_memberships(conn, split.dataset_id)
+            memberships = group_memberships(conn, split.dataset_id, kinds=("near",))
         report.duplicate_groups = crossing_groups(memberships, {r.image_id: (r.subset, r.path) for r in rows})
-        if near:
-            found = near_duplicates([(r.perceptual_hash, r.subset, r.path) for r in rows], near_bits)
-            # A pair of identical files is already listed as an exact duplicate.
-            by_path = {f"{r.subset}: {r.path}": r.content_hash for r in rows}
-            report.near_duplicates = [f for f in found if by_path[f["paths"][0]] != by_path[f["paths"][1]]]
     return report
 
 
@@ -112,29 +111,6 @@ def crossing_groups(memberships: dict[int, list[int]], where: dict[int, tuple[st
 def _split_rows(engine: Engine, split_id: int) -> list:
     with engine.connect() as conn:
         return split_images(conn, split_id)
-
-
-def _hash_missing(engine: Engine, root: Path, rows, progress) -> list[str]:
-    todo = [r for r in rows if r.content_hash is None or r.perceptual_hash is None]
-    with progress(len(todo), "Hashing images") as advance:
-        checks = inspect_files(root, [r.path for r in todo], advance)
-    updates, failed = [], []
-    for row, check in zip(todo, checks):
-        if check.facts is None:
-            failed.append(check.error)
-            continue
-        f = check.facts
-        updates.append({"b_id": row.image_id, "b_size": f.file_size, "b_w": f.width, "b_h": f.height,
-                        "b_hash": f.content_hash, "b_phash": f.perceptual_hash})
-    if updates:
-        with engine.begin() as conn:
-            conn.execute(
-                update(_images).where(_images.c.id == bindparam("b_id")).values(
-                    file_size=bindparam("b_size"), width=bindparam("b_w"), height=bindparam("b_h"),
-                    content_hash=bindparam("b_hash"), perceptual_hash=bindparam("b_phash")),
-                updates,
-            )
-    return failed
 
 
 @dataclass

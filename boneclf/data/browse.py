@@ -238,14 +238,15 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
 
 
 def unhashed_images(engine: Engine, split: str) -> int:
-    """Images of split SPLIT without content or perceptual hash (ingested without --verify): an audit
-    must read and hash them first."""
+    """Images of split SPLIT never examined for copies (ingested without --verify, or before duplicate
+    verification): an audit must read and hash them, and compute the groups, first."""
     with engine.connect() as conn:
         return conn.execute(
             select(func.count()).select_from(SplitAssignment)
             .join(SplitVersion, SplitVersion.id == SplitAssignment.split_id)
             .join(Image, Image.id == SplitAssignment.image_id)
-            .where(SplitVersion.name == split, (Image.content_hash.is_(None)) | (Image.perceptual_hash.is_(None)))
+            .where(SplitVersion.name == split, Image.content_hash.is_(None) | Image.near_hash.is_(None)
+                   | Image.picture_signature.is_(None))
         ).scalar_one()
 
 
@@ -351,14 +352,13 @@ class LeakImage(Result):
 @dataclass
 class LeakRow(Result):
     """One thing a split audit found in several subsets: a patient, a study, identical files, a
-    near-duplicate pair or a stored duplicate group, with its images."""
+    stored duplicate group, with its images."""
 
     kind: str
-    key: str | None  # the patient, study id, content hash or group id; None for a near pair
+    key: str | None  # the patient, study id, content hash or group id
     subsets: list[str]
     images: list[LeakImage]
     group_id: int | None  # a stored duplicate group's id: its page shows the members side by side
-    distance: int | None  # bits between a near-duplicate pair
 
 
 @dataclass
@@ -396,5 +396,5 @@ def leak_page(engine: Engine, dataset: str, leaks: list[dict], page: int = 1, pe
         group = leak.get("key") if leak["kind"] == "duplicate group" else None
         rows.append(LeakRow(leak["kind"], leak.get("key"), leak["subsets"],
                             [LeakImage(subset, path, *found.get(path, (None, None))) for subset, path in images],
-                            int(group) if group is not None else None, leak.get("distance")))
+                            int(group) if group is not None else None))
     return LeakPage(len(leaks), page, per_page, rows)

@@ -375,9 +375,9 @@ def _write(conn: Connection, dataset_id: int, stored: _Stored, new: list[ReadIma
         numbers[study_id] += 1
         image_rows.append((dataset_id, study_id, path, numbers[study_id], fact.file_size, fact.width, fact.height,
                            fact.content_hash, fact.perceptual_hash, fact.near_hash, fact.file_format,
-                           fact.rotation_signature))
+                           fact.picture_signature))
     insert_rows(conn, _images, ("dataset_id", "study_id", "path", "image_number", "file_size", "width", "height",
-                                "content_hash", "perceptual_hash", "near_hash", "file_format", "rotation_signature"),
+                                "content_hash", "perceptual_hash", "near_hash", "file_format", "picture_signature"),
                 image_rows)
     report.images_added = len(image_rows)
     if new:

@@ -2,32 +2,29 @@
 
 Two kinds, both stored by `boneclf.store.duplicates`:
 - **exact**: files with the same sha256 (two or more of them);
-- **near**: pictures that match (`match_pairs`), joined transitively, closest pairs first. Two
-  pictures match when their near hashes (`hashing.near_hash`) differ by at most NEAR_THRESHOLD bits
-  in some orientation (the 8 flips and 90-degree rotations) and their rotation signatures
-  (`hashing.rotation_signature`) confirm it, or when the rotation signatures alone say they are the
-  same picture turned by up to 15 degrees from a quarter turn, flipped or not (the near hash loses
-  such copies beyond about 2 degrees). A near group is only stored when it holds two or more
-  *different* files: byte copies alone are an exact group.
+- **near**: pictures that `same_picture.verify_pair` confirmed are the same radiograph (turned,
+  flipped, cropped, rescaled, re-encoded, relabelled), joined through confirmed pairs only, plus what
+  a steward decided (`bonedb duplicates confirm|reject`).
 
-Matching is not quadratic. Multi-index hashing: the 63 informative bits are cut into
-`threshold + 1` chunks, and two hashes within `threshold` bits agree exactly on at least one chunk
-(pigeonhole), so only images sharing a chunk value are compared. Each image's 8 orientations are
-looked up against every image's stored hash. Rotation candidates are the pairs whose
-rotation-invariant vectors (a few dozen floats per picture) are nearly parallel, found by blocked
-matrix products: quadratic, but n^2 dot products of 48 floats (measured in BENCHMARKS.md). Only
-candidates are correlated at every allowed turn. Union-find joins the matches into groups.
+One judgement, used everywhere: ingest, `duplicates compute`, `split create`, `audit split`, `stats`,
+`serve` and the report all read the groups stored here. Candidates come from `candidates` (keypoints
+through a binary index, and the near hash in its 8 orientations); each candidate pair of contents is
+verified on the pixels once, and its verdict kept in `picture_pairs` (store.picture_pairs), so that
+recomputing, re-ingesting or a steward's decision never verifies a pair twice.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.duplicates import (
@@ -37,33 +34,20 @@ from boneclf.store.duplicates import (
     list_duplicate_groups,
     replace_groups,
 )
+from boneclf.store.picture_pairs import confirmed_among, known_verdicts, save_verdicts, steward_decisions
 from boneclf.store.queries import dataset_id_of, dataset_root
-from boneclf.store.schema import Image
+from boneclf.store.reviews import ReviewRecord, review_group
+from boneclf.store.schema import Dataset, DuplicateGroup, DuplicateMember, Image
 
-from .hashing import (
-    NEAR_METHOD,
-    POLAR_METHOD,
-    dihedral_variants,
-    rotation_invariants,
-    rotation_spectra,
-    signature_array,
-    spectra_scores,
-)
-from .verify import inspect_files
+from .candidates import local_candidates
+from .hashing import dihedral_variants
+from .same_picture import METHOD, MIN_SCORE, Picture, Verdict, verify_pair
+from .verify import inspect_files, read_regular
 
-# Bits (of 63) at or below which two pictures are near duplicates: chosen on the measurements of
-# benchmarks/near_duplicate_benchmark.py (BENCHMARKS.md, "Near duplicates").
-NEAR_THRESHOLD = 6
-# Distinct pictures at most in one near group (see `components`).
-NEAR_GROUP_CAP = 16
 EXACT_METHOD = "sha256"
-# Rotation signatures (`hashing.rotation_signature`): pairs whose invariants have a cosine of at least
-# ROTATION_CANDIDATE are checked, and those whose best-turn correlation reaches ROTATION_SCORE match.
-# A near-hash match must also reach NEAR_CONFIRM_SCORE when both pictures have a signature. Chosen on
-# benchmarks/near_duplicate_benchmark.py (BENCHMARKS.md, "Near duplicates").
-ROTATION_CANDIDATE = 0.995
-ROTATION_SCORE = 0.985
-NEAR_CONFIRM_SCORE = 0.75
+# Near-hash bits (of 63, best of the 8 orientations) within which two pictures are a candidate: wide,
+# since the verdict is made on the pixels (BENCHMARKS.md, "Same picture").
+CANDIDATE_BITS = 6
 
 _SHIFTS = np.arange(62, -1, -1, dtype=np.uint64)  # bits 1..63 (the DC bit, the top one, is always 0)
 
@@ -83,7 +67,7 @@ def _chunk_keys(bits: np.ndarray, chunks: int) -> list[np.ndarray]:
     return keys
 
 
-def near_pairs(hashes: Sequence[int] | np.ndarray, max_bits: int = NEAR_THRESHOLD, block: int = 10_000
+def near_pairs(hashes: Sequence[int] | np.ndarray, max_bits: int = CANDIDATE_BITS, block: int = 10_000
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, bits) for every pair i < j whose hashes differ by at most MAX_BITS in some orientation,
     each pair once with its smallest distance. `block` bounds the memory of one lookup round."""
@@ -167,150 +151,188 @@ def components(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray, distances: np.n
     return [members for _, members in sorted(found.items()) if len(members) > 1]
 
 
-def rotation_pairs(signatures: np.ndarray, min_score: float = ROTATION_SCORE,
-                   min_similarity: float = ROTATION_CANDIDATE, block: int = 1024,
-                   spectra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, score) for every pair i < j of signatures (uint8 rows) that are the same picture turned
-    by up to POLAR_MAX_TURN degrees from a quarter turn, flipped or not.
-
-    Candidates are the pairs whose rotation invariants are nearly parallel, found block by block with
-    matrix products; only those are correlated at every allowed turn."""
-    n = len(signatures)
-    empty = np.zeros(0, dtype=np.int64)
-    if n < 2:
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    spectra = rotation_spectra(signatures) if spectra is None else spectra
-    invariants = rotation_invariants(signatures, spectra=spectra)
-    # Sorted along their main axis of variation: two unit vectors with a cosine of c lie within
-    # sqrt(2 - 2c) of each other, so also along that axis, and each block of rows is compared only
-    # with the rows that far ahead of it in this order (measured: BENCHMARKS.md).
-    centred = invariants - invariants.mean(axis=0)
-    axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
-    position = centred @ axis
-    order = np.argsort(position, kind="stable")
-    invariants, position = invariants[order], position[order]
-    reach = np.sqrt(max(0.0, 2 - 2 * min_similarity)) + 1e-6
-    found_i, found_j = [], []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        end = int(np.searchsorted(position, position[stop - 1] + reach, side="right"))
-        similar = invariants[start:stop] @ invariants[start:end].T
-        rows, cols = np.nonzero(similar >= min_similarity)
-        rows, cols = rows + start, cols + start
-        keep = rows < cols
-        found_i.append(order[rows[keep]])
-        found_j.append(order[cols[keep]])
-    a, b = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
-    i, j = np.minimum(a, b), np.maximum(a, b)
-    scores = pair_scores(spectra, i, j)
-    close = scores >= min_score
-    return i[close], j[close], scores[close]
-
-
-def pair_scores(spectra: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 8192) -> np.ndarray:
-    """`rotation_scores` of the pairs (i, j) from the pictures' `rotation_spectra`, a block at a time
-    to bound memory."""
-    scores = np.zeros(len(i), dtype=np.float32)
-    for start in range(0, len(i), block):
-        stop = start + block
-        scores[start:stop] = spectra_scores(spectra[i[start:stop]], spectra[j[start:stop]])
-    return scores
-
-
-def match_pairs(hashes: np.ndarray, signatures: np.ndarray | None, max_bits: int = NEAR_THRESHOLD
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, order key) of the matching pairs, smallest key most alike: near-hash matches, confirmed
-    by the rotation signature, united with the rotation-signature matches. Without signatures (data
-    hashed before they existed) the near-hash matches alone, keyed by their bits."""
-    i, j, bits = near_pairs(hashes, max_bits)
-    if signatures is None:
-        return i, j, bits.astype(np.float64)
-    spectra = rotation_spectra(signatures)
-    scores = pair_scores(spectra, i, j)
-    confirmed = scores >= NEAR_CONFIRM_SCORE
-    ri, rj, rscores = rotation_pairs(signatures, spectra=spectra)
-    n = len(hashes)
-    pair = np.concatenate([i[confirmed] * n + j[confirmed], ri * n + rj])
-    key = 1.0 - np.concatenate([scores[confirmed], rscores]).astype(np.float64)
-    pair, first = np.unique(pair, return_index=True)
-    return pair // n, pair % n, key[first]
-
-
 @dataclass(frozen=True)
 class HashedImage:
     image_id: int
+    path: str
     content_hash: str
     near_hash: str  # 16 hex digits
-    rotation_signature: bytes | None = None  # hashing.rotation_signature; None if measured before it existed
+    picture_signature: bytes | None  # same_picture.signature; None if measured before it existed
 
 
-def plan_groups(images: Sequence[HashedImage], max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
-    """Exact groups (same content hash) and near groups (`match_pairs` over distinct contents). The
-    rotation signature takes part only when every picture has one: `duplicates compute` fills in
-    those an older ingest left out."""
-    by_content: dict[str, list[int]] = defaultdict(list)
-    first_of: dict[str, HashedImage] = {}
-    for image in sorted(images, key=lambda im: im.image_id):
-        by_content[image.content_hash].append(image.image_id)
-        first_of.setdefault(image.content_hash, image)
+@dataclass(frozen=True)
+class Contents:
+    """The distinct contents (sha256) of a dataset's hashed images: one representative file each."""
+
+    hashes: list[str]
+    images: dict[str, list[int]]  # content -> image ids with that content
+    first: list[HashedImage]  # the representative image of each content, in `hashes` order
+
+    @staticmethod
+    def of(images: Sequence[HashedImage]) -> Contents:
+        images_of: dict[str, list[int]] = defaultdict(list)
+        first: dict[str, HashedImage] = {}
+        for image in sorted(images, key=lambda im: im.image_id):
+            images_of[image.content_hash].append(image.image_id)
+            first.setdefault(image.content_hash, image)
+        hashes = list(images_of)
+        return Contents(hashes, dict(images_of), [first[c] for c in hashes])
+
+
+def candidate_pairs(contents: Contents) -> set[tuple[str, str]]:
+    """Pairs of contents (a < b) worth verifying: keypoints that meet, or near hashes within CANDIDATE_BITS."""
+    found = local_candidates([image.picture_signature for image in contents.first])
+    hashes = np.array([int(image.near_hash, 16) for image in contents.first], dtype=np.uint64)
+    i, j, _ = near_pairs(hashes, CANDIDATE_BITS)
+    found |= {(int(a), int(b)) for a, b in zip(i, j)}
+    return {_ordered(contents.hashes[a], contents.hashes[b]) for a, b in found}
+
+
+def _ordered(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+Reader = Callable[[str], bytes]
+
+
+def verify_candidates(pairs: Sequence[tuple[str, str]], path_of: dict[str, str], read: Reader,
+                      advance: Callable[[int], None] | None = None, workers: int | None = None
+                      ) -> tuple[dict[tuple[str, str], Verdict], list[str]]:
+    """Verdicts on PAIRS of contents, read through READ from the representative paths; in threads (OpenCV and
+    Pillow release the GIL), each picture prepared once. Returns (verdicts, files that could not be read)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    needed = sorted({c for pair in pairs for c in pair})
+    pictures: dict[str, Picture | None] = {}
+    unreadable: list[str] = []
+
+    def prepare(content: str) -> Picture | None:
+        try:
+            return Picture.from_bytes(read(path_of[content]))
+        except Exception as exc:  # noqa: BLE001 - any undecodable file is left out and named, never a crash
+            unreadable.append(f"{path_of[content]}: {exc}")
+            return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        pictures.update(zip(needed, pool.map(prepare, needed)))
+
+        def judge(pair: tuple[str, str]) -> Verdict | None:
+            first, second = pictures[pair[0]], pictures[pair[1]]
+            verdict = None if first is None or second is None else verify_pair(first, second)
+            if advance is not None:
+                advance(1)
+            return verdict
+
+        verdicts = {pair: v for pair, v in zip(pairs, pool.map(judge, pairs)) if v is not None}
+    return verdicts, unreadable
+
+
+def plan_groups(contents: Contents, confirmed: dict[tuple[str, str], float],
+                decisions: Sequence[tuple[bool, list[str]]] = ()) -> list[GroupPlan]:
+    """Exact groups (same content) and near groups: contents joined by CONFIRMED pairs (content pair ->
+    score), after the steward's DECISIONS ((same?, contents judged), oldest first: the latest word on a
+    pair stands). A pair a steward called the same joins its pictures whatever their verdict."""
     plans = [GroupPlan("exact", [(image_id, None) for image_id in ids])
-             for ids in by_content.values() if len(ids) > 1]
-    contents = list(by_content)
-    hashes = np.array([int(first_of[c].near_hash, 16) for c in contents], dtype=np.uint64)
-    stored = [first_of[c].rotation_signature for c in contents]
-    signatures = signature_array(stored) if stored and all(s is not None for s in stored) else None
-    i, j, key = match_pairs(hashes, signatures, max_bits)
-    variants = dihedral_variants(hashes)
-    for members in components(len(contents), i, j, key, NEAR_GROUP_CAP):
-        first = members[0]
-        # Distance of each member to the group's first picture, in its best orientation.
-        distance = np.bitwise_count(variants[:, members] ^ hashes[first]).min(axis=0)
-        plans.append(GroupPlan("near", [(image_id, float(bits)) for m, bits in zip(members, distance)
-                                        for image_id in by_content[contents[m]]]))
+             for ids in contents.images.values() if len(ids) > 1]
+    said: dict[tuple[str, str], bool] = {}
+    for same, judged in decisions:
+        present = sorted(set(judged) & contents.images.keys())
+        for a_index, a in enumerate(present):
+            for b in present[a_index + 1:]:
+                said[(a, b)] = same
+    edges = {pair: score for pair, score in confirmed.items() if said.get(pair, True)}
+    for pair, same in said.items():
+        if same:
+            edges.setdefault(pair, float("nan"))  # joined by a steward: no verified score
+    index = {content: k for k, content in enumerate(contents.hashes)}
+    i = np.array([index[a] for a, _ in edges], dtype=np.int64)
+    j = np.array([index[b] for _, b in edges], dtype=np.int64)
+    best: dict[str, float] = {}
+    for (a, b), score in edges.items():
+        for content in (a, b):
+            if not np.isnan(score):
+                best[content] = max(best.get(content, -1.0), score)
+    for members in components(len(contents.hashes), i, j):
+        plans.append(GroupPlan("near", [(image_id, best.get(contents.hashes[m]))
+                                        for m in members for image_id in contents.images[contents.hashes[m]]]))
     return plans
 
 
-def regroup(conn: Connection, dataset_id: int, max_bits: int = NEAR_THRESHOLD) -> list[GroupPlan]:
-    """Replace the dataset's groups with those of its hashed images, in the caller's transaction
-    (ingest calls it as it writes, so images and their groups land together)."""
-    rows = conn.execute(select(Image.id, Image.content_hash, Image.near_hash, Image.rotation_signature)
+@dataclass
+class RegroupReport:
+    """What `regroup` did: the groups it stored, and how much it verified."""
+
+    plans: list[GroupPlan] = field(default_factory=list)
+    candidates: int = 0  # candidate pairs of distinct contents
+    verified_now: int = 0  # of which verified on the pixels now
+    unreadable: list[str] = field(default_factory=list)  # files the verifier could not read
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+
+def regroup(conn: Connection, dataset_id: int, *, verify: bool = True,
+            progress: ProgressFactory = silent) -> RegroupReport:
+    """Replace the dataset's groups, in the caller's transaction (ingest calls it as it writes, so images and
+    their groups land together). With VERIFY, candidate pairs not yet judged are verified on the pixels first
+    and their verdicts kept; without, the groups are rebuilt from the verdicts and decisions already stored
+    (what a steward's decision needs: no file is read)."""
+    images = _hashed_images(conn, dataset_id)
+    contents = Contents.of(images)
+    report = RegroupReport()
+    if verify:
+        candidates = candidate_pairs(contents)
+        known = known_verdicts(conn, candidates, METHOD)
+        todo = sorted(candidates - known.keys())
+        report.candidates, report.verified_now = len(candidates), len(todo)
+        if todo:
+            root = dataset_root(conn, dataset_id)
+            path_of = {image.content_hash: image.path for image in contents.first}
+            with progress(len(todo), "verifying candidate pairs") as advance:
+                verdicts, report.unreadable = verify_candidates(todo, path_of, lambda p: read_regular(root / p),
+                                                                advance)
+            save_verdicts(conn, verdicts, METHOD)
+    confirmed = confirmed_among(conn, contents.hashes, METHOD)
+    decisions = steward_decisions(conn, {image.image_id: image.content_hash for image in images})
+    report.plans = plan_groups(contents, confirmed, decisions)
+    replace_groups(conn, dataset_id, report.plans, method={"exact": EXACT_METHOD, "near": METHOD},
+                   threshold={"exact": 0.0, "near": MIN_SCORE})
+    return report
+
+
+def _hashed_images(conn: Connection, dataset_id: int) -> list[HashedImage]:
+    rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash, Image.picture_signature)
                         .where(Image.dataset_id == dataset_id, Image.content_hash.is_not(None),
                                Image.near_hash.is_not(None))).all()
-    images = [HashedImage(*row) for row in rows]
-    plans = plan_groups(images, max_bits)
-    method = NEAR_METHOD
-    if images and all(image.rotation_signature is not None for image in images):
-        method = f"{NEAR_METHOD}+{POLAR_METHOD}"
-    replace_groups(conn, dataset_id, plans, method={"exact": EXACT_METHOD, "near": method},
-                   threshold={"exact": 0.0, "near": float(max_bits)})
-    return plans
+    return [HashedImage(*row) for row in rows]
 
 
 @dataclass
 class DuplicatesResult(Result):
     dataset: str
     images: int
-    hashed_now: int  # images read now because an older ingest stored no near hash or rotation signature
+    hashed_now: int  # images read now because an older ingest stored no hash or signature
     unreadable: list[str]  # files that could not be read (left out of the groups)
     exact_groups: int
     exact_redundant: int  # images beyond the first of each exact group
     near_groups: int
     near_images: int
-    threshold: int
+    candidates: int  # candidate pairs of distinct pictures
+    verified_now: int  # of which verified on the pixels now (the others were judged before)
+    threshold: float  # the score a verified pair reaches to join
     method: str
 
 
-def compute_duplicates(engine: Engine, dataset: str, *, max_bits: int = NEAR_THRESHOLD,
-                       progress: ProgressFactory = silent) -> DuplicatesResult:
-    """Hash what has no hash yet, then replace the dataset's duplicate groups with freshly computed ones."""
+def compute_duplicates(engine: Engine, dataset: str, *, progress: ProgressFactory = silent) -> DuplicatesResult:
+    """Hash what has no hash or signature yet, verify the candidate pairs not yet judged, then replace the
+    dataset's duplicate groups."""
     with engine.connect() as conn:
         dataset_id = dataset_id_of(conn, dataset)
         root = dataset_root(conn, dataset_id)
         rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash,
-                                   Image.rotation_signature.is_(None).label("unsigned"))
+                                   Image.picture_signature.is_(None).label("unsigned"))
                             .where(Image.dataset_id == dataset_id).order_by(Image.id)).all()
     todo = [r for r in rows if r.content_hash is None or r.near_hash is None or r.unsigned]
-    measured: dict[int, tuple[str, str, bytes]] = {}
+    measured: dict[int, tuple[str, str, str, bytes]] = {}
     unreadable = []
     if todo:
         with progress(len(todo), "hashing images") as advance:
@@ -319,23 +341,24 @@ def compute_duplicates(engine: Engine, dataset: str, *, max_bits: int = NEAR_THR
             if check.facts is None:
                 unreadable.append(check.error)
             else:
-                measured[row.id] = (check.facts.content_hash, check.facts.near_hash,
-                                    check.facts.rotation_signature)
+                measured[row.id] = (check.facts.content_hash, check.facts.perceptual_hash, check.facts.near_hash,
+                                    check.facts.picture_signature)
     with engine.begin() as conn:
         if measured:
             conn.execute(
                 update(Image).where(Image.id == bindparam("b_id"))
-                .values(content_hash=bindparam("b_hash"), near_hash=bindparam("b_near"),
-                        rotation_signature=bindparam("b_signature"))
+                .values(content_hash=bindparam("b_hash"), perceptual_hash=bindparam("b_phash"),
+                        near_hash=bindparam("b_near"), picture_signature=bindparam("b_signature"))
                 .execution_options(synchronize_session=False),
-                [{"b_id": k, "b_hash": c, "b_near": n, "b_signature": r} for k, (c, n, r) in measured.items()],
+                [{"b_id": k, "b_hash": c, "b_phash": p, "b_near": n, "b_signature": r}
+                 for k, (c, p, n, r) in measured.items()],
             )
-        plans = regroup(conn, dataset_id, max_bits)
-    exact = [p for p in plans if p.kind == "exact"]
-    near = [p for p in plans if p.kind == "near"]
-    return DuplicatesResult(dataset, len(rows), len(measured), unreadable, len(exact),
+        report = regroup(conn, dataset_id, progress=progress)
+    exact = [p for p in report.plans if p.kind == "exact"]
+    near = [p for p in report.plans if p.kind == "near"]
+    return DuplicatesResult(dataset, len(rows), len(measured), unreadable + report.unreadable, len(exact),
                             sum(len(p.members) - 1 for p in exact), len(near), sum(len(p.members) for p in near),
-                            max_bits, f"{NEAR_METHOD}+{POLAR_METHOD}")
+                            report.candidates, report.verified_now, MIN_SCORE, METHOD)
 
 
 def list_groups(engine: Engine, dataset: str | None = None, limit: int = 50, offset: int = 0
@@ -349,3 +372,34 @@ def show_group(engine: Engine, group_id: int) -> DuplicateGroupInfo:
     """One stored group with its members."""
     with engine.connect() as conn:
         return get_duplicate_group(conn, group_id)
+
+
+@dataclass
+class Decision(Result):
+    """A steward's decision on a group, and where its pictures stand once the groups are rebuilt."""
+
+    review: ReviewRecord
+    dataset: str
+    group_now: int | None  # the near group holding the decision's first image now, if any
+    groups: int  # the dataset's groups after the decision
+
+
+def decide_group(engine: Engine, group_id: int, decision: str, *, note: str | None = None,
+                 reviewer: str | None = None) -> Decision:
+    """Record a steward's `duplicate confirmed` or `duplicate rejected` on near group GROUP_ID and rebuild the
+    dataset's groups at once from the stored verdicts (no file is read). The decision is kept with the image
+    ids it judged, so it holds through `duplicates compute` and re-ingest; the latest word on a pair stands."""
+    with engine.connect() as conn:
+        kind = conn.execute(select(DuplicateGroup.kind).where(DuplicateGroup.id == group_id)).scalar_one_or_none()
+    if kind == "exact":
+        raise BonedbError(f"group {group_id} is of identical files (same sha256): they are one picture whatever "
+                          "is decided; `bonedb split create --dedupe` keeps one of each")
+    record = review_group(engine, group_id, decision, note=note, reviewer=reviewer)
+    members = record.members or []
+    with engine.begin() as conn:
+        dataset_id, dataset = conn.execute(select(Image.dataset_id, Dataset.name).join(Dataset)
+                                           .where(Image.id == members[0])).one()
+        report = regroup(conn, dataset_id, verify=False)
+        now = conn.execute(select(DuplicateMember.group_id).join(DuplicateGroup).where(
+            DuplicateMember.image_id == members[0], DuplicateGroup.kind == "near")).scalar_one_or_none()
+    return Decision(record, dataset, now, len(report))

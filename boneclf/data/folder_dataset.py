@@ -342,9 +342,9 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
     insert_rows(
         conn, Image.__table__,
         ("dataset_id", "study_id", "path", "image_number", "file_size", "width", "height",
-         "content_hash", "perceptual_hash", "near_hash", "file_format", "rotation_signature"),
+         "content_hash", "perceptual_hash", "near_hash", "file_format", "picture_signature"),
         [(dataset_id, study_ids[key], image.path, 1, f.file_size, f.width, f.height, f.content_hash,
-          f.perceptual_hash, f.near_hash, f.file_format, f.rotation_signature) for (image, f), key in zip(good, keys)],
+          f.perceptual_hash, f.near_hash, f.file_format, f.picture_signature) for (image, f), key in zip(good, keys)],
     )
     report.duplicate_groups = len(regroup(conn, dataset_id))
     if any(image.subset != "all" for image, _ in good):

@@ -335,7 +335,7 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
 
 
 _FACT_COLUMNS = ("file_size", "width", "height", "content_hash", "perceptual_hash", "near_hash", "file_format",
-                 "rotation_signature")
+                 "picture_signature")
 
 
 def _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts) -> set[int]:

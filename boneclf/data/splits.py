@@ -148,10 +148,11 @@ def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] 
         crossing = sorted({groups[r.image_id] for r in held_out} & {groups[r.image_id] for r in pool})
         if crossing and not options.allow_leaks:
             raise BonedbError(
-                f"{plural(len(crossing), 'leak group')} (patients united with duplicate pictures, e.g. the group "
-                f"with patient {crossing[0]}) in both the source's held-out and training images, so its own test "
-                "set leaks: use --test-from carve (or --allow-leaks to keep the source's test set as it is); "
-                "`bonedb duplicates list` shows the duplicate groups, and --group-by patient ignores them"
+                f"{plural(len(crossing), 'leak group')} (patients united with copies of one picture, e.g. the "
+                f"group with patient {crossing[0]}) in both the source's held-out and training images, so its own "
+                "test set leaks: use --test-from carve, which keeps each group in one subset; if a group is wrong, "
+                "`bonedb duplicates list --dataset " + options.dataset + "` then `bonedb duplicates reject ID` "
+                "unlinks it (or --allow-leaks keeps the source's test set as it is)"
             )
         assignment = {r.image_id: "test" for r in held_out}
         assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed, groups))
@@ -364,8 +365,11 @@ def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, 
     leaks = _leak_counts(conn, records, assignment, duplicates)
     if leaks and refuse_leaks:
         found = ", ".join(plural(n, _SINGULARS.get(kind, kind), kind) for kind, n in leaks.items())
-        raise BonedbError(f"split {name!r} would leak ({found} across subsets); nothing was stored "
-                          "(`bonedb split create --allow-leaks` stores it anyway, with the leaks recorded)")
+        remedy = ("--group-by both (the default) keeps each duplicate group in one subset"
+                  if parameters.get("group_by") in ("patient",) and "duplicate groups" in leaks else
+                  "--test-from carve keeps each group in one subset" if parameters.get("test_from") == "official"
+                  else "`bonedb split create --allow-leaks` stores it anyway, with the leaks recorded")
+        raise BonedbError(f"split {name!r} would leak ({found} across subsets); nothing was stored: {remedy}")
     split_id = conn.execute(
         insert(_versions).values(
             name=name, dataset_id=dataset_id, kind=kind, parameters=parameters, seed=seed,

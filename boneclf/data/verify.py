@@ -19,8 +19,9 @@ from PIL import UnidentifiedImageError
 
 from boneclf.errors import BonedbError
 
-from .hashing import content_hash, near_hash, perceptual_hash, rotation_signature
+from .hashing import content_hash, near_hash, perceptual_hash
 from .pixels import open_image
+from .same_picture import signature as picture_signature
 
 Progress = Callable[[int], None]
 
@@ -34,7 +35,7 @@ class FileFacts:
     perceptual_hash: str
     near_hash: str
     file_format: str  # read from the bytes by Pillow (JPEG, PNG, GIF, ...), whatever the file is named
-    rotation_signature: bytes  # hashing.rotation_signature: finds copies turned by a few degrees
+    picture_signature: bytes  # same_picture.signature: keypoints by which candidate copies are found
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
             width, height = image.size
             picture_hash = perceptual_hash(image)
             near = near_hash(image)
-            signature = rotation_signature(image)
+            signature = picture_signature(image)
             file_format = (image.format or "unknown")[:8]
     except UnidentifiedImageError:  # Pillow names its in-memory buffer here, which tells the user nothing
         return failed("cannot decode", "not an image format bonedb reads")

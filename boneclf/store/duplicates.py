@@ -1,7 +1,7 @@
 """Duplicate groups as stored: images of one dataset that are the same picture.
 
-Groups are made by `boneclf.data.duplicates` (exact: same bytes; near: same picture under the
-near-duplicate hash) and replaced wholesale per dataset each time they are computed; this module
+Groups are made by `boneclf.data.duplicates` (exact: same bytes; near: the same picture, verified on the
+pixels) and replaced wholesale per dataset each time they are computed; this module
 only writes and reads them. Readers get typed results: `list_duplicate_groups` for a page of
 groups, `get_duplicate_group` for one group with every member's identity and source split.
 """
@@ -18,6 +18,7 @@ from boneclf.errors import NotFound
 from boneclf.results import Result
 
 from .bulk import insert_rows
+from .picture_pairs import pair_evidence
 from .queries import dataset_id_of
 from .schema import Dataset, DuplicateGroup, DuplicateMember, Image, Patient, Study
 
@@ -34,7 +35,8 @@ class DuplicateMemberInfo(Result):
     part: str
     label: int
     source_split: str
-    distance: float | None  # bits from the group's first image; None in exact groups
+    score: float | None  # best verified correlation with another member (same_picture); None in exact groups or
+    # when only a steward joined it
 
 
 @dataclass
@@ -48,6 +50,8 @@ class DuplicateGroupInfo(Result):
     size: int
     source_splits: list[str]  # the distinct source splits its members come from
     members: list[DuplicateMemberInfo] = field(default_factory=list)  # filled by get_duplicate_group
+    # The verified pairs that join the group, with their evidence (filled by get_duplicate_group).
+    pairs: list[PairEvidence] = field(default_factory=list)
 
     computed = ("crosses_source_splits",)
 
@@ -58,8 +62,27 @@ class DuplicateGroupInfo(Result):
 
 
 @dataclass
+class PairEvidence(Result):
+    """Why two members are the same picture: the transform that maps the second onto the first, and how
+    well the aligned pictures agree (same_picture.Verdict, as stored)."""
+
+    first: int  # image ids (one file of each content)
+    second: int
+    same: bool
+    score: float
+    inliers: int
+    overlap: float
+    angle: float
+    scale: float
+    flipped: bool
+    dx: float
+    dy: float
+    method: str
+
+
+@dataclass
 class GroupPlan:
-    """A group to store: its kind and members as (image id, distance or None)."""
+    """A group to store: its kind and members as (image id, score or None)."""
 
     kind: str
     members: list[tuple[int, float | None]]
@@ -79,21 +102,22 @@ def replace_groups(conn: Connection, dataset_id: int, plans: list[GroupPlan], *,
         group_id = conn.execute(insert(_groups).values(
             dataset_id=dataset_id, kind=plan.kind, method=method[plan.kind], threshold=threshold[plan.kind],
         )).inserted_primary_key[0]
-        members.extend((group_id, image_id, distance) for image_id, distance in plan.members)
+        members.extend((group_id, image_id, score) for image_id, score in plan.members)
         stored += 1
-    insert_rows(conn, _members, ("group_id", "image_id", "distance"), members)
+    insert_rows(conn, _members, ("group_id", "image_id", "score"), members)
     return stored
 
 
 def _comparable(plans: list[GroupPlan], method: dict[str, str], threshold: dict[str, float]) -> set:
     return {(p.kind, method[p.kind], float(threshold[p.kind]),
-             frozenset((image_id, None if d is None else float(d)) for image_id, d in p.members)) for p in plans}
+             frozenset((image_id, None if d is None else round(float(d), 6)) for image_id, d in p.members))
+            for p in plans}
 
 
 def _stored_plans(conn: Connection, dataset_id: int) -> set:
     rows = conn.execute(
         select(_groups.c.id, _groups.c.kind, _groups.c.method, _groups.c.threshold, _members.c.image_id,
-               _members.c.distance)
+               _members.c.score)
         .join(_members, _members.c.group_id == _groups.c.id)
         .where(_groups.c.dataset_id == dataset_id)
     ).all()
@@ -101,7 +125,7 @@ def _stored_plans(conn: Connection, dataset_id: int) -> set:
     members: dict[int, set] = defaultdict(set)
     for row in rows:
         groups[row.id] = (row.kind, row.method, float(row.threshold))
-        members[row.id].add((row.image_id, None if row.distance is None else float(row.distance)))
+        members[row.id].add((row.image_id, None if row.score is None else round(float(row.score), 6)))
     return {(*groups[g], frozenset(members[g])) for g in groups}
 
 
@@ -122,7 +146,7 @@ def group_memberships(conn: Connection, dataset_id: int, kinds: tuple[str, ...] 
 def _member_rows(conn: Connection, group_ids: list[int]):
     return conn.execute(
         select(_members.c.group_id, Image.id, Image.path, Patient.patient_key, Study.study_number,
-               Study.body_part, Study.label, Study.source_split, _members.c.distance)
+               Study.body_part, Study.label, Study.source_split, _members.c.score)
         .join(Image, Image.id == _members.c.image_id)
         .join(Study, Study.id == Image.study_id)
         .join(Patient, Patient.id == Study.patient_id)
@@ -172,4 +196,20 @@ def get_duplicate_group(conn: Connection, group_id: int) -> DuplicateGroupInfo:
         raise NotFound(f"no duplicate group {group_id} (`bonedb duplicates list` shows the groups)")
     members = [DuplicateMemberInfo(*m[1:]) for m in _member_rows(conn, [group_id])]
     return DuplicateGroupInfo(row.id, row.name, row.kind, row.method, row.threshold, row.created_at,
-                              len(members), sorted({m.source_split for m in members}), members)
+                              len(members), sorted({m.source_split for m in members}), members,
+                              group_pairs(conn, [m.image_id for m in members]) if row.kind == "near" else [])
+
+
+def group_pairs(conn: Connection, image_ids: list[int]) -> list[PairEvidence]:
+    """The stored verdicts between the pictures of IMAGE_IDS (one image per content), strongest first."""
+    content_of = dict(conn.execute(select(Image.id, Image.content_hash).where(Image.id.in_(image_ids))).all())
+    first_of: dict[str, int] = {}
+    for image_id in sorted(content_of):
+        first_of.setdefault(content_of[image_id], image_id)
+    contents = sorted(first_of)
+    wanted = [(a, b) for k, a in enumerate(contents) for b in contents[k + 1:]]
+    found = pair_evidence(conn, wanted)
+    pairs = [PairEvidence(first_of[a], first_of[b], bool(e["same"]), e["score"], e["inliers"], e["overlap"],
+                          e["angle"], e["scale"], bool(e["flipped"]), e["dx"], e["dy"], e["method"])
+             for (a, b), e in found.items()]
+    return sorted(pairs, key=lambda p: (not p.same, -p.score, p.first, p.second))

@@ -139,6 +139,9 @@ class Image(Base):
     rotation_signature: Mapped[bytes | None] = mapped_column(
         LargeBinary, comment="grey levels on a polar grid about the centre (8 x 144 bytes); a turn is a shift"
     )
+    picture_signature: Mapped[bytes | None] = mapped_column(
+        LargeBinary, comment="ORB keypoints of the picture and its mirror image: candidate pairs are found by them"
+    )
 
     study: Mapped[Study] = relationship(back_populates="images")
 
@@ -290,7 +293,7 @@ class DuplicateGroup(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8), comment="exact (same bytes) or near (same picture)")
     method: Mapped[str] = mapped_column(String(64), comment="the hash and matching that made the group")
-    threshold: Mapped[float] = mapped_column(Float, comment="largest distance joined (bits; 0 for exact)")
+    threshold: Mapped[float] = mapped_column(Float, comment="score a verified pair reached to join (0 for exact)")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
@@ -299,9 +302,30 @@ class DuplicateMember(Base):
 
     group_id: Mapped[int] = mapped_column(ForeignKey("duplicate_groups.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
-    distance: Mapped[float | None] = mapped_column(
-        Float, comment="distance to the group's first image (bits); NULL for exact groups"
+    score: Mapped[float | None] = mapped_column(
+        Float, comment="best verified correlation with another member; NULL in exact groups"
     )
+
+
+class PicturePair(Base):
+    """A candidate pair of contents examined on the pixels (`boneclf.data.same_picture`): the verdict and
+    its evidence. Keyed by content (sha256), so a verdict outlives image ids and is never made twice."""
+
+    __tablename__ = "picture_pairs"
+
+    content_a: Mapped[str] = mapped_column(String(64), primary_key=True, comment="sha256 of one file (the smaller)")
+    content_b: Mapped[str] = mapped_column(String(64), primary_key=True, comment="sha256 of the other")
+    method: Mapped[str] = mapped_column(String(64), comment="the verifier and its version")
+    same: Mapped[bool] = mapped_column(Boolean, comment="1: the same picture")
+    score: Mapped[float] = mapped_column(Float, comment="median tile correlation once aligned, -1..1")
+    inliers: Mapped[int] = mapped_column(Integer, comment="keypoints agreeing on the transform")
+    overlap: Mapped[float] = mapped_column(Float, comment="share of a's picture that b covers once aligned")
+    angle: Mapped[float] = mapped_column(Float, comment="degrees, b onto a")
+    scale: Mapped[float] = mapped_column(Float, comment="b's pixels onto a's")
+    flipped: Mapped[bool] = mapped_column(Boolean, comment="b mirrored first")
+    dx: Mapped[float] = mapped_column(Float, comment="offset in a's pixels")
+    dy: Mapped[float] = mapped_column(Float)
+    examined_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
 
 
 class IngestExclusion(Base):

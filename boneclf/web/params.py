@@ -41,9 +41,8 @@ class StudyQuery(BaseModel):
 
 
 class SplitQuery(BaseModel):
-    """A split's page: whether to look for near duplicates, to hash what has no hash yet, and which page of
-    the leaks to list."""
+    """A split's page: whether to hash what was never examined for copies, and which page of the leaks to
+    list."""
 
-    near: bool = False
     hash_missing: bool = Field(False, alias="hash")
     page: int = 1

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
+from boneclf.data.duplicates import Decision, decide_group
 from boneclf.errors import BonedbError
-from boneclf.store.reviews import DUPLICATE_DECISIONS, LABEL_DECISIONS, ReviewRecord, review_group, review_study
+from boneclf.store.reviews import DUPLICATE_DECISIONS, LABEL_DECISIONS, ReviewRecord, review_study
 
 from ..context import ServerDep
 
@@ -61,13 +63,25 @@ def api_study_review(server: ServerDep, study_id: int, review: ReviewIn) -> dict
     return _record(server, review_study, study_id, review, LABEL_DECISIONS).to_dict()
 
 
+def _decide(server: ServerDep, group_id: int, review: ReviewIn | ReviewForm) -> Decision:
+    if not review.decision:
+        raise BonedbError(f"no decision chosen: choose {' or '.join(DUPLICATE_DECISIONS)}")
+    return decide_group(server.engine, group_id, review.decision, note=review.note or None,
+                        reviewer=review.reviewer or None)
+
+
 @router.post("/duplicates/{group_id}/reviews", include_in_schema=False)
 def group_review_form(server: ServerDep, group_id: int, form: Annotated[ReviewForm, Form()]) -> RedirectResponse:
-    _record(server, review_group, group_id, form, DUPLICATE_DECISIONS)
-    return RedirectResponse(f"/duplicates/{group_id}#reviews", status_code=303)
+    """The decision acts at once: the groups are rebuilt, so the page to go back to is the group the pictures
+    are in now, or the dataset's list when a rejection left them in none."""
+    decided = _decide(server, group_id, form)
+    target = (f"/duplicates/{decided.group_now}#reviews" if decided.group_now is not None
+              else f"/duplicates?dataset={quote(decided.dataset)}")
+    return RedirectResponse(target, status_code=303)
 
 
 @router.post("/api/duplicates/{group_id}/reviews", tags=["duplicates"], status_code=201)
 def api_group_review(server: ServerDep, group_id: int, review: ReviewIn) -> dict:
-    """Record `duplicate confirmed` or `duplicate rejected` on a group, with its members as they are now."""
-    return _record(server, review_group, group_id, review, DUPLICATE_DECISIONS).to_dict()
+    """Record `duplicate confirmed` or `duplicate rejected` on a near group, with its members as they are now,
+    and rebuild the dataset's groups at once: `group_now` is where the pictures are after it."""
+    return _decide(server, group_id, review).to_dict()

@@ -2,7 +2,7 @@
 `bonedb split show` prints) and the audit now, its leaks as a table with thumbnails, a page at a time.
 
 Split names may hold `/` (they are routed as paths). An audit reads every image row of the split, and
-may hash files or compare every pair: it runs in the server's audit lane, off the request loop.
+may hash files and verify candidate pairs: it runs in the server's audit lane, off the request loop.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ class SplitView:
     def leaks(self) -> list[dict]:
         if self.audit is None:
             return []
-        return self.audit.overlaps + self.audit.duplicate_groups + self.audit.exact_duplicates \
-            + self.audit.near_duplicates
+        return self.audit.overlaps + self.audit.duplicate_groups + self.audit.exact_duplicates
 
 
 async def split_query(query: Annotated[SplitQuery, Query()]) -> SplitQuery:
@@ -63,8 +62,7 @@ async def split_data(server: ServerDep, name: str, query: Chosen) -> SplitView:
         lambda: (split_summary(server.engine, name), unhashed_images(server.engine, name)))
     if unhashed and not query.hash_missing:
         return SplitView(summary, None, unhashed)
-    audit = await server.audits.run(("audit", name, query.near), partial(audit_split, server.engine, name,
-                                                                          near=query.near))
+    audit = await server.audits.run(("audit", name), partial(audit_split, server.engine, name))
     return SplitView(summary, audit, unhashed)
 
 
@@ -86,8 +84,7 @@ async def api_splits(splits: Splits) -> list[dict]:
 @router.get("/splits/{name:path}", response_class=HTMLResponse, include_in_schema=False)
 def split_page(request: Request, server: ServerDep, view: Split, query: Chosen, name: str) -> HTMLResponse:
     def page_link(page: int) -> str:
-        return f"/splits/{quote(name)}?" + urlencode({"near": "true", "page": page} if query.near else {"page": page}) \
-            + "#leaks"
+        return f"/splits/{quote(name)}?" + urlencode({"page": page}) + "#leaks"
 
     leaks = leak_page(server.engine, view.summary.dataset, view.leaks(), query.page)
     return render(request, "split.html", view=view, summary=view.summary, audit=view.audit, query=query,
@@ -96,7 +93,8 @@ def split_page(request: Request, server: ServerDep, view: Split, query: Chosen, 
 
 @router.get("/api/splits/{name:path}")
 async def api_split(view: Split) -> dict:
-    """A split's counts per subset x part x pinned label, and its leak audit (near duplicates with near=true).
-    Images without hashes (ingested without --verify) leave the audit null unless hash=true: they are
-    then read, hashed and their hashes stored, as `bonedb audit split` does."""
+    """A split's counts per subset x part x pinned label, and its leak audit (duplicate groups judged as
+    `split create` judges them). Images never examined for copies (ingested without --verify) leave the
+    audit null unless hash=true: they are then read and hashed and the groups computed, as `bonedb audit
+    split` does."""
     return view.to_dict()
