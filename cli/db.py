@@ -36,6 +36,8 @@ def upgrade(database: Database, revision, json_mode):
     change = migrate.upgrade(database.bare_engine(create=True), revision, create=True)
 
     def human(c):
+        if c.created:
+            click.echo(f"created database {c.created}")
         if c.before == c.after:
             click.echo(f"{c.database}: already at {c.after}")
         else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from boneclf.ml.predict import Prediction, Predictor, prediction_json_lines
+from boneclf.ml.predict import Prediction, Predictor, prediction_json_lines, refused_outright
 from boneclf.results import plural
 
 from .context import Database, pass_db
@@ -37,7 +37,9 @@ def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, 
       bonedb predict xray.png
       bonedb predict MURA-v1.1/valid/XR_HUMERUS/patient11186/study1_positive --gradcam heatmaps/
     """
-    prediction = Predictor(database.engine, bodypart_run, fracture_run).predict(list(paths), gradcam_dir)
+    # No file a model could read (a decompression bomb, say): refused at once, before any model loads.
+    prediction = refused_outright(list(paths)) or Predictor(database.engine, bodypart_run, fracture_run).predict(
+        list(paths), gradcam_dir)
     if json_mode:
         for line in prediction_json_lines(prediction):  # a stream: one line per image, then per study
             click.echo(line)

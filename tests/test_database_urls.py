@@ -74,6 +74,10 @@ def test_db_upgrade_creates_a_missing_mysql_database_in_utf8mb4(mysql_server_url
         assert "Unknown database" in line
         result = run(["db", "upgrade"], url)
         assert result.exit_code == 0, result.output
+        # It says that it made the database, not only that it upgraded "(empty)": an administrator reading the
+        # output learns that a database now exists on the server (a mistyped name would otherwise pass unseen).
+        assert result.stdout.splitlines()[0] == f"created database `{name}` (CHARACTER SET utf8mb4) on {server.host}"
+        assert run(["db", "upgrade"], url).stdout.count("created database") == 0, "only when it made one"
         with admin.connect() as conn:
             charset = conn.execute(text("SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA "
                                         "WHERE SCHEMA_NAME = :n"), {"n": name}).scalar_one()

@@ -204,3 +204,25 @@ def test_predict_refuses_a_bomb_by_name_within_a_second(trained, bombs):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {bombs['real']}: 20000 x 10000 = 200,000,000 pixels")
     assert time.monotonic() - started < 30  # the models load; the refusal itself takes milliseconds
+
+
+def test_predict_refuses_files_that_are_all_bombs_before_loading_any_model(bombs, tmp_path):
+    """Issue 19 asks predict to answer a bomb within a second: when no file given may be an image, there is
+    nothing to load a model for, so TensorFlow (seconds to import, hundreds of MB) is never imported."""
+    import json
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'bonedb.sqlite'}"
+    assert run(["db", "upgrade"], url).exit_code == 0  # no run at all: the files are the first thing wrong
+    code = ("import sys, json\nfrom boneclf.cli.main import cli\n"
+            "try:\n    cli(sys.argv[1:])\nexcept SystemExit as end:\n"
+            "    print(json.dumps([end.code, 'tensorflow' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", code, "--database-url", url, "predict", str(bombs["real"]),
+                           str(bombs["header"]), "--fracture-run", "1"], capture_output=True, text=True, timeout=300)
+    status, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stderr.strip().splitlines()
+    assert status == 1 and len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"error: {bombs['real']}: 20000 x 10000 = 200,000,000 pixels"), lines
+    assert lines[1].startswith(f"error: {bombs['header']}: 50000 x 50000"), lines
+    assert not imported, "TensorFlow was imported to refuse files no model may read"

@@ -216,3 +216,17 @@ def test_every_page_works_in_chromium_on_a_one_region_set_and_nothing_leaves_thi
         assert expected in visited, expected
     assert any(p.startswith(f"/runs/{run_id}/studies/") for p in visited), "the run's predictions on a study"
     assert any(p.startswith("/duplicates/") for p in visited) and any(p.startswith("/studies/") for p in visited)
+
+
+def test_a_synthetic_dataset_is_called_synthetic_on_the_home_page_and_in_the_api(engine, mura, tmp_path):
+    """Issue 20: "label synthetic data as synthetic in every output". The demo's data is named mura-v1.1, like
+    the real download; the server's list of datasets must not pass it off as MURA."""
+    from boneclf.data.ingest import ingest_mura
+
+    ingest_mura(engine, mura)  # drawn by `bonedb synth`: its marker lies beside the CSVs
+    url = engine.url.render_as_string(hide_password=False)
+    with TestClient(create_app(url, cache_dir=tmp_path / "cache")) as client:
+        [listed] = client.get("/api/datasets").json()
+        assert listed["name"] == "mura-v1.1" and listed["synthetic"] is True
+        row = client.get("/", headers=HTML).text.split('id="datasets"')[1].split("</tr>")[1]
+        assert "mura-v1.1" in row and "synthetic" in row, row

@@ -45,21 +45,22 @@ class DatasetSummary(Result):
     studies: int
     patients: int
     created_at: datetime
+    synthetic: bool  # drawn by `bonedb synth` (the demo's is named mura-v1.1, like the real download)
 
 
 def list_datasets(engine: Engine) -> list[DatasetSummary]:
     """Every dataset with its distinct counts (datasets without images too)."""
     query = (
         select(Dataset.id, Dataset.name, Dataset.kind, func.count(Image.id), func.count(distinct(Study.id)),
-               func.count(distinct(Study.patient_id)), Dataset.created_at)
+               func.count(distinct(Study.patient_id)), Dataset.created_at, Dataset.synthetic)
         .select_from(Dataset)
         .outerjoin(Study, Study.dataset_id == Dataset.id)
         .outerjoin(Image, Image.study_id == Study.id)
-        .group_by(Dataset.id, Dataset.name, Dataset.kind, Dataset.created_at)
+        .group_by(Dataset.id, Dataset.name, Dataset.kind, Dataset.created_at, Dataset.synthetic)
         .order_by(Dataset.name)
     )
     with engine.connect() as conn:
-        return [DatasetSummary(*row) for row in conn.execute(query)]
+        return [DatasetSummary(*row[:-1], bool(row[-1])) for row in conn.execute(query)]
 
 
 @dataclass

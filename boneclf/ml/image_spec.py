@@ -82,10 +82,7 @@ class ImageSpec:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
         bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes, and
         for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
-        try:
-            check_pixels(data)
-        except UnknownFormat:  # no size to check: nothing may decode it unbounded; Pillow says what it is
-            raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
+        screen(data)
         tf = tensorflow()
         try:
             full = decode_full(tf.constant(data))
@@ -94,6 +91,15 @@ class ImageSpec:
             # TensorFlow's message names its own graph nodes; say what is wrong with the file instead.
             raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
         return full.numpy()[..., 0], self.model_input(resized).numpy()
+
+
+def screen(data: bytes) -> None:
+    """The checks `ImageSpec.load` makes before TensorFlow sees the bytes, from their header alone (no decode,
+    no TensorFlow): BonedbError for an image over the pixel limit, or bytes of no format whose size can be read."""
+    try:
+        check_pixels(data)
+    except UnknownFormat:  # no size to check: nothing may decode it unbounded; Pillow says what it is
+        raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
 
 
 def why_unreadable(data: bytes) -> str:

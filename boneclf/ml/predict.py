@@ -26,6 +26,7 @@ from boneclf.vocabulary import BODYPART, FRACTURE, UNKNOWN_PART
 
 from .evaluation import load_run_model
 from .gradcam import GradCam, explained_overlays
+from .image_spec import screen
 from .metrics import THRESHOLD
 from .tf_env import tensorflow
 
@@ -242,6 +243,23 @@ def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
         else:
             images.append((path, None))
     return images
+
+
+def refused_outright(paths: list[Path]) -> Prediction | None:
+    """The prediction of PATHS when no file among them may be an image: each one read and checked from its
+    header (missing, not a regular file, over the pixel limit, no image format), with no model loaded, so
+    that a bomb is refused in a moment rather than after TensorFlow and the models load. None as soon as one
+    file may be an image: then `Predictor.predict` reads them all and says the same of the others."""
+    result = Prediction(images=[ImageResult(str(p), study=s) for p, s in _expand(paths)])
+    for image in result.images:
+        try:
+            screen(_read(Path(image.path)))
+        except BonedbError as exc:
+            image.error = str(exc) if str(exc).startswith(f"{image.path}: ") else f"{image.path}: {exc}"
+        else:
+            return None
+    result.studies = _studies(result.images)
+    return result
 
 
 def _read(path: Path) -> bytes:

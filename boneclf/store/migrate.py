@@ -28,6 +28,7 @@ class SchemaChange(Result):
     database: str
     before: str | None
     after: str | None
+    created: str | None = None  # the MySQL database `upgrade` created first, and where: said, not silent
 
 
 @dataclass
@@ -68,16 +69,18 @@ def state(engine: Engine) -> SchemaState:
 def upgrade(engine: Engine, revision: str = "head", *, create: bool = False) -> SchemaChange:
     """Apply migrations up to `revision`. With `create`, a MySQL database the server lacks is created
     first (utf8mb4), or the error says what an administrator must run."""
+    created = None
     try:
         before = current_revision(engine)
     except OperationalError as exc:
         if not (create and unknown_database(exc)):
             raise
         engine.dispose()
-        create_database(engine)
+        if create_database(engine):
+            created = f"`{engine.url.database}` (CHARACTER SET utf8mb4) on {engine.url.host}"
         before = current_revision(engine)
     _run(engine, command.upgrade, revision)
-    return SchemaChange(describe(engine), before, current_revision(engine))
+    return SchemaChange(describe(engine), before, current_revision(engine), created)
 
 
 def downgrade(engine: Engine, revision: str, *, confirm: Callable[[str], bool] | None = None) -> SchemaChange:
