@@ -162,9 +162,9 @@ def test_relabel_after_training_is_logged_kept_pinned_and_rebased(engine, tmp_pa
     warning = [line for line in shown.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "labels of 10 studies changed since split 's' was made" in warning[0]
     assert get_run(engine, run.run_id + 1).label_version == 1
-    audit = audit_split(engine, "s", near=False)
+    audit = audit_split(engine, "s")
     assert audit.label_changes.studies == 10 and sum(audit.label_changes.per_part.values()) == 10
-    shown = cli_run(engine, "audit", "split", "s", "--no-near")
+    shown = cli_run(engine, "audit", "split", "s")
     assert [line for line in shown.output.splitlines() if "labels of 10 studies changed" in line]
 
     # A re-based split has the same subsets and differs from the old one only in those labels.

@@ -36,7 +36,7 @@ MIN_SCORE = 0.80  # median normalised correlation of the aligned overlap's tiles
 MIN_OVERLAP = 0.25  # share of the first picture the second covers once aligned
 SCALE_RANGE = (0.25, 4.0)  # a copy rescaled beyond this is not a copy bonedb looks for
 
-VERIFY_SIDE = 512  # pictures are compared with their longer side at most this long
+VERIFY_SIDE = 512  # pictures are compared with their longer side this long
 VERIFY_POINTS = 1000
 SIGNATURE_SIDE = 256
 SIGNATURE_POINTS = 48
@@ -49,14 +49,14 @@ cv2.setNumThreads(1)
 
 
 def grey(image: Image.Image, side: int) -> np.ndarray:
-    """The picture as 8-bit grey, its longer side at most SIDE pixels, contrast-equalised locally (CLAHE)
+    """The picture as 8-bit grey, its longer side SIDE pixels, contrast-equalised locally (CLAHE)
     so that a gamma, brightness or contrast change moves keypoints little."""
     pixels = _eight_bit(image)
     height, width = pixels.shape
     ratio = side / max(height, width)
-    if ratio < 1:
+    if ratio != 1:  # small pictures are enlarged too: keypoints need room, and one frame makes scales comparable
         pixels = cv2.resize(pixels, (max(1, round(width * ratio)), max(1, round(height * ratio))),
-                            interpolation=cv2.INTER_AREA)
+                            interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
     return _clahe().apply(np.ascontiguousarray(pixels))
 
 
@@ -174,7 +174,7 @@ class Picture:
     and the ratio from full size (to report transforms in the file's own pixels)."""
 
     def __init__(self, image: Image.Image):
-        self.ratio = min(1.0, VERIFY_SIDE / max(image.size))
+        self.ratio = VERIFY_SIDE / max(image.size)
         self.pixels = grey(image, VERIFY_SIDE)
         self.keys = Keys.of(self.pixels, VERIFY_POINTS)
         self._mirrored: Keys | None = None
