@@ -340,10 +340,10 @@ def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
         if existing is not None:
             result = _existing(existing, name, parameters, content_hash, conn)
         else:
-            # A dataset's own split may leak (the audit shows it); its re-base keeps the same subsets.
+            # A re-base keeps the old split's subsets and changes only labels: it adds no leak, so it is never
+            # refused for one (groups computed since, or a dataset's own leaky split); the leaks are recorded.
             result = _store(conn, name, old.dataset_id, "bonedb", parameters, old.seed, records, assignment,
-                            content_hash, refuse_leaks=old.kind != "source"
-                            and not old.parameters.get("allow_leaks"))
+                            content_hash, refuse_leaks=False)
     result.rebased_from, result.changes = source, changes
     return result
 
