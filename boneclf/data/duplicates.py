@@ -22,9 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
-from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.duplicates import (
@@ -391,14 +390,15 @@ def decide_group(engine: Engine, group_id: int, decision: str, *, note: str | No
     ids it judged, so it holds through `duplicates compute` and re-ingest; the latest word on a pair stands."""
     with engine.connect() as conn:
         kind = conn.execute(select(DuplicateGroup.kind).where(DuplicateGroup.id == group_id)).scalar_one_or_none()
-    if kind == "exact":
-        raise BonedbError(f"group {group_id} is of identical files (same sha256): they are one picture whatever "
-                          "is decided; `bonedb split create --dedupe` keeps one of each")
     record = review_group(engine, group_id, decision, note=note, reviewer=reviewer)
     members = record.members or []
     with engine.begin() as conn:
         dataset_id, dataset = conn.execute(select(Image.dataset_id, Dataset.name).join(Dataset)
                                            .where(Image.id == members[0])).one()
+        if kind == "exact":  # identical bytes are one picture whatever is decided: recorded, nothing regrouped
+            groups = conn.execute(select(func.count()).select_from(DuplicateGroup)
+                                  .where(DuplicateGroup.dataset_id == dataset_id)).scalar_one()
+            return Decision(record, dataset, group_id, groups)
         report = regroup(conn, dataset_id, verify=False)
         now = conn.execute(select(DuplicateMember.group_id).join(DuplicateGroup).where(
             DuplicateMember.image_id == members[0], DuplicateGroup.kind == "near")).scalar_one_or_none()
