@@ -84,4 +84,5 @@ def group_review_form(server: ServerDep, group_id: int, form: Annotated[ReviewFo
 def api_group_review(server: ServerDep, group_id: int, review: ReviewIn) -> dict:
     """Record `duplicate confirmed` or `duplicate rejected` on a near group, with its members as they are now,
     and rebuild the dataset's groups at once: `group_now` is where the pictures are after it."""
-    return _decide(server, group_id, review).to_dict()
+    decided = _decide(server, group_id, review)
+    return {**decided.review.to_dict(), "group_now": decided.group_now, "groups": decided.groups}
