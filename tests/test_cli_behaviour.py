@@ -82,9 +82,12 @@ def test_masking_keeps_the_servers_own_words(mysql_server_url, password):
 # -- defect 8: read-only commands create nothing -----------------------------------------------------
 
 def test_read_only_commands_create_nothing_in_an_empty_folder(tmp_path, monkeypatch):
+    # predict checks its files before the database, so it is given a real picture from outside the folder.
+    picture = tmp_path.parent / f"{tmp_path.name}-xray.png"
+    Image.new("L", (64, 64), 90).save(picture)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BONEDB_DATABASE_URL", raising=False)
-    for args in (["stats"], ["runs", "list"], ["predict", "xray.png"], ["db", "current"]):
+    for args in (["stats"], ["runs", "list"], ["predict", str(picture)], ["db", "current"]):
         result = run(args)
         assert result.exit_code == 1, args
         [line] = result.stderr.strip().splitlines()

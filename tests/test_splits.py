@@ -145,7 +145,7 @@ def test_a_leaking_assignment_is_refused_and_nothing_stored(engine, manifest_onl
     leaking = {r.image_id: ("train", "test")[i % 2] for i, r in enumerate(records)}
     with pytest.raises(BonedbError, match="would leak"):
         with engine.begin() as conn:
-            store_assignment(conn, "bad", dataset_id_of(conn, "mura-v1.1"), "bonedb", "{}", 0, records, leaking)
+            store_assignment(conn, "bad", dataset_id_of(conn, "mura-v1.1"), "bonedb", {}, 0, records, leaking)
     assert snapshot(engine) == before
 
 

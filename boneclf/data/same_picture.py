@@ -35,6 +35,11 @@ MIN_INLIERS = 12
 MIN_SCORE = 0.80  # median normalised correlation of the aligned overlap's tiles, -1..1
 MIN_OVERLAP = 0.25  # share of the first picture the second covers once aligned
 SCALE_RANGE = (0.25, 4.0)  # a copy rescaled beyond this is not a copy bonedb looks for
+# A picture under SMALL_SIDE pixels (shorter side) carries little of its own: enlarged for keypoints,
+# two different small pictures of one bone shape reached 0.82, while turned, flipped and re-encoded
+# copies of them stayed at 0.91 or above (benchmarks/same_picture_benchmark.py --synthetic).
+SMALL_SIDE = 64
+MIN_SCORE_SMALL = 0.88
 
 VERIFY_SIDE = 512  # pictures are compared with their longer side this long
 VERIFY_POINTS = 1000
@@ -175,6 +180,7 @@ class Picture:
 
     def __init__(self, image: Image.Image):
         self.ratio = VERIFY_SIDE / max(image.size)
+        self.small = min(image.size) < SMALL_SIDE
         self.pixels = grey(image, VERIFY_SIDE)
         self.keys = Keys.of(self.pixels, VERIFY_POINTS)
         self._mirrored: Keys | None = None
@@ -228,7 +234,8 @@ def _aligned(first: Picture, second: Picture, flipped: bool) -> Verdict | None:
     pixels = np.ascontiguousarray(second.pixels[:, ::-1]) if flipped else second.pixels
     score, overlap = _overlap_score(first.pixels, pixels, matrix)
     full_scale = scale * second.ratio / first.ratio
-    same = (inliers >= MIN_INLIERS and score >= MIN_SCORE and overlap >= MIN_OVERLAP
+    needed = MIN_SCORE_SMALL if first.small or second.small else MIN_SCORE
+    same = (inliers >= MIN_INLIERS and score >= needed and overlap >= MIN_OVERLAP
             and SCALE_RANGE[0] <= full_scale <= SCALE_RANGE[1])
     return Verdict(same, round(score, 4), inliers, round(overlap, 4), round(angle, 2), round(full_scale, 4),
                    flipped, round(float(matrix[0, 2]) / first.ratio, 1), round(float(matrix[1, 2]) / first.ratio, 1))
