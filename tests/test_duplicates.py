@@ -137,6 +137,26 @@ def test_planted_families_are_found_and_never_split(engine, tmp_path):
     assert split_summary(engine, "loose").leaks == loose.leaks
 
 
+def test_split_create_and_audit_split_never_disagree(engine, tmp_path):
+    """Both judge duplicates by the dataset's stored groups: whatever the options and seed, a split stored
+    without --allow-leaks has a clean audit, and one stored with leaks has an audit that finds exactly them."""
+    root = tmp_path / "planted"
+    planted_folder(root, families=6, singles=24)
+    ingest_folder(engine, root, dataset="planted")
+    choices = [dict(test_from="carve"), dict(test_from="carve", dedupe=True), dict(test_from="carve", test=0.3),
+               dict(test_from="carve", group_pattern=r"^(fam[0-9]+|single[0-9]+)"), dict(test_from="carve", group_by="duplicates"),
+               dict(test_from="official", allow_leaks=True), dict(test_from="carve", group_by="patient",
+                                                                  allow_leaks=True)]
+    for n, (choice, seed) in enumerate((c, s) for c in choices for s in (1, 2, 3)):
+        stored = create_split(engine, f"s{n}", SplitOptions("planted", (), val=0.2, seed=seed,
+                                                            **{"test": 0.2, **choice}))
+        audited = audit_split(engine, f"s{n}")
+        crossing = len(audited.exact_duplicates) + len(audited.duplicate_groups)  # identical files are a group too
+        assert stored.leaks.get("duplicate groups", 0) == crossing, (choice, seed)
+        if not choice.get("allow_leaks"):
+            assert stored.leaks == {} and not audited.leaks, (choice, seed)
+
+
 def test_user_groups_from_a_pattern_and_a_csv(engine, tmp_path):
     root = tmp_path / "planted"
     planted = planted_folder(root, families=6, singles=20)

@@ -16,6 +16,7 @@ recomputing, re-ingesting or a steward's decision never verifies a pair twice.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -211,7 +212,10 @@ def verify_candidates(pairs: Sequence[tuple[str, str]], path_of: dict[str, str],
             unreadable.append(f"{path_of[content]}: {exc}")
             return None
 
-    with ThreadPoolExecutor(workers) as pool:
+    # Pillow's warnings (a palette with transparency) are not the user's to act on and would tear the progress
+    # bar; the filter is process-wide, so set in this thread it holds in the workers (as in verify.inspect_files).
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
+        warnings.simplefilter("ignore")
         pictures.update(zip(needed, pool.map(prepare, needed)))
 
         def judge(pair: tuple[str, str]) -> Verdict | None:

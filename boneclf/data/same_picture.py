@@ -44,7 +44,7 @@ MIN_SCORE_SMALL = 0.88
 VERIFY_SIDE = 512  # pictures are compared with their longer side this long
 VERIFY_POINTS = 1000
 SIGNATURE_SIDE = 256
-SIGNATURE_POINTS = 48
+SIGNATURE_POINTS = 64
 SIGNATURE_SPREAD = 4  # keypoints are taken across a 4 x 4 grid
 _TILES = 8  # the overlap is cut into 8 x 8 tiles for the correlation
 _MIN_TILE_STD = 3.0  # a tile flatter than this (black background) says nothing either way
@@ -91,11 +91,11 @@ class Keys:
     descriptors: np.ndarray
 
     @staticmethod
-    def of(pixels: np.ndarray, count: int, spread: int = 1) -> Keys:
-        """The COUNT strongest keypoints; with SPREAD > 1, the strongest of each cell of a SPREAD x SPREAD
-        grid in turn, so that a burned-in label or the edge of a turned canvas, which make the strongest
-        corners, cannot take every place."""
-        found, descriptors = _orb(count * (3 if spread > 1 else 1)).detectAndCompute(pixels, None)
+    def of(pixels: np.ndarray, count: int, spread: int = 1, mask: np.ndarray | None = None) -> Keys:
+        """The COUNT strongest keypoints (outside MASK's zeros); with SPREAD > 1, the strongest of each cell
+        of a SPREAD x SPREAD grid in turn, so that a burned-in label or the edge of a turned canvas, which
+        make the strongest corners, cannot take every place."""
+        found, descriptors = _orb(count * (3 if spread > 1 else 1)).detectAndCompute(pixels, mask)
         if descriptors is None or not found:
             return Keys(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
         order = np.argsort([-k.response for k in found], kind="stable")
@@ -123,13 +123,33 @@ def signature(image: Image.Image) -> bytes:
     """The candidate signature of a picture: its SIGNATURE_POINTS strongest ORB keypoints at
     SIGNATURE_SIDE pixels, of the picture and of its mirror image (positions and descriptors)."""
     pixels = grey(image, SIGNATURE_SIDE)
-    normal = Keys.of(pixels, SIGNATURE_POINTS, SIGNATURE_SPREAD)
-    mirrored = Keys.of(np.ascontiguousarray(pixels[:, ::-1]), SIGNATURE_POINTS, SIGNATURE_SPREAD)
+    keep = _away_from_fill(image, pixels.shape)
+    normal = Keys.of(pixels, SIGNATURE_POINTS, SIGNATURE_SPREAD, keep)
+    mirrored = Keys.of(np.ascontiguousarray(pixels[:, ::-1]), SIGNATURE_POINTS, SIGNATURE_SPREAD,
+                       np.ascontiguousarray(keep[:, ::-1]))
     parts = [_HEADER.pack(pixels.shape[1], len(normal.points), len(mirrored.points))]
     for keys in (normal, mirrored):
         parts.append(np.round(keys.points * 8).astype("<u2").tobytes())  # 1/8 pixel
         parts.append(keys.descriptors.tobytes())
     return b"".join(parts)
+
+
+def _away_from_fill(image: Image.Image, shape: tuple[int, int]) -> np.ndarray:
+    """A keypoint mask (255: may hold keypoints) leaving out black fill reaching the frame and a few pixels
+    around it. A copy turned on a grown canvas has black corners whose edges make the strongest corners of
+    all; the original has none there, so keypoints spent on them never meet (measured: BENCHMARKS.md,
+    "Same picture", candidate search)."""
+    height, width = shape
+    raw = cv2.resize(_eight_bit(image), (width, height), interpolation=cv2.INTER_AREA)
+    dark = (raw <= _FILL_LEVEL).astype(np.uint8)
+    _, labels = cv2.connectedComponents(dark)
+    frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    fill = np.isin(labels, frame[frame > 0])
+    near = cv2.dilate(fill.astype(np.uint8), np.ones((9, 9), np.uint8))
+    return np.where(near > 0, 0, 255).astype(np.uint8)
+
+
+_FILL_LEVEL = 4  # grey levels: the black a turn fills in, after re-encoding
 
 
 def read_signature(data: bytes) -> tuple[Keys, Keys]:

@@ -388,8 +388,8 @@ _SINGULARS = {"patients": "patient", "studies": "study", "identical files": "ide
 
 
 def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplicates: list) -> dict[str, int]:
-    """What `bonedb audit split` would find crossing subsets, counted by kind: patients, studies,
-    identical files (same sha256) and stored duplicate groups. Empty: no leak."""
+    """What `bonedb audit split` would find crossing subsets, counted by kind: patients, studies and stored
+    duplicate groups (exact groups, which the audit lists as identical files, and near groups). Empty: no leak."""
     overlaps = group_overlaps(
         [(r.patient, assignment[r.image_id], r.path) for r in records],
         [(r.study_id, assignment[r.image_id], r.path) for r in records],
