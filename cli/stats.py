@@ -32,6 +32,8 @@ def stats(database: Database, dataset, json_mode, csv_mode):
         return
 
     def human(r):
+        for name in r.synthetic:  # figures of drawn pictures must never pass for a real dataset's
+            click.echo(f"{name} is synthetic (drawn by `bonedb synth`): its counts describe no real radiographs")
         print_table(r.counts)
         if r.totals:
             click.echo("")

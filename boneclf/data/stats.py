@@ -46,14 +46,18 @@ class DatasetStats(Result):
     counts: list[PartCount]
     totals: list[DatasetTotal]
     duplicates: list[DuplicateCount] = field(default_factory=list)  # per source split, where any
+    synthetic: list[str] = field(default_factory=list)  # datasets shown that `bonedb synth` drew
 
 
 def dataset_stats(engine: Engine, dataset: str | None = None, parts=None, splits=None) -> DatasetStats:
     """Counts per (dataset, part, split, label), distinct totals per dataset, and copies per source split."""
     counts = _counts(engine, (Dataset.name, Study.body_part, Study.source_split, Study.label), dataset, parts, splits)
     totals = _counts(engine, (Dataset.name,), dataset, parts, splits)
+    with engine.connect() as conn:
+        drawn = set(conn.execute(select(Dataset.name).where(Dataset.synthetic.is_(True))).scalars())
     return DatasetStats([PartCount(*row) for row in counts], [DatasetTotal(*row) for row in totals],
-                        _duplicates(engine, dataset, parts, splits))
+                        _duplicates(engine, dataset, parts, splits),
+                        sorted({row[0] for row in totals} & drawn))
 
 
 def _duplicates(engine: Engine, dataset, parts, splits) -> list[DuplicateCount]:
