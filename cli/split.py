@@ -132,12 +132,24 @@ def list_(database: Database, json_mode):
     splits = list_splits(database.engine)
 
     def human(rows):
-        print_table([{**s.to_dict(), "content_hash": s.content_hash[:12], "parameters": json.dumps(s.parameters)}
+        print_table([{**s.to_dict(), "content_hash": s.content_hash[:12], "options": _as_options(s.parameters)}
                      for s in rows],
                     ["name", "dataset", "kind", "seed", "images", "content_hash", "label_version", "created_at",
-                     "parameters"])
+                     "options"])
 
     emit(splits, json_mode, human)
+
+
+def _as_options(parameters: dict) -> str:
+    """A split's stored parameters as the `split create` options that make them (dataset and seed have columns
+    of their own); `--json` keeps the parameters as stored."""
+    words = []
+    for key, value in sorted(parameters.items()):
+        if key in ("dataset", "seed") or value is None or value is False or value == []:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words.append(flag if value is True else f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(words)
 
 
 @split.command()
