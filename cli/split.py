@@ -148,7 +148,8 @@ def _as_options(parameters: dict) -> str:
         if key in ("dataset", "seed") or value is None or value is False or value == []:
             continue
         flag = "--" + key.replace("_", "-")
-        words.append(flag if value is True else f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        words.append(flag if value is True else f"{flag} {shown}")
     return " ".join(words)
 
 
