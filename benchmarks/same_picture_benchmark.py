@@ -246,17 +246,26 @@ def main() -> None:
         pair = (min(k, original), max(k, original))
         recall[name].append((pair in candidates, pair in confirmed, pair in before))
     print()
-    print("| transformation | copies | candidates found | recall | recall before |")
-    print("|---|---|---|---|---|")
+    scores: dict[str, list[float]] = defaultdict(list)  # tile correlation of each planted pair examined
+    for k, planted in enumerate(truth):
+        if planted is not None and (pair := (min(k, planted[1]), max(k, planted[1]))) in verdicts:
+            scores[planted[0]].append(verdicts[pair].score)
+    print("| transformation | copies | candidates found | recall | recall before | lowest score | 5th percentile |")
+    print("|---|---|---|---|---|---|---|")
     for name in PLANTS:
-        rows = recall[name]
+        rows, found = recall[name], sorted(scores[name]) or [float("nan")]
         print(f"| {name} | {len(rows)} | {sum(r[0] for r in rows) / len(rows):.3f} | "
-              f"{sum(r[1] for r in rows) / len(rows):.3f} | {sum(r[2] for r in rows) / len(rows):.3f} |")
+              f"{sum(r[1] for r in rows) / len(rows):.3f} | {sum(r[2] for r in rows) / len(rows):.3f} | "
+              f"{found[0]:.3f} | {found[len(found) // 20]:.3f} |")
     wrong_now, wrong_before = false_pairs(confirmed), false_pairs(before)
     print()
     print(f"false pairs among {originals} distinct originals ({all_pairs:,} pairs): now {len(wrong_now)} "
           f"({len(wrong_now) / all_pairs * 1e6:.1f} per million), before {len(wrong_before)} "
           f"({len(wrong_before) / all_pairs * 1e6:.1f} per million)")
+    different = sorted(v.score for (a, b), v in verdicts.items() if a < originals and b < originals)
+    if different:
+        print(f"scores of candidate pairs of different originals: highest {different[-1]:.3f}, "
+              f"99th percentile {different[int(len(different) * 0.99)]:.3f} ({len(different)} pairs)")
     for a, b in wrong_now[:20]:
         print(f"  false now: {files[a]} ~ {files[b]}: {verdicts[(a, b)].explain()}")
     for a, b in wrong_before[:5]:

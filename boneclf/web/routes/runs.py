@@ -88,7 +88,22 @@ def sample_studies(server: Server, run: RunRecord, limit: int = 12) -> list[Stud
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 def run_page(request: Request, server: ServerDep, run: Run) -> HTMLResponse:
     studies = sample_studies(server, run) if run.status == "finished" else []
-    return render(request, "run.html", run=run, studies=studies, metrics=json.dumps(plain(run.metrics), indent=2))
+    return render(request, "run.html", run=run, studies=studies, metrics=metric_rows(plain(run.metrics)))
+
+
+def metric_rows(metrics, prefix: str = "") -> list[tuple[str, str]]:
+    """A run's metrics as (name, value) rows for a table: nested results joined by dots (`study.kappa`),
+    fractions to three places, a confusion matrix or other list as written. `/api/runs/ID` keeps the JSON."""
+    rows: list[tuple[str, str]] = []
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += metric_rows(value, f"{name}.")
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.3f}"))
+        elif value is not None:
+            rows.append((name, json.dumps(value) if isinstance(value, list) else str(value)))
+    return rows
 
 
 @router.get("/api/runs/{run_id}")
