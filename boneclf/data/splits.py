@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
@@ -131,9 +131,11 @@ def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
     return sorted((Record(*row) for row in rows), key=lambda r: r.path)
 
 
-def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] | None = None) -> dict[int, str]:
+def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] | None = None,
+           crossing_duplicates: Sequence[int] = ()) -> dict[int, str]:
     """image id -> subset, whole leak groups (GROUPS: image id -> group key; default: the patient) at a
-    time. Pure and deterministic."""
+    time. Pure and deterministic. CROSSING_DUPLICATES: stored duplicate groups in both the source's held-out
+    and training images, named when the official test set is refused."""
     options.validate()
     if groups is None:
         groups = {r.image_id: r.patient for r in records}
@@ -147,9 +149,11 @@ def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] 
         pool = [r for r in records if r.source_split not in OFFICIAL_TEST]
         crossing = sorted({groups[r.image_id] for r in held_out} & {groups[r.image_id] for r in pool})
         if crossing and not options.allow_leaks:
+            example = (f"duplicate group {crossing_duplicates[0]}: `bonedb duplicates show {crossing_duplicates[0]}`"
+                       if crossing_duplicates else f"the group with patient {crossing[0]}")
             raise BonedbError(
-                f"{plural(len(crossing), 'leak group')} (patients united with copies of one picture, e.g. the "
-                f"group with patient {crossing[0]}) in both the source's held-out and training images, so its own "
+                f"{plural(len(crossing), 'leak group')} (patients united with copies of one picture, e.g. "
+                f"{example}) in both the source's held-out and training images, so its own "
                 "test set leaks: use --test-from carve, which keeps each group in one subset; if a group is wrong, "
                 "`bonedb duplicates list --dataset " + options.dataset + "` then `bonedb duplicates reject ID` "
                 "unlinks it (or --allow-leaks keeps the source's test set as it is)"
@@ -159,6 +163,13 @@ def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] 
         return assignment
     fractions = {"train": 1 - options.val - options.test, "val": options.val, "test": options.test}
     return _stratified(records, fractions, options.seed, groups)
+
+
+def _held_out_crossing(records: list[Record], memberships: dict[int, list[int]]) -> list[int]:
+    """Ids of duplicate groups with images both in the source's held-out set and outside it."""
+    held_out = {r.image_id: r.source_split in OFFICIAL_TEST for r in records}
+    return sorted(group_id for group_id, members in memberships.items()
+                  if len({held_out[m] for m in members if m in held_out}) > 1)
 
 
 def _stratified(records: list[Record], fractions: dict[str, float], seed: int,
@@ -220,7 +231,8 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
             have = ", ".join(dataset_parts(conn, dataset_id)) or "none"
             raise BonedbError(f"dataset {options.dataset!r} has no labelled images of {', '.join(options.parts)} "
                               f"(its parts: {have})")
-        duplicates = list(group_memberships(conn, dataset_id).values())
+        memberships = group_memberships(conn, dataset_id)
+        duplicates = list(memberships.values())
         user_groups = _user_groups(options, records)  # before --dedupe: the CSV may name any image
         omissions: dict[int, int] = {}
         if options.dedupe:
@@ -228,7 +240,7 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
             records = [r for r in records if r.image_id not in omissions]
         groups = leak_groups(records, group_by=options.group_by, duplicate_groups=duplicates,
                              user_groups=user_groups)
-        assignment = assign(records, options, groups)
+        assignment = assign(records, options, groups, _held_out_crossing(records, memberships))
         content_hash = assignment_hash(records, assignment)
         existing = conn.execute(select(_versions).where(_versions.c.name == name)).first()
         if existing is not None and existing.kind != kind:
@@ -361,7 +373,8 @@ def store_assignment(
 def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, content_hash,
            refuse_leaks: bool = True, duplicates: list | None = None) -> SplitResult:
     if duplicates is None:
-        duplicates = list(group_memberships(conn, dataset_id).values())
+        memberships = group_memberships(conn, dataset_id)
+        duplicates = list(memberships.values())
     leaks = _leak_counts(conn, records, assignment, duplicates)
     if leaks and refuse_leaks:
         found = ", ".join(plural(n, _SINGULARS.get(kind, kind), kind) for kind, n in leaks.items())
