@@ -137,11 +137,14 @@ def run_demo(workdir: Path, *, database_url: str | None = None, quick: bool = Fa
 
 def _try_next(workdir: Path, database_url: str | None, study: str) -> str:
     """A command to run next that uses the demo's own database (its runs are there, not in ./bonedb.sqlite)."""
+    # The demo carves its own test subset, so a test study may sit in MURA's train/ folder: say so, or the
+    # hint reads as predicting on training data.
+    where = "   # a study of the demo split's test subset, never trained on"
     if database_url is None:
-        return f"cd {workdir} && bonedb predict {study}"
+        return f"cd {workdir} && bonedb predict {study}{where}"
     masked = mask_url(database_url)
-    hint = "   # with your password in place of ***" if masked != database_url else ""
-    return f"bonedb --database-url '{masked}' predict {study}{hint}"
+    hint = "; with your password in place of ***" if masked != database_url else ""
+    return f"bonedb --database-url '{masked}' predict {study}{where}{hint}"
 
 
 def _train_or_reuse(engine: Engine, config: TrainConfig, progress, verbose) -> int:
