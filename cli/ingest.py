@@ -28,7 +28,7 @@ from .output import emit, print_table, progress_for
               help="When the labeled-studies CSV and the study folder names disagree, which wins. "
               "Default: refuse and list every conflict.")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad rows (reported) instead of refusing the whole ingest.")
-@click.option("--follow-symlinks", is_flag=True, help="With --verify: accept images that symbolic links place "
+@click.option("--follow-symlinks", is_flag=True, help="Accept images that symbolic links place "
               "outside ROOT (refused by default: export and training would read files beyond the dataset).")
 @json_option
 @pass_db

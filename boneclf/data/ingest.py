@@ -9,6 +9,7 @@ anything is logged in that transaction (one row), with one history row per relab
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .names import check_name, check_root
 from .stats import DatasetStats, dataset_stats
 from .synth import is_synthetic
-from .verify import FileFacts, inspect_files
+from .verify import FileFacts, inspect_files, outside
 
 DEFAULT_DATASET = "mura-v1.1"
 
@@ -125,6 +126,23 @@ def ingest_mura(
                        progress, record)
 
 
+def _confined(root: Path, images: list, problems: list, left_out: list) -> list:
+    """Without --verify no file is opened, but a symbolic link that places an image outside ROOT is still
+    refused (export and training would read beyond the dataset): only the path is resolved."""
+    kept = []
+    for image in images:
+        real = outside(root, root / image.path)
+        if real is not None and os.path.exists(real):
+            why = (f"a symbolic link to {real}, outside the dataset folder: copy the file in, or pass "
+                   "--follow-symlinks to read it there")
+            problems.append(Problem(image.file, image.line, f"refused {root / image.path}: {why}, or leave it out "
+                                    "with --skip-bad"))
+            left_out.append((image.path, why))
+        else:
+            kept.append(image)
+    return kept
+
+
 def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad, follow_symlinks, progress,
             record: IngestRecord) -> IngestReport:
     manifest = read_manifest(root, parts, splits)
@@ -156,6 +174,8 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
             else:
                 facts[image.path] = check.facts
         images = [image for image in images if image.path not in failed]
+    elif not follow_symlinks:
+        images = _confined(manifest.root, images, problems, left_out)
 
     if problems and not skip_bad:
         raise InputProblems(problems, f"{len(problems)} problem(s) in {manifest.dataset_dir}; nothing was written")
