@@ -29,10 +29,10 @@ from PIL import Image, ImageOps
 
 from .pixels import open_image
 
-METHOD = "orb-ransac-similarity-tile-ncc-v1"
+METHOD = "orb-ransac-similarity-tile-ncc-v2"  # v2: 0.85 (v1 verdicts, at 0.80, are judged again)
 # What a confirmed pair must reach (chosen on real radiographs: BENCHMARKS.md, "Same picture").
 MIN_INLIERS = 12
-MIN_SCORE = 0.80  # median normalised correlation of the aligned overlap's tiles, -1..1
+MIN_SCORE = 0.85  # median normalised correlation of the aligned overlap's tiles, -1..1
 MIN_OVERLAP = 0.25  # share of the first picture the second covers once aligned
 SCALE_RANGE = (0.25, 4.0)  # a copy rescaled beyond this is not a copy bonedb looks for
 # A picture under SMALL_SIDE pixels (shorter side) carries little of its own: enlarged for keypoints,
