@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from PIL import Image as PILImage
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
@@ -50,11 +49,11 @@ KIND = "dicom"
 SOURCE_SPLIT = "all"  # a PACS export has no train/valid of its own: `split create --test-from carve`
 DEFAULT_IMAGES = "bonedb-images"  # ./bonedb-images/<dataset> unless --images says otherwise
 
-_datasets = cast(Table, Dataset.__table__)
-_patients = cast(Table, Patient.__table__)
-_studies = cast(Table, Study.__table__)
-_images = cast(Table, Image.__table__)
-_dicom = cast(Table, DicomImage.__table__)
+_datasets = Dataset.__table__
+_patients = Patient.__table__
+_studies = Study.__table__
+_images = Image.__table__
+_dicom = DicomImage.__table__
 
 
 @dataclass
