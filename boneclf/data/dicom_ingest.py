@@ -31,6 +31,7 @@ from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.flags import IDENTITY_IN_PIXELS, add_flags
+from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, log_label_changes, log_unapplied
 from boneclf.store.schema import Dataset, DicomImage, Image, IngestLog, Patient, Study
@@ -233,8 +234,8 @@ def _ingest(engine, root: Path, key: PseudonymKey, terms, labels_path, label_map
     placed: list[Path] = []
     try:
         with engine.begin() as conn:
-            dataset_id = stored.dataset_id or conn.execute(insert(_datasets).values(
-                name=report.dataset, root=str(target), kind=KIND)).inserted_primary_key[0]
+            dataset_id = stored.dataset_id or inserted_id(conn.execute(insert(_datasets).values(
+                name=report.dataset, root=str(target), kind=KIND)))
             record_exclusions(conn, dataset_id, _exclusions(key, report, problems, root))
             changes = _write(conn, dataset_id, stored, new, paths, facts, wanted, report)
             if report.changed:
@@ -380,7 +381,7 @@ def _write(conn: Connection, dataset_id: int, stored: _Stored, new: list[ReadIma
                 image_rows)
     report.images_added = len(image_rows)
     if new:
-        image_ids = dict(conn.execute(select(_images.c.path, _images.c.id).where(
+        image_ids: dict[str, int] = dict(conn.execute(select(_images.c.path, _images.c.id).where(
             _images.c.dataset_id == dataset_id)).all())
         conn.execute(insert(_dicom), [
             {"image_id": image_ids[path], "dataset_id": dataset_id, "study_pseudonym": image.study,
