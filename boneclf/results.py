@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields, is_dataclass
+from dataclasses import Field, fields, is_dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,9 +19,10 @@ class Result:
     """Mixin for result dataclasses. `computed` names properties that belong in `to_dict()` too."""
 
     computed: ClassVar[tuple[str, ...]] = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on every subclass: fields() reads it
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        data = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
         for name in self.computed:
             data[name] = plain(getattr(self, name))
         return data

@@ -85,8 +85,8 @@ def _human(report: IngestReport, database: Database) -> None:
             f"{plural(report.images_unchanged, 'image')} unchanged" if report.images_unchanged else "",
         ]
         click.echo(f"dataset {report.dataset!r} in {database.masked_url}: " + "; ".join(c for c in changes if c))
-        changes = f"; its label changes: bonedb history --ingest {report.ingest_id}" if report.relabeled else ""
-        click.echo(f"logged as ingest {report.ingest_id} (bonedb log){changes}")
+        history = f"; its label changes: bonedb history --ingest {report.ingest_id}" if report.relabeled else ""
+        click.echo(f"logged as ingest {report.ingest_id} (bonedb log){history}")
     if report.images_stale:
         click.echo(f"note: {plural(report.images_stale, 'image')} in the database no longer listed in the CSVs "
                    "(left in place)")

@@ -121,7 +121,7 @@ class StudyRow(Result):
     part: str
     number: int
     source_split: str
-    label: int
+    label: int | None  # None: a study no labels file named yet (DICOM)
     image_ids: list[int] = field(default_factory=list)
 
 
@@ -203,7 +203,7 @@ class StudyDetail(Result):
     part: str
     number: int
     source_split: str
-    label: int
+    label: int | None
     images: list[ImageRow]
     history: list[HistoryEvent]  # relabels by ingests and review decisions, oldest first
     reviews: list[ReviewRecord]

@@ -69,6 +69,7 @@ def _stack(keys: list[Keys | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def _index(descriptors: np.ndarray):
     import faiss  # imported here: only duplicate finding needs it
 
+    index: faiss.IndexBinary
     if len(descriptors) < _FLAT_BELOW:
         index = faiss.IndexBinaryFlat(256)
     else:

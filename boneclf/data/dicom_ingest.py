@@ -22,16 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from PIL import Image as PILImage
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.flags import IDENTITY_IN_PIXELS, add_flags
+from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, log_label_changes, log_unapplied
 from boneclf.store.schema import Dataset, DicomImage, Image, IngestLog, Patient, Study
@@ -50,11 +50,11 @@ KIND = "dicom"
 SOURCE_SPLIT = "all"  # a PACS export has no train/valid of its own: `split create --test-from carve`
 DEFAULT_IMAGES = "bonedb-images"  # ./bonedb-images/<dataset> unless --images says otherwise
 
-_datasets = cast(Table, Dataset.__table__)
-_patients = cast(Table, Patient.__table__)
-_studies = cast(Table, Study.__table__)
-_images = cast(Table, Image.__table__)
-_dicom = cast(Table, DicomImage.__table__)
+_datasets = Dataset.__table__
+_patients = Patient.__table__
+_studies = Study.__table__
+_images = Image.__table__
+_dicom = DicomImage.__table__
 
 
 @dataclass
@@ -234,8 +234,8 @@ def _ingest(engine, root: Path, key: PseudonymKey, terms, labels_path, label_map
     placed: list[Path] = []
     try:
         with engine.begin() as conn:
-            dataset_id = stored.dataset_id or conn.execute(insert(_datasets).values(
-                name=report.dataset, root=str(target), kind=KIND)).inserted_primary_key[0]
+            dataset_id = stored.dataset_id or inserted_id(conn.execute(insert(_datasets).values(
+                name=report.dataset, root=str(target), kind=KIND)))
             record_exclusions(conn, dataset_id, _exclusions(key, report, problems, root))
             changes = _write(conn, dataset_id, stored, new, paths, facts, wanted, report)
             if report.changed:
@@ -381,7 +381,7 @@ def _write(conn: Connection, dataset_id: int, stored: _Stored, new: list[ReadIma
                 image_rows)
     report.images_added = len(image_rows)
     if new:
-        image_ids = dict(conn.execute(select(_images.c.path, _images.c.id).where(
+        image_ids: dict[str, int] = dict(conn.execute(select(_images.c.path, _images.c.id).where(
             _images.c.dataset_id == dataset_id)).all())
         conn.execute(insert(_dicom), [
             {"image_id": image_ids[path], "dataset_id": dataset_id, "study_pseudonym": image.study,

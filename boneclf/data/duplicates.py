@@ -306,7 +306,8 @@ def _hashed_images(conn: Connection, dataset_id: int) -> list[HashedImage]:
     rows = conn.execute(select(Image.id, Image.path, Image.content_hash, Image.near_hash, Image.picture_signature)
                         .where(Image.dataset_id == dataset_id, Image.content_hash.is_not(None),
                                Image.near_hash.is_not(None))).all()
-    return [HashedImage(*row) for row in rows]
+    return [HashedImage(image_id, path, content, near, signature) for image_id, path, content, near, signature in rows
+            if content is not None and near is not None]  # as the query asks: said again for the type checker
 
 
 @dataclass

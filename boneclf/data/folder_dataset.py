@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem,
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
 from boneclf.store.schema import Dataset, Image, Patient, Study
@@ -317,10 +318,10 @@ def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> Non
 
 
 def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport,
-           left_out: list[tuple[str, str]] = ()) -> None:
-    dataset_id = conn.execute(
+           left_out: Sequence[tuple[str, str]] = ()) -> None:
+    dataset_id = inserted_id(conn.execute(
         insert(Dataset.__table__).values(name=dataset, root=str(root), kind="folder")
-    ).inserted_primary_key[0]
+    ))
     # What was seen and left out on purpose, with why: `audit dataset` tells these from unknown files.
     record_exclusions(conn, dataset_id, list(left_out))
     patients = sorted({image.patient for image, _ in good})

@@ -10,7 +10,7 @@ anything is logged in that transaction (one row), with one history row per relab
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem,
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.bulk import insert_rows, paused_gc
+from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import (
     IngestCounts,
@@ -274,7 +275,7 @@ def _dataset_id(conn: Connection, report: IngestReport) -> int:
     if row is None:
         result = conn.execute(insert(_datasets).values(name=report.dataset, root=report.root, kind="mura",
                                                        synthetic=report.synthetic))
-        return result.inserted_primary_key[0]
+        return inserted_id(result)
     if row.kind != "mura":
         raise BonedbError(
             f"dataset {report.dataset!r} holds a {row.kind} dataset, not MURA: pass another --dataset name"
@@ -293,7 +294,8 @@ def _check_new_root(conn: Connection, dataset_id: int, report: IngestReport) -> 
     """A dataset read from a new folder keeps every image it has: each must be there, or the move is refused
     (rolled back), since rows pointing at absent files would break export and training later."""
     root = Path(report.root)
-    paths = conn.execute(select(_images.c.path).where(_images.c.dataset_id == dataset_id)).scalars().all()
+    paths: Sequence[str] = conn.execute(
+        select(_images.c.path).where(_images.c.dataset_id == dataset_id)).scalars().all()
     absent = sorted(path for path in paths if not (root / path).is_file())
     if absent:
         raise BonedbError(

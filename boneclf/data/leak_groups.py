@@ -100,8 +100,8 @@ def leak_groups(records: Sequence, *, group_by: str, duplicate_groups: Iterable[
         by_patient: dict[str, list[int]] = defaultdict(list)
         for record in records:
             by_patient[record.patient].append(record.image_id)
-        for ids in by_patient.values():
-            sets.union(ids)
+        for same_patient in by_patient.values():
+            sets.union(same_patient)
     ids = {record.image_id for record in records}
     if group_by in ("duplicates", "both"):
         for members in duplicate_groups:

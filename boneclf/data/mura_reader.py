@@ -238,6 +238,7 @@ class _Reader:
                     continue
                 study = self.study_folders[folder] = (key, _SUFFIX_LABEL[match["suffix"]])
             key, folder_label = study
+            assert file_match is not None  # the full check accepted the path, file name and all (rows have no "\n")
             if key.part not in self.parts:
                 continue
             if row in self.seen_paths:

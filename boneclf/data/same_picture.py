@@ -80,7 +80,7 @@ def _clahe():
 
 
 def _orb(points: int):
-    return cv2.ORB_create(nfeatures=points, fastThreshold=5, edgeThreshold=15, patchSize=31)
+    return cv2.ORB.create(nfeatures=points, fastThreshold=5, edgeThreshold=15, patchSize=31)
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,8 @@ def _overlap_score(first: np.ndarray, second: np.ndarray, matrix: np.ndarray) ->
     """(median tile correlation, overlap share) of SECOND warped by MATRIX onto FIRST."""
     height, width = first.shape
     warped = cv2.warpAffine(second, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
-    inside = cv2.warpAffine(np.full(second.shape, 255, np.uint8), matrix, (width, height),
-                            flags=cv2.INTER_NEAREST, borderValue=0)
+    inside: np.ndarray = cv2.warpAffine(np.full(second.shape, 255, np.uint8), matrix, (width, height),
+                                        flags=cv2.INTER_NEAREST, borderValue=0)
     inside = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0  # interpolated edges are not the picture
     overlap = float(inside.mean())
     scores = []

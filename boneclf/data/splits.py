@@ -28,6 +28,7 @@ from boneclf.errors import BonedbError
 from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.duplicates import group_memberships
+from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import SplitRecord, dataset_id_of, get_split, split_images
@@ -128,7 +129,15 @@ def load_records(conn: Connection, dataset_id: int, parts) -> list[Record]:
         .join(Patient, Patient.id == Study.patient_id)
         .where(Image.dataset_id == dataset_id, Study.body_part.in_(list(parts)), Study.label.is_not(None))
     )
-    return sorted((Record(*row) for row in rows), key=lambda r: r.path)
+    return sorted((_record(*row) for row in rows), key=lambda r: r.path)
+
+
+def _record(image_id: int, path: str, patient: str, study_id: int, part: str, label: int | None,
+            source_split: str) -> Record:
+    """An image of a labelled study: the queries select only those (a split pins each image's label)."""
+    if label is None:
+        raise BonedbError(f"image {image_id} ({path}): its study has no label, so no split can hold it")
+    return Record(image_id, path, patient, study_id, part, label, source_split)
 
 
 def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] | None = None,
@@ -182,7 +191,7 @@ def _stratified(records: list[Record], fractions: dict[str, float], seed: int,
         by_group[groups[record.image_id]].append(record)
         totals[(record.part, record.label)] += 1
     target = {s: {k: fractions[s] * n for k, n in totals.items()} for s in subsets}
-    have = {s: defaultdict(float) for s in subsets}
+    have: dict[str, defaultdict[tuple, float]] = {s: defaultdict(float) for s in subsets}
 
     def order(group: str) -> tuple:
         digest = hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()
@@ -251,7 +260,7 @@ def create_split(engine: Engine, name: str, options: SplitOptions, kind: str = "
         result = _store(conn, name, dataset_id, kind, options.as_parameters(), options.seed, records, assignment,
                         content_hash, refuse_leaks=not options.allow_leaks, duplicates=duplicates)
         if omissions:
-            split_id = conn.execute(select(_versions.c.id).where(_versions.c.name == name)).scalar_one()
+            split_id: int = conn.execute(select(_versions.c.id).where(_versions.c.name == name)).scalar_one()
             insert_rows(conn, SplitOmission.__table__, ("split_id", "image_id", "kept_image_id"),
                         [(split_id, image_id, kept) for image_id, kept in sorted(omissions.items())])
     result.omitted = len(omissions)
@@ -343,7 +352,7 @@ def rebase_split(engine: Engine, name: str, source: str) -> SplitResult:
         ).all()
         if not rows:
             raise BonedbError(f"split {source!r} has no images left in its dataset: nothing to re-base")
-        records = sorted((Record(*row[:7]) for row in rows), key=lambda r: r.path)
+        records = sorted((_record(*row[:7]) for row in rows), key=lambda r: r.path)
         assignment = {row[0]: row[7] for row in rows}
         parameters = {"from": source, "from_hash": old.content_hash, "from_parameters": old.parameters}
         content_hash = assignment_hash(records, assignment)
@@ -383,13 +392,13 @@ def _store(conn, name, dataset_id, kind, parameters, seed, records, assignment, 
                   "--test-from carve keeps each group in one subset" if parameters.get("test_from") == "official"
                   else "`bonedb split create --allow-leaks` stores it anyway, with the leaks recorded")
         raise BonedbError(f"split {name!r} would leak ({found} across subsets); nothing was stored: {remedy}")
-    split_id = conn.execute(
+    split_id = inserted_id(conn.execute(
         insert(_versions).values(
             name=name, dataset_id=dataset_id, kind=kind, parameters=parameters, seed=seed,
             content_hash=content_hash, images=len(records), label_version=label_version(conn, dataset_id),
             leaks=leaks,
         )
-    ).inserted_primary_key[0]
+    ))
     insert_rows(conn, SplitAssignment.__table__, ("split_id", "image_id", "subset", "label"),
                 [(split_id, r.image_id, assignment[r.image_id], r.label) for r in records])
     return SplitResult(name, True, content_hash, len(records), leaks=leaks)

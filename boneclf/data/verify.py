@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from PIL import UnidentifiedImageError
 
@@ -39,11 +40,27 @@ class FileFacts:
 
 
 @dataclass(frozen=True)
-class FileCheck:
+class FileRead:
+    """A file read and decoded whole."""
+
     path: str
-    facts: FileFacts | None
-    error: str | None  # "cannot decode ROOT/PATH: why": names the file
-    reason: str | None = None  # the same without the file: "why"
+    facts: FileFacts
+    error: None = None
+    reason: None = None
+
+
+@dataclass(frozen=True)
+class FileUnread:
+    """A file that could not be read or decoded, and why."""
+
+    path: str
+    facts: None
+    error: str  # "cannot decode ROOT/PATH: why": names the file
+    reason: str  # the same without the file: "why"
+
+
+# Either; callers tell them apart by `check.facts is None` (or `check.error is not None`), which mypy follows.
+FileCheck: TypeAlias = FileRead | FileUnread
 
 
 def read_regular(full: Path) -> bytes:
@@ -75,7 +92,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
     full = root / relative
 
     def failed(verb: str, reason: str) -> FileCheck:
-        return FileCheck(relative, None, f"{verb} {full}: {reason}", reason)
+        return FileUnread(relative, None, f"{verb} {full}: {reason}", reason)
 
     if confined and (real := outside(root, full)) is not None and os.path.exists(real):
         return failed("refused", f"a symbolic link to {real}, outside the dataset folder: copy the file in, "
@@ -84,7 +101,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
         data = read_regular(full)
     except FileNotFoundError:
         link = " (a broken symbolic link)" if full.is_symlink() else ""
-        return FileCheck(relative, None, f"missing file {full}{link}", f"missing file{link}")
+        return FileUnread(relative, None, f"missing file {full}{link}", f"missing file{link}")
     except BonedbError as exc:
         return failed("cannot read", str(exc))
     except OSError as exc:
@@ -104,7 +121,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
     except (OSError, SyntaxError, ValueError) as exc:
         return failed("cannot decode", str(exc))
     facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format, signature)
-    return FileCheck(relative, facts, None)
+    return FileRead(relative, facts)
 
 
 def inspect_files(

@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class StopRequest:
@@ -51,7 +52,9 @@ def stop_callback(request: StopRequest):
     """A Keras callback that turns a deferred Ctrl-C into KeyboardInterrupt between batches."""
     from .tf_env import keras as _keras
 
-    class StopOnRequest(_keras().callbacks.Callback):
+    callback: Any = _keras().callbacks.Callback
+
+    class StopOnRequest(callback):
         def on_train_batch_end(self, batch, logs=None):
             request.check()
 

@@ -40,8 +40,9 @@ class Examples:
 
     def take(self, indices) -> Examples:
         indices = list(indices)
-        return Examples(*([values[i] for i in indices] for values in
-                          (self.image_ids, self.paths, self.labels, self.studies, self.parts)),
+        return Examples(image_ids=[self.image_ids[i] for i in indices], paths=[self.paths[i] for i in indices],
+                        labels=[self.labels[i] for i in indices], studies=[self.studies[i] for i in indices],
+                        parts=[self.parts[i] for i in indices],
                         hashes=[self.hashes[i] for i in indices] if self.hashes is not None else None)
 
 

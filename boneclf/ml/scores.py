@@ -8,7 +8,7 @@ when fresh and None when read back (JSON has no NaN).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar, TypedDict
 
 from boneclf.results import plain
@@ -36,13 +36,14 @@ class _Scores:
     """
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on every subclass: fields() reads it
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: plain(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)
                 if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
 
     def _has(self, key: str) -> bool:
-        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        names = {f.name for f in fields(self)}
         return key in names and not (key in self.OPTIONAL and getattr(self, key) is None)
 
     def __getitem__(self, key: str) -> Any:

@@ -78,7 +78,8 @@ def write_shards(partial: Path, root: Path, entries: list, stage: str, shard_siz
     """Write the shards; returns the entries with their record addresses and the shard files per subset."""
     tf = tensorflow()
     parts = sorted({e.part for e in entries})
-    placed, shards_of = [], {}
+    placed: list = []
+    shards_of: dict[str, list[str]] = {}
     with progress(len(entries), "Writing TFRecords") as advance:
         for subset in sorted({e.subset for e in entries}):
             rows = [e for e in entries if e.subset == subset]

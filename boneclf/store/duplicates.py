@@ -18,6 +18,7 @@ from boneclf.errors import NotFound
 from boneclf.results import Result
 
 from .bulk import insert_rows
+from .keys import inserted_id
 from .picture_pairs import pair_evidence
 from .queries import dataset_id_of
 from .schema import Dataset, DuplicateGroup, DuplicateMember, Image, Patient, Study
@@ -99,9 +100,9 @@ def replace_groups(conn: Connection, dataset_id: int, plans: list[GroupPlan], *,
     stored = 0
     members: list[tuple] = []
     for plan in plans:
-        group_id = conn.execute(insert(_groups).values(
+        group_id = inserted_id(conn.execute(insert(_groups).values(
             dataset_id=dataset_id, kind=plan.kind, method=method[plan.kind], threshold=threshold[plan.kind],
-        )).inserted_primary_key[0]
+        )))
         members.extend((group_id, image_id, score) for image_id, score in plan.members)
         stored += 1
     insert_rows(conn, _members, ("group_id", "image_id", "score"), members)
@@ -202,7 +203,9 @@ def get_duplicate_group(conn: Connection, group_id: int) -> DuplicateGroupInfo:
 
 def group_pairs(conn: Connection, image_ids: list[int]) -> list[PairEvidence]:
     """The stored verdicts between the pictures of IMAGE_IDS (one image per content), strongest first."""
-    content_of = dict(conn.execute(select(Image.id, Image.content_hash).where(Image.id.in_(image_ids))).all())
+    # Verdicts are stored between contents, so a picture without a hash (never read) has none.
+    content_of = {image_id: content for image_id, content in conn.execute(
+        select(Image.id, Image.content_hash).where(Image.id.in_(image_ids))) if content is not None}
     first_of: dict[str, int] = {}
     for image_id in sorted(content_of):
         first_of.setdefault(content_of[image_id], image_id)

@@ -3,9 +3,9 @@ unless asked for, `audit dataset` lists, and `serve` shows (`flags_of` is what a
 
 from __future__ import annotations
 
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, select
 
 from boneclf.clock import utc_now
 
@@ -17,7 +17,7 @@ from .schema import Image, ImageFlag
 IDENTITY_IN_PIXELS = "identity in pixels"
 FLAG_WORDS = {IDENTITY_IN_PIXELS: "may show identity in pixels"}
 
-_flags = cast(Table, ImageFlag.__table__)
+_flags = ImageFlag.__table__
 
 
 class Flag(NamedTuple):

@@ -81,7 +81,7 @@ def _file_lock(engine: Engine, name: str, wait: float, waiting: _Waiting) -> Ite
         yield
         return
     path = sqlite_path(engine.url)
-    if not path.exists():
+    if path is None or not path.exists():  # None: in memory (exclusive() does not come here for it)
         yield
         return
     deadline = time.monotonic() + wait

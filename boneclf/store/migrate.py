@@ -54,7 +54,10 @@ def alembic_config() -> Config:
 @cache
 def head_revision() -> str:
     """The newest revision; read from the scripts once per process (they do not change while it runs)."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # Alembic's answer for a folder without scripts: only a broken install ships none
+        raise BonedbError(f"no migration scripts in {MIGRATIONS_PACKAGE}: reinstall bonedb")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -26,17 +26,26 @@ DUPLICATE_SAME, DUPLICATE_NOT = DUPLICATE_DECISIONS
 
 
 class Evidence(Protocol):
-    """What a verdict holds (same_picture.Verdict has it)."""
+    """What a verdict holds (same_picture.Verdict has it). Read-only, as a frozen Verdict's fields are."""
 
-    same: bool
-    score: float
-    inliers: int
-    overlap: float
-    angle: float
-    scale: float
-    flipped: bool
-    dx: float
-    dy: float
+    @property
+    def same(self) -> bool: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def inliers(self) -> int: ...
+    @property
+    def overlap(self) -> float: ...
+    @property
+    def angle(self) -> float: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def flipped(self) -> bool: ...
+    @property
+    def dx(self) -> float: ...
+    @property
+    def dy(self) -> float: ...
 
 
 def known_verdicts(conn: Connection, pairs: set[tuple[str, str]], method: str) -> dict[tuple[str, str], bool]:

@@ -28,6 +28,7 @@ from boneclf.errors import BonedbError, InputProblems
 from boneclf.results import Result
 
 from .bulk import insert_rows
+from .keys import inserted_id
 from .queries import SplitRecord, dataset_id_of
 from .schema import Dataset, Image, IngestLog, LabelChange, Patient, Review, SplitAssignment, Study
 
@@ -75,7 +76,7 @@ class IngestRecord:
 
 def log_applied(conn: Connection, record: IngestRecord) -> int:
     """The log row of an ingest that changed the database, in the ingest's own transaction."""
-    return conn.execute(insert(_log).values(**record._values("applied", None))).inserted_primary_key[0]
+    return inserted_id(conn.execute(insert(_log).values(**record._values("applied", None))))
 
 
 def log_unapplied(engine: Engine, record: IngestRecord, outcome: str, message: str) -> int | None:
@@ -84,7 +85,7 @@ def log_unapplied(engine: Engine, record: IngestRecord, outcome: str, message: s
     must not hide the original error: None then."""
     try:
         with engine.begin() as conn:
-            return conn.execute(insert(_log).values(**record._values(outcome, message[:4000]))).inserted_primary_key[0]
+            return inserted_id(conn.execute(insert(_log).values(**record._values(outcome, message[:4000]))))
     except SQLAlchemyError:
         return None
 
@@ -390,6 +391,7 @@ def label_history(
             _ingest_time(conn, ingest)
         study_id = current = described = None
         if study is not None:
+            assert dataset is not None and dataset_id is not None  # a study is named within its dataset (above)
             study_id, current, described = _find_study(conn, dataset_id, dataset, *study)
         where = HistoryFilter(dataset_id, study_id, since, since_time, ingest)
         events = [event for source in EVENT_SOURCES for event in source(conn, where)]
@@ -405,7 +407,7 @@ def _ingest_time(conn: Connection, ingest_id: int) -> datetime:
 
 
 def _find_study(conn: Connection, dataset_id: int, dataset: str, patient: str, part: str,
-                number: int) -> tuple[int, int, str]:
+                number: int) -> tuple[int, int | None, str]:
     key = patient.removeprefix("patient")
     rows = conn.execute(
         select(Study.id, Study.label, Study.body_part, Study.study_number, Study.source_split)

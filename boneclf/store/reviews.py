@@ -17,6 +17,7 @@ from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
 
+from .keys import inserted_id
 from .schema import DuplicateMember, Review, Study
 
 _reviews = Review.__table__
@@ -91,7 +92,7 @@ def review_group(engine: Engine, group_id: int, decision: str, *, note: str | No
 
 def _insert(conn, **values) -> ReviewRecord:
     values["created_at"] = utc_now()
-    review_id = conn.execute(insert(_reviews).values(**values)).inserted_primary_key[0]
+    review_id = inserted_id(conn.execute(insert(_reviews).values(**values)))
     return ReviewRecord(id=review_id, **values)
 
 

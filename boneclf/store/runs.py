@@ -12,6 +12,7 @@ from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result, fmt
 
+from .keys import inserted_id
 from .schema import Evaluation, TrainingRun
 
 _runs = TrainingRun.__table__
@@ -73,12 +74,12 @@ def _record(row) -> RunRecord:
 def create_run(engine: Engine, *, stage: str, parts: tuple[str, ...], architecture: str, parameters: dict,
                image_spec: dict, split, label_version: int | None, tf_version: str, runs_dir: str) -> int:
     with engine.begin() as conn:
-        run_id = conn.execute(insert(_runs).values(
+        run_id = inserted_id(conn.execute(insert(_runs).values(
             stage=stage, parts=list(parts), architecture=architecture, parameters=parameters, image_spec=image_spec,
             split_id=split.id, split_name=split.name, split_hash=split.content_hash, label_version=label_version,
             status="running",
             host=platform.node()[:255], tf_version=tf_version, artifact_dir="", started_at=utc_now(),
-        )).inserted_primary_key[0]
+        )))
         # The folder is named after the id, known only now.
         conn.execute(update(_runs).where(_runs.c.id == run_id).values(artifact_dir=f"{runs_dir}/{run_id}"))
     return run_id
@@ -86,7 +87,8 @@ def create_run(engine: Engine, *, stage: str, parts: tuple[str, ...], architectu
 
 def set_status(engine: Engine, run_id: int, status: str, *, metrics: dict | None = None,
                error: str | None = None) -> None:
-    values = {"status": status, "finished_at": None if status == "running" else utc_now(), "error": error}
+    values: dict[str, object] = {"status": status, "finished_at": None if status == "running" else utc_now(),
+                                 "error": error}
     if metrics is not None:
         values["metrics"] = metrics
     with engine.begin() as conn:
@@ -151,9 +153,9 @@ class EvaluationRecord(Result):
 def save_evaluation(engine: Engine, run_id: int, subset: str, metrics: dict, *, split_hash: str, labels: str,
                     label_version: int | None) -> int:
     with engine.begin() as conn:
-        return conn.execute(insert(_evaluations).values(
+        return inserted_id(conn.execute(insert(_evaluations).values(
             run_id=run_id, subset=subset, metrics=metrics, split_hash=split_hash, labels=labels,
-            label_version=label_version, created_at=utc_now())).inserted_primary_key[0]
+            label_version=label_version, created_at=utc_now())))
 
 
 def latest_evaluation(engine: Engine, run_id: int, subset: str | None = None) -> EvaluationRecord | None:
@@ -209,7 +211,7 @@ def record_imported_run(engine: Engine, record: dict, artifact_dir: str) -> RunR
                               f"{record['split_hash'][:16]}, but {why}: import it into the database the export "
                               "was made from")
         split = next((m for m in matches if m.name == record["split_name"]), matches[0])
-        run_id = conn.execute(insert(_runs).values(
+        run_id = inserted_id(conn.execute(insert(_runs).values(
             stage=record["stage"], parts=list(record["parts"]), architecture=record["architecture"],
             parameters=record["parameters"], image_spec=record["image_spec"], split_id=split.id,
             split_name=split.name, split_hash=record["split_hash"], label_version=record.get("label_version"),
@@ -218,5 +220,5 @@ def record_imported_run(engine: Engine, record: dict, artifact_dir: str) -> RunR
             artifact_dir=artifact_dir, error=record.get("error"),
             started_at=datetime.fromisoformat(record["started_at"]),
             finished_at=datetime.fromisoformat(record["finished_at"]) if record.get("finished_at") else None,
-        )).inserted_primary_key[0]
+        )))
     return get_run(engine, run_id)

@@ -7,6 +7,7 @@ MURA's label is per *study* and means normal (0) or abnormal (1). The seed paper
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -54,6 +56,9 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model here maps one Table (none maps a join or a select), so `Model.__table__` is typed as the Table
+    # it is rather than DeclarativeBase's general FromClause: insert(), update() and delete() take it as it is.
+    __table__: ClassVar[Table]
 
 
 class Dataset(Base):

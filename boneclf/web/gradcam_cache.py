@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +22,9 @@ from boneclf.files import atomic_write
 
 from . import thumbnails
 from .lanes import Lane
+
+if TYPE_CHECKING:  # imported when first needed at run time: it loads TensorFlow
+    from boneclf.ml.predict import RunExplainer
 
 
 @dataclass
@@ -36,7 +40,7 @@ class GradCamCache:
         self.engine = engine
         self.cache_dir = cache_dir
         self.lane = lane
-        self._explainers: dict[int, object] = {}  # used from the lane's one thread only
+        self._explainers: dict[int, RunExplainer] = {}  # used from the lane's one thread only
 
     async def explain(self, run_id: int, images: list[ImageFile]) -> list[Explained]:
         """Run RUN_ID's prediction and overlay for each image, from the cache where it has them."""
@@ -76,7 +80,7 @@ class GradCamCache:
 
         if run_id not in self._explainers:
             self._explainers[run_id] = RunExplainer(self.engine, run_id)
-        explainer: RunExplainer = self._explainers[run_id]  # type: ignore[assignment]
+        explainer = self._explainers[run_id]
         explained = explainer.explain([image.path.read_bytes() for image, _ in images])
         for (_, digest), result in zip(images, explained):
             picture, facts = self._paths(run_id, digest)
