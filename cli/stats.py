@@ -32,8 +32,6 @@ def stats(database: Database, dataset, json_mode, csv_mode):
         return
 
     def human(r):
-        for name in r.synthetic:  # figures of drawn pictures must never pass for a real dataset's
-            click.echo(f"{name} is synthetic (drawn by `bonedb synth`): its counts describe no real radiographs")
         print_table(r.counts)
         if r.totals:
             click.echo("")
@@ -42,5 +40,8 @@ def stats(database: Database, dataset, json_mode, csv_mode):
             click.echo("\ncopies within each source split (identical files beyond the first; images of a "
                        "duplicate group with another image of the same split):")
             print_table(r.duplicates)
+        for name in r.synthetic:  # figures of drawn pictures must never pass for a real dataset's (after the
+            # table, so that `bonedb stats | head -1` is still its header)
+            click.echo(f"\n{name} is synthetic (drawn by `bonedb synth`): its counts describe no real radiographs")
 
     emit(result, json_mode, human)

@@ -46,8 +46,8 @@ def test_full_flow(db_url, tmp_path):
     assert stats["totals"][0]["patients"] == made["patients"]
     assert stats["synthetic"] == ["mura-v1.1"]
     table = run(["stats"], db_url).output.splitlines()
-    assert table[0].startswith("mura-v1.1 is synthetic (drawn by `bonedb synth`)"), "drawn data never passes for real"
-    assert table[1].split() == ["dataset", "part", "split", "label", "images", "studies", "patients"]
+    assert table[0].split() == ["dataset", "part", "split", "label", "images", "studies", "patients"]
+    assert table[-1].startswith("mura-v1.1 is synthetic (drawn by `bonedb synth`)"), "drawn data never passes for real"
 
 
 def test_bad_input_is_one_line_per_problem_and_exit_1(tmp_path):
