@@ -219,7 +219,8 @@ def test_predict_refuses_files_that_are_all_bombs_before_loading_any_model(bombs
             "try:\n    cli(sys.argv[1:])\nexcept SystemExit as end:\n"
             "    print(json.dumps([end.code, 'tensorflow' in sys.modules]))\n")
     done = subprocess.run([sys.executable, "-c", code, "--database-url", url, "predict", str(bombs["real"]),
-                           str(bombs["header"]), "--fracture-run", "1"], capture_output=True, text=True, timeout=300)
+                           str(bombs["header"]), "--fracture-run", "1"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # not the checkout, whose boneclf/ has no cli/ (it installs inside boneclf)
     status, imported = json.loads(done.stdout.strip().splitlines()[-1])
     lines = done.stderr.strip().splitlines()
     assert status == 1 and len(lines) == 2, done.stderr
