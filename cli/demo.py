@@ -53,6 +53,8 @@ def _human(summary) -> None:
     click.echo(f"stage 2 (normal/abnormal), run {summary.fracture_run}: test image accuracy "
                f"{summary.stage2_test_image_accuracy:.3f}, study kappa {summary.stage2_test_study_kappa:.3f} "
                f"(95% CI {ci[0]:.3f} to {ci[1]:.3f})")
+    click.echo("(figures on synthetic pictures drawn by `bonedb synth`: they show the pipeline works, and describe "
+               "no real radiographs)")
     click.echo(f"split audit: {'LEAKS FOUND' if summary.leaks else 'no leaks'}")
     click.echo(f"report:   {summary.report}")
     click.echo(f"heatmaps: {summary.gradcam_dir}")

@@ -10,9 +10,9 @@ from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
-from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.ml.training_data import LABEL_SOURCES
 from boneclf.results import fmt, plural
+from boneclf.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.store.provenance import describe_version
 from boneclf.store.runs import STATUSES, get_run, list_runs
 from boneclf.vocabulary import FRACTURE_CLASSES, STAGES
@@ -68,7 +68,8 @@ def _row(run) -> dict:
     elif metrics is not None:
         accuracy = metrics.accuracy
     return {"id": run.id, "stage": run.stage, "parts": ",".join(run.parts), "arch": run.architecture,
-            "split": run.split_name, "status": run.status, "started": f"{run.started_at:%Y-%m-%d %H:%M}",
+            "split": run.split_name, "data": run.data or "", "status": run.status,
+            "started": f"{run.started_at:%Y-%m-%d %H:%M}",
             "val_image_accuracy": accuracy, "val_study_kappa": kappa}
 
 
@@ -234,6 +235,9 @@ def _human_evaluation(result: EvaluationResult) -> None:
         click.echo(f"warning: {copies}", err=True)
     click.echo(f"run {result.run_id} ({result.stage}, {result.architecture}) on the {result.subset} subset, "
                f"{scored_against(result)}")
+    synthetic = result.synthetic_note()
+    if synthetic:
+        click.echo(f"note: {synthetic}")
     if isinstance(overall, MulticlassMetrics):
         click.echo(format_report(overall.report, overall.accuracy))
         click.echo(f"accuracy {fmt(overall.accuracy)} (95% CI {format_interval(overall.accuracy_ci)}), "

@@ -63,7 +63,7 @@ def test_near_copies_are_not_sent_to_dedupe(engine, mura):
 
 
 def _warning(*, copies: int, dedupable: int) -> str:
-    from boneclf.ml.scores import MulticlassMetrics
+    from boneclf.scores import MulticlassMetrics
 
     result = EvaluationResult(1, "test", FRACTURE, "cnn", MulticlassMetrics.from_dict({}),
                               duplicates_in_subset=copies, leak_groups=10, dedupable_in_subset=dedupable)
@@ -73,6 +73,6 @@ def _warning(*, copies: int, dedupable: int) -> str:
 
 
 def test_no_copies_no_warning():
-    from boneclf.ml.scores import MulticlassMetrics
+    from boneclf.scores import MulticlassMetrics
 
     assert EvaluationResult(1, "test", FRACTURE, "cnn", MulticlassMetrics.from_dict({})).copies_warning() is None

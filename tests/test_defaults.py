@@ -253,8 +253,9 @@ def test_runs_list_and_show_speak_plainly(small, default_run):
     engine, _folder = small
     url = url_of(engine)
     table = run(["runs", "list"], url).output.splitlines()
-    assert table[0].split() == ["id", "stage", "parts", "arch", "split", "status", "started", "val_image_accuracy",
-                                "val_study_kappa"]
+    assert table[0].split() == ["id", "stage", "parts", "arch", "split", "data", "status", "started",
+                                "val_image_accuracy", "val_study_kappa"]
+    assert table[2].split()[5] == "synthetic", "a run on drawn pictures says so in the listing"
     shown = run(["runs", "show", str(default_run.id)], url).output
     for raw in ("None", "True", "False", "[", "{"):
         assert raw not in shown, f"runs show prints a raw Python value: {raw}"

@@ -199,7 +199,7 @@ def test_readme_steps_by_hand_run_verbatim(tmp_path):
     assert runs[1].parameters["augment"] == "paper"
     assert list((tmp_path / "runs" / "3" / "tensorboard").rglob("events.out.tfevents.*"))
     stage1 = latest_result(engine, runs[1], "test")
-    assert stage1 is not None and stage1.overall["accuracy"] >= 0.9, "stage 1 learns the body part"
+    assert stage1 is not None and stage1.overall.accuracy >= 0.9, "stage 1 learns the body part"
     assert latest_result(engine, runs[2], "test") is not None, "the block evaluates the stage-2 run it trained"
     assert latest_result(engine, runs[0], None) is None, "nothing points at the failed attempt"
     assert (tmp_path / "report.html").stat().st_size > 10_000

@@ -47,11 +47,11 @@ def test_study_is_the_mean_of_its_images():
     assert probs.tolist() == pytest.approx([0.55, 1.7 / 3])
     # Image level: 0.9 right, 0.2 wrong, 0.4 right, 0.6 and 0.7 wrong -> 2/5; studies: a right, b wrong.
     m = binary_metrics([1, 1, 0, 0, 0], [0.9, 0.2, 0.4, 0.6, 0.7], ["a", "a", "b", "b", "b"])
-    assert m["image"]["accuracy"] == pytest.approx(0.4)
-    assert m["study"]["n"] == 2 and m["study"]["accuracy"] == pytest.approx(0.5)
-    assert m["study"]["confusion"] == [[0, 1], [0, 1]]
-    assert m["study"]["kappa"] == pytest.approx(0.0)
-    low, high = m["study"]["accuracy_ci"]
+    assert m.image.accuracy == pytest.approx(0.4)
+    assert m.study.n == 2 and m.study.accuracy == pytest.approx(0.5)
+    assert m.study.confusion == [[0, 1], [0, 1]]
+    assert m.study.kappa == pytest.approx(0.0)
+    low, high = m.study.accuracy_ci
     assert 0.0 <= low <= 0.5 <= high <= 1.0
 
 
@@ -73,7 +73,7 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
 def test_multiclass():
     m = multiclass_metrics([0, 1, 2, 2], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0, 0, 1]],
                            ["a", "b", "c"])
-    assert m["accuracy"] == 0.75 and m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert m.accuracy == 0.75 and m.confusion == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
 def test_precision_recall_by_hand():

@@ -72,7 +72,7 @@ def test_two_workers_train_one_model_recorded_once(learning_copy, tmp_path):
     assert other["artifact_dir"] == "" and not any(scratch[1].iterdir()), "the other worker cleaned up"
 
     run = import_run(engine, chief["artifact_dir"])
-    assert evaluate_run(engine, run.id, "test").overall["accuracy"] >= 0.95
+    assert evaluate_run(engine, run.id, "test").overall.accuracy >= 0.95
 
 
 def test_cluster_roles_from_tf_config(monkeypatch):

@@ -135,6 +135,7 @@ def test_relabel_after_training_is_logged_kept_pinned_and_rebased(engine, tmp_pa
     warning = [line for line in shown.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and f"labels of {relabeled_test} test studies changed since split 's'" in warning[0]
     assert "against the split's pinned labels, as of ingest 1" in shown.output
+    assert "note: dataset mura-v1.1 is synthetic (drawn by `bonedb synth`)" in shown.output, "drawn data never passes"
     stored = latest_evaluation(engine, run.run_id)
     assert (stored.labels, stored.label_version) == ("pinned", 1)
     with engine.connect() as conn:
@@ -147,8 +148,8 @@ def test_relabel_after_training_is_logged_kept_pinned_and_rebased(engine, tmp_pa
     assert (current.labels, current.label_version) == ("current", 2)
     stored = latest_evaluation(engine, run.run_id)
     assert (stored.id, stored.labels, stored.label_version) == (current.evaluation_id, "current", 2)
-    truth = [sum(row) for row in pinned_score.overall["image"]["confusion"]]
-    truth_now = [sum(row) for row in current.overall["image"]["confusion"]]
+    truth = [sum(row) for row in pinned_score.overall.image.confusion]
+    truth_now = [sum(row) for row in current.overall.image.confusion]
     assert truth != truth_now and sum(truth) == sum(truth_now)
     shown = cli_run(engine, "runs", "show", run.run_id)
     assert "pinned labels, as of ingest 1" in shown.output and "against today's labels, as of ingest 2" in shown.output

@@ -79,3 +79,4 @@ def test_demo_end_to_end_in_quick_mode_and_reuse(tmp_path):
     # The demo's runs are what `bonedb predict` finds from inside the work folder.
     runs = runner.invoke(cli, ["--database-url", f"sqlite:///{workdir / 'bonedb.sqlite'}", "runs", "list", "--json"])
     assert [r["status"] for r in json.loads(runs.output)] == ["finished", "finished"]
+    assert [r["data"] for r in json.loads(runs.output)] == ["synthetic", "synthetic"] and summary["synthetic"] is True

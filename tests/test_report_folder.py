@@ -101,8 +101,8 @@ def test_folder_set_report_has_no_mura_claims_and_states_the_effective_test_size
     assert "class folders" in page, "the reading guide says where a folder set's labels come from"
 
     evaluation = evaluate_run(folder_run.engine, folder_run.run_id)
-    study = evaluation.overall["study"]
-    assert study["bootstrap_units"] < study["n"], "the copies tie test studies together"
+    study = evaluation.overall.study
+    assert study.bootstrap_units < study.n, "the copies tie test studies together"
     size = f"{study['n']} studies in {study['bootstrap_units']} independent leak groups"
     parser = _Tables()
     parser.feed(page)

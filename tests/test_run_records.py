@@ -13,7 +13,7 @@ from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.ml.evaluation import compare_runs
 from boneclf.ml.metrics import binary_metrics, multiclass_metrics
-from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
+from boneclf.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.store.queries import get_split
 from boneclf.store.runs import create_run, save_evaluation, set_status
 from boneclf.vocabulary import BODY_PARTS

@@ -87,7 +87,7 @@ def test_train_from_export_without_a_database_then_import_and_evaluate(small, tm
     assert run.status == "finished" and run.split_name == "s" and run.artifact_dir == str(run_dir)
     assert json.loads((run_dir / "config.json").read_text())["run_id"] == run.id
     evaluation = evaluate_run(engine, run.id, "test")
-    assert evaluation.overall["n"] > 0
+    assert evaluation.overall.n > 0
     with pytest.raises(BonedbError, match=f"already recorded as run {run.id}"):
         import_run(engine, run_dir)
 
@@ -184,7 +184,7 @@ def test_a_run_trained_from_decoded_shards_learns_the_body_part(learning_copy, t
                          runs_dir=str(tmp_path / "runs"), **FAST)
     [result] = train(None, config, verbose=0)
     run = import_run(engine, result.artifact_dir)
-    accuracy = evaluate_run(engine, run.id, "test").overall["accuracy"]
+    accuracy = evaluate_run(engine, run.id, "test").overall.accuracy
     if shuffled:
         assert accuracy < 0.5, accuracy
     else:

@@ -44,7 +44,7 @@ def small_db(tmp_path_factory):
 
 def test_stage1_learns_the_body_part(trained):
     result = evaluate_run(trained.engine, trained.bodypart_run, "test")
-    assert result.overall["accuracy"] >= 0.95, result.overall["confusion"]
+    assert result.overall.accuracy >= 0.95, result.overall.confusion
 
 
 def test_stage2_learns_breaks_and_not_shuffled_labels(trained, tmp_path):

@@ -15,8 +15,10 @@ from sqlalchemy import Engine
 from boneclf.data.leak_groups import UnionFind
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plural
+from boneclf.scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
+from boneclf.store.queries import dataset_facts
 from boneclf.store.runs import (
     EvaluationRecord,
     RunRecord,
@@ -32,7 +34,6 @@ from .image_spec import ImageSpec
 from .metrics import binary_metrics, effective_size, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
 from .run_folder import RunFolder, predictions_file, resume_advice, settle_dead_runs
-from .scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
 from .train_config import TrainConfig
@@ -117,6 +118,15 @@ class EvaluationResult(Result):
     duplicates_in_subset: int = 0
     leak_groups: int | None = None  # the units the intervals resampled (studies united with duplicate groups)
     dedupable_in_subset: int = 0  # of the copies, identical ones whose labels agree: `split create --dedupe`'s
+    dataset: str | None = None  # the split's dataset
+    data: str | None = None  # what it is: mura, folder, dicom or synthetic (figures on synthetic mean little)
+
+    def synthetic_note(self) -> str | None:
+        """Said beside every figure scored on synthetic pictures (None: real data)."""
+        if self.data != "synthetic":
+            return None
+        return (f"dataset {self.dataset} is synthetic (drawn by `bonedb synth`): these figures describe no real "
+                "radiographs")
 
     def _studies(self) -> int:
         """Scored units: studies for stage 2, images for stage 1 (each its own case)."""
@@ -177,6 +187,8 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
     probabilities, kept = predict_examples(loaded.model, examples, loaded.spec)
     used = examples.take(kept)
     split = data.stored_split()
+    with engine.connect() as conn:
+        facts = dataset_facts(conn, split.dataset_id)
     if run.stage == BODYPART:
         scored = Scored(multiclass_metrics(used.labels, probabilities, loaded.class_names))
     else:
@@ -185,7 +197,8 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
                               skipped_images=[examples.paths[i] for i in sorted(set(range(len(examples))) - set(kept))],
                               split_hash=split.content_hash, labels=labels, label_version=data.label_version,
                               label_changes=data.label_changes, duplicates_in_subset=scored.copies,
-                              leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable)
+                              leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable,
+                              dataset=facts.name, data=facts.nature)
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
     stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",

@@ -22,6 +22,7 @@ import numpy as np
 from boneclf.errors import BonedbError
 from boneclf.files import atomic_path
 from boneclf.progress import ProgressFactory
+from boneclf.scores import StageMetrics
 from boneclf.vocabulary import FRACTURE
 
 from .backbones import Backbone, get_backbone
@@ -30,7 +31,6 @@ from .interrupts import StopRequest, stop_callback
 from .metrics import binary_metrics, multiclass_metrics
 from .pipeline import Examples, decoded_dataset, persistent_dataset, warm
 from .run_folder import CHECKPOINT_FILE, DECODED_CACHE, RunFolder, write_json
-from .scores import StageMetrics
 from .tf_env import keras as _keras
 from .tf_env import tensorflow
 from .train_config import TrainConfig

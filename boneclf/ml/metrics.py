@@ -14,9 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from boneclf.results import plural
+from boneclf.scores import BinaryMetrics, ClassScores, ImageScores, MulticlassMetrics, Report, StudyScores
 from boneclf.vocabulary import FRACTURE_CLASSES
-
-from .scores import BinaryMetrics, ClassScores, ImageScores, MulticlassMetrics, Report, StudyScores
 
 THRESHOLD = 0.5
 BOOTSTRAP_ROUNDS = 1000

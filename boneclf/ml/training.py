@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from boneclf.errors import BonedbError, Interrupted
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
+from boneclf.scores import StageMetrics
 from boneclf.store.provenance import LabelChanges
 from boneclf.store.runs import get_run, headline, set_parameters
 from boneclf.vocabulary import FRACTURE
@@ -34,7 +35,6 @@ from .run_folder import (
     settle_dead_runs,
     write_json,
 )
-from .scores import StageMetrics
 from .tf_env import keras as _keras
 from .train_config import CACHE_MODES, RESUMABLE, TrainConfig
 from .training_data import StageData, load_stage_data

@@ -11,9 +11,11 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from boneclf.clock import utc_now
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result, fmt
+from boneclf.scores import BinaryMetrics, StageMetrics, metrics_from_dict
 
 from .keys import inserted_id
-from .schema import Evaluation, TrainingRun
+from .queries import DatasetFacts
+from .schema import Dataset, Evaluation, SplitVersion, TrainingRun
 
 _runs = TrainingRun.__table__
 _evaluations = Evaluation.__table__
@@ -42,15 +44,18 @@ class RunRecord(Result):
     metrics: dict | None
     artifact_dir: str
     error: str | None
+    data: str | None = None  # what it trained on (list_runs): mura, folder, dicom or synthetic; None: split gone
+
+    @property
+    def scores(self) -> StageMetrics | None:
+        """The validation metrics, typed (None: not finished)."""
+        return metrics_from_dict(self.metrics)
 
     @property
     def validation_score(self) -> float:
         """The figure runs are ranked by: study kappa for stage 2, accuracy for stage 1."""
-        metrics = self.metrics or {}
-        if "study" in metrics:
-            value = metrics["study"].get("kappa")
-        else:
-            value = metrics.get("accuracy")
+        scores = self.scores
+        value = scores.study.kappa if isinstance(scores, BinaryMetrics) else scores.accuracy if scores else None
         return float("-inf") if value is None or value != value else float(value)
 
     def headline(self) -> str:
@@ -59,12 +64,13 @@ class RunRecord(Result):
 
 def headline(metrics: dict | None) -> str:
     """Validation figures in a few words, each labelled (image accuracy and study kappa differ)."""
-    if not metrics:
+    scores = metrics_from_dict(metrics)
+    if scores is None:
         return ""
-    if "image" in metrics:
-        return (f"val image accuracy {fmt(metrics['image']['accuracy'])}, AUC {fmt(metrics['image']['auc'])}, "
-                f"study kappa {fmt(metrics['study']['kappa'])}")
-    return f"val accuracy {fmt(metrics.get('accuracy'))}"
+    if isinstance(scores, BinaryMetrics):
+        return (f"val image accuracy {fmt(scores.image.accuracy)}, AUC {fmt(scores.image.auc)}, "
+                f"study kappa {fmt(scores.study.kappa)}")
+    return f"val accuracy {fmt(scores.accuracy)}"
 
 
 def _record(row) -> RunRecord:
@@ -130,7 +136,15 @@ def list_runs(engine: Engine, *, stage: str | None = None, status: str | None = 
     if latest:
         query = query.limit(1)
     with engine.connect() as conn:
-        return [_record(row) for row in conn.execute(query)]
+        records = [_record(row) for row in conn.execute(query)]
+        # A run's figures mean something else on synthetic pictures: every listing says what the data is.
+        found = conn.execute(select(SplitVersion.id, Dataset.kind, Dataset.synthetic)
+                             .join(Dataset, Dataset.id == SplitVersion.dataset_id)
+                             .where(SplitVersion.id.in_({r.split_id for r in records})))
+        natures = {split_id: DatasetFacts("", kind, bool(synthetic)).nature for split_id, kind, synthetic in found}
+    for record in records:
+        record.data = natures.get(record.split_id)
+    return records
 
 
 def runs_using_split(conn: Connection, split_id: int) -> list[int]:

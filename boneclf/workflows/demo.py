@@ -22,10 +22,10 @@ from boneclf.data.synth import is_synthetic, mark_synthetic, synth_mura
 from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import evaluate_run, latest_result
 from boneclf.ml.predict import Predictor
-from boneclf.ml.scores import BinaryMetrics, MulticlassMetrics
 from boneclf.ml.training import TrainConfig, train
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
+from boneclf.scores import BinaryMetrics, MulticlassMetrics
 from boneclf.store import migrate
 from boneclf.store.engine import describe, make_engine, mask_url
 from boneclf.store.runs import get_run, list_runs
@@ -51,6 +51,7 @@ class DemoSummary(Result):
     settings: DemoSettings
     database: str
     images: int = 0
+    synthetic: bool = True  # always: the demo draws its pictures; said in every output so no one quotes its figures
     leaks: bool = False
     bodypart_run: int | None = None
     fracture_run: int | None = None

@@ -43,6 +43,7 @@ from boneclf.ml.evaluation import (
 )
 from boneclf.ml.metrics import MIN_STUDIES_FOR_INTERVAL, effective_size, interval_caveat
 from boneclf.results import Result, fmt, plural
+from boneclf.scores import BinaryMetrics, MulticlassMetrics
 from boneclf.store.provenance import describe_version
 from boneclf.store.queries import DatasetFacts, split_dataset
 from boneclf.store.runs import RunRecord, get_run
@@ -269,10 +270,10 @@ def _problems_table(problems: list[ReportProblem]) -> Table | None:
 
 def _tested_on(run: RunRecord, evaluation: EvaluationResult | None) -> str:
     """The effective size of the subset a comparison row's intervals come from, in words."""
-    overall = evaluation.overall if evaluation else (run.metrics or {})
-    if "study" in overall:
-        return effective_size(overall["study"]["n"], overall["study"].get("bootstrap_units"))
-    return plural(overall["n"], "image") if "n" in overall else "n/a"
+    overall = evaluation.overall if evaluation else run.scores
+    if isinstance(overall, BinaryMetrics):
+        return effective_size(overall.study.n, overall.study.bootstrap_units)
+    return plural(overall.n, "image") if overall is not None else "n/a"
 
 
 def _comparison_table(rows: list[tuple[ComparisonRow, str]]) -> Table:
@@ -344,17 +345,18 @@ def _run_view(engine: Engine, run: RunRecord, data: DatasetFacts, evaluation: Ev
 
 def _bodypart_view(evaluation: EvaluationResult) -> BodypartView:
     overall = evaluation.overall
-    names, report = overall["class_names"], overall["report"]
-    measures = {"precision": "Precision", "recall": "Recall", "f1": "F1", "support": "Test images"}
-
+    assert isinstance(overall, MulticlassMetrics), "the body-part view is stage 1's"
+    names, report = overall.class_names, overall.report
     def rows(keys: list[str]) -> list[list[str]]:
-        return [[AVERAGE_NAMES.get(k, k), *(cell(report[k][m]) for m in measures)] for k in keys]
+        return [[AVERAGE_NAMES.get(k, k), *(cell(v) for v in (report[k]["precision"], report[k]["recall"],
+                                                               report[k]["f1"], report[k]["support"]))]
+                for k in keys]
 
-    table = Table(["Body part", *measures.values()], rows(names), rows([k for k in report if k.endswith("avg")]),
+    averages = [k for k in report if k.endswith("avg")]
+    table = Table(["Body part", "Precision", "Recall", "F1", "Test images"], rows(names), rows(averages),
                   caption="Per body part; the averages over parts are below the line.")
-    return BodypartView(overall["accuracy"], overall.get("accuracy_ci") or [None, None], overall["n"],
-                        overall["kappa"], table,
-                        confusion_picture(overall["confusion"], names, "body part, test images"))
+    return BodypartView(overall.accuracy, overall.accuracy_ci or [None, None], overall.n, overall.kappa, table,
+                        confusion_picture(overall.confusion, names, "body part, test images"))
 
 
 def kappa_rows(evaluation: EvaluationResult) -> list[KappaRow]:
@@ -362,14 +364,15 @@ def kappa_rows(evaluation: EvaluationResult) -> list[KappaRow]:
     and why it may mean nothing (too few studies, or too few independent groups of them)."""
     rows = []
     for part, metrics in [*sorted(evaluation.per_part.items()), ("overall", evaluation.overall)]:
-        study = metrics["study"]
-        abnormal = int(sum(study["confusion"][1]))
-        interval = study.get("kappa_ci")
-        size = effective_size(study["n"], study.get("bootstrap_units"))
-        caveat = interval_caveat(study["n"], abnormal, interval)
-        if not caveat and (study.get("bootstrap_units") or study["n"]) < MIN_STUDIES_FOR_INTERVAL:
+        assert isinstance(metrics, BinaryMetrics), "kappa rows are stage 2's"
+        study = metrics.study
+        abnormal = study.abnormal
+        interval = study.kappa_ci
+        size = effective_size(study.n, study.bootstrap_units)
+        caveat = interval_caveat(study.n, abnormal, interval)
+        if not caveat and (study.bootstrap_units or study.n) < MIN_STUDIES_FOR_INTERVAL:
             caveat = f"{size}: too few independent cases for the interval to mean anything"
-        rows.append(KappaRow(part, study["kappa"], interval, study["n"], abnormal, caveat, size))
+        rows.append(KappaRow(part, study.kappa, interval, study.n, abnormal, caveat, size))
     return rows
 
 
@@ -394,10 +397,11 @@ def _fracture_view(engine: Engine, run: RunRecord, evaluation: EvaluationResult,
                   caption="Image and study level per body part; the overall row is below the line. Study accuracy "
                           "and kappa use the study's mean probability, abnormal above 0.5.")
     overall = evaluation.overall
+    assert isinstance(overall, BinaryMetrics), "the fracture view is stage 2's"
     view = FractureView(table, [r for r in kappas.values() if r.caveat],
                         forest_plot(list(kappas.values()), baseline), baseline is not None,
-                        confusion_picture(overall["image"]["confusion"], FRACTURE_CLASSES, "test images"),
-                        confusion_picture(overall["study"]["confusion"], FRACTURE_CLASSES, "test studies"))
+                        confusion_picture(overall.image.confusion, FRACTURE_CLASSES, "test images"),
+                        confusion_picture(overall.study.confusion, FRACTURE_CLASSES, "test studies"))
     rows = _predictions(Path(run.artifact_dir), run.id, evaluation.labels, problems)
     if rows:
         sets = study_sets(rows)

@@ -30,10 +30,7 @@ Report = dict[str, ClassScores]  # class name (then the two averages) -> its sco
 
 class _Scores:
     """to_dict/from_dict for the score dataclasses: OPTIONAL fields are left out of the stored dict while unset.
-
-    Transitional: `scores["key"]`, `.get("key")` and `"key" in scores` read a field by its stored name, as
-    the modules not yet converted (workflows/report.py, web/) read the dicts these classes replace.
-    """
+    Read them by attribute; the stored dicts are only for the database and --json."""
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ()
     __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on every subclass: fields() reads it
@@ -41,21 +38,6 @@ class _Scores:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: plain(getattr(self, f.name)) for f in fields(self)
                 if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
-
-    def _has(self, key: str) -> bool:
-        names = {f.name for f in fields(self)}
-        return key in names and not (key in self.OPTIONAL and getattr(self, key) is None)
-
-    def __getitem__(self, key: str) -> Any:
-        if not self._has(key):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if self._has(key) else default
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._has(key)
 
 
 def _report(data: Any) -> Report:
