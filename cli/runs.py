@@ -248,7 +248,8 @@ def _human_evaluation(result: EvaluationResult) -> None:
         print_table(result.part_rows())
         _confusion(overall.image.confusion, FRACTURE_CLASSES)
     for path in result.skipped_images:
-        click.echo(f"skipped (cannot decode): {path}", err=True)
+        click.echo(f"skipped (cannot decode): {path}: {result.skip_reasons.get(path, 'not a readable image')}",
+                   err=True)
 
 
 def _confusion(matrix, names) -> None:

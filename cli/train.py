@@ -135,7 +135,8 @@ def _human(result: RunResult) -> None:
     for note in result.notes:
         click.echo(f"warning: {note}", err=True)
     for path in result.skipped_images:
-        click.echo(f"skipped (cannot decode): {path}", err=True)
+        click.echo(f"skipped (cannot decode): {path}: {result.skip_reasons.get(path, 'not a readable image')}",
+                   err=True)
     changes = result.label_changes
     if changes is not None and changes.changed:
         click.echo(f"warning: {changes.describe()}; run {result.run_id} trained on the split's pinned labels "

@@ -23,7 +23,8 @@ from sqlalchemy import select
 
 from boneclf.cli.main import cli
 from boneclf.data.ingest import ingest_mura
-from boneclf.data.splits import SplitOptions, create_split
+from boneclf.data.splits import SplitOptions, create_split, split_image_paths
+from boneclf.store.runs import list_runs
 from boneclf.store.schema import Image as ImageRow
 from boneclf.store.schema import IngestExclusion
 from boneclf.vocabulary import BODY_PARTS
@@ -236,6 +237,48 @@ def test_commands_reading_ingested_files_name_those_turned_hostile(db_url, engin
     with TestClient(create_app(db_url, cache_dir=work / "cache")) as client:
         for kind, row in victims.items():
             response = client.get(f"/images/{row.id}/thumbnail")
+            assert response.status_code in (404, 422) and "Traceback" not in response.text, (kind, response.text)
+
+
+def test_train_evaluate_and_gradcam_leave_out_files_turned_hostile_by_name(db_url, engine, mura, tmp_path, make):
+    """Files of a split turned hostile after ingest: training (train subset) and evaluation (test subset) leave
+    each out, named with why, and never hand it to TensorFlow, whose decoder takes gigabytes for a bomb and
+    blocks on a FIFO; the server's Grad-CAM of one answers a refusal, not a traceback."""
+    ingest_mura(engine, mura)  # without --verify: no stored hashes, so training reads every file itself
+    create_split(engine, "s", SplitOptions("mura-v1.1", BODY_PARTS, test_from="carve", val=0.15, test=0.15, seed=1))
+    paths = split_image_paths(engine, "s")
+    victims = {subset: dict(zip(READ_LATER, paths[subset])) for subset in ("train", "test")}
+    for chosen in victims.values():
+        for kind, path in chosen.items():
+            make(kind, mura / path)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    done = bonedb(["train", "--stage", "fracture", "--split", "s", "--shared", "--arch", "cnn", "--weights", "none",
+                   "--image-size", "32", "--epochs", "1", "--runs-dir", str(work / "runs")], db_url, work)
+    clean(done)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for kind, path in victims["train"].items():
+        assert named(lines, path, kind), (kind, lines)
+    [run] = list_runs(engine)
+    assert run.status == "finished" and run.metrics["skipped_images"] == len(READ_LATER)
+
+    done = bonedb(["evaluate", str(run.id)], db_url, work)
+    clean(done)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for kind, path in victims["test"].items():
+        assert named(lines, path, kind), (kind, lines)
+
+    from boneclf.web.app import create_app
+
+    with engine.connect() as conn:
+        ids = dict(conn.execute(select(ImageRow.path, ImageRow.id).where(
+            ImageRow.path.in_(list(victims["test"].values())))).all())
+    with TestClient(create_app(db_url, cache_dir=work / "cache")) as client:
+        for kind, path in victims["test"].items():
+            response = client.get(f"/runs/{run.id}/gradcam/{ids[path]}.png")
             assert response.status_code in (404, 422) and "Traceback" not in response.text, (kind, response.text)
 
 

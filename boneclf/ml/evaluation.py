@@ -30,6 +30,7 @@ from boneclf.store.runs import (
 )
 from boneclf.vocabulary import BODYPART
 
+from .file_screen import skip_reasons
 from .image_spec import ImageSpec
 from .metrics import binary_metrics, effective_size, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
@@ -108,6 +109,7 @@ class EvaluationResult(Result):
     overall: StageMetrics
     per_part: dict[str, BinaryMetrics] = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # why each skipped image was left out (fresh only)
     evaluation_id: int | None = None
     split_hash: str | None = None  # of the split it scored
     labels: str | None = None  # pinned (the split's) or current (today's)
@@ -156,8 +158,8 @@ class EvaluationResult(Result):
         overall = metrics_from_dict(stored.get("overall")) or MulticlassMetrics.from_dict({})
         per_part = {part: BinaryMetrics.from_dict(m) for part, m in (stored.get("per_part") or {}).items()}
         return cls(run.id, record.subset, run.stage, run.architecture, overall, per_part,
-                   stored.get("skipped_images") or [], record.id, record.split_hash, record.labels,
-                   record.label_version)
+                   skipped_images=stored.get("skipped_images") or [], evaluation_id=record.id,
+                   split_hash=record.split_hash, labels=record.labels, label_version=record.label_version)
 
     def part_rows(self) -> list[PartRow]:
         """Stage 2: the table per body part, then overall."""
@@ -199,6 +201,7 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
                               label_changes=data.label_changes, duplicates_in_subset=scored.copies,
                               leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable,
                               dataset=facts.name, data=facts.nature)
+    result.skip_reasons = skip_reasons(result.skipped_images)
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
     stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",

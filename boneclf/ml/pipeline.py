@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from boneclf.data.hashing import content_hash
+from boneclf.data.verify import read_regular
+from boneclf.errors import BonedbError
 from boneclf.files import atomic_write
 from boneclf.progress import ProgressFactory, silent
 
+from .file_screen import refused
 from .image_spec import ImageSpec
 from .tf_env import tensorflow
 
@@ -49,12 +52,15 @@ class Examples:
 def decoded_dataset(examples: Examples, spec: ImageSpec, *, cache: str | None = "memory"):
     """(index, image uint8, label) for every decodable image, cached after the first pass.
 
-    Undecodable files are dropped (ignore_errors) and found afterwards by their missing index.
+    Files TensorFlow must not decode (file_screen.py) are left out first; undecodable files are dropped
+    (ignore_errors). Both are found afterwards by their missing index.
     """
     tf = tensorflow()
-    ds = tf.data.Dataset.from_tensor_slices(
-        (np.arange(len(examples), dtype=np.int64), examples.paths, np.asarray(examples.labels, dtype=np.int64))
-    )
+    blocked = refused(examples.paths)
+    kept = [i for i in range(len(examples)) if i not in blocked]
+    ds = tf.data.Dataset.from_tensor_slices((
+        np.asarray(kept, dtype=np.int64), tf.constant([examples.paths[i] for i in kept], tf.string),
+        np.asarray([examples.labels[i] for i in kept], dtype=np.int64)))
     ds = ds.map(lambda i, p, y: (i, spec.decode(tf.io.read_file(p)), y),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()
@@ -101,32 +107,30 @@ def persistent_dataset(examples: Examples, spec: ImageSpec, cache_dir: Path, pro
             for i, h in zip(unknown, pool.map(_file_hash, [examples.paths[i] for i in unknown])):
                 hashes[i] = h
     entries = [folder / h[:2] / f"{h}.u8" if h else None for h in hashes]
+    # Unhashable files could not be read (missing, or not a regular file). decoded_dataset screens the others
+    # before TensorFlow decodes them: those it refuses do not come back, and are undecodable too.
+    undecodable = {i for i, entry in enumerate(entries) if entry is None}
     missing = [i for i, entry in enumerate(entries) if entry is not None and not entry.is_file()]
-    undecodable: set[int] = set()
     if missing:
         decoded: set[int] = set()
         with progress(len(missing), label) as advance:
             for indices, images, _labels in decoded_dataset(examples.take(missing), spec, cache=None).batch(64):
                 for j, image in zip(indices.numpy().tolist(), images.numpy()):
                     entry = entries[missing[j]]
+                    assert entry is not None
                     atomic_write(entry, image.tobytes())
                     decoded.add(missing[j])
                 advance(len(indices))
                 check()  # between batches, as in warm()
-        undecodable = set(missing) - decoded
-    kept = [i for i in range(len(examples)) if i not in undecodable]
+        undecodable |= set(missing) - decoded
+    kept = [i for i in range(len(examples)) if i not in undecodable]  # every one of them is in the cache now
     ds = tf.data.Dataset.from_tensor_slices((
-        np.asarray(kept, dtype=np.int64),
-        tf.constant([str(entries[i]) if entries[i] is not None else examples.paths[i] for i in kept], tf.string),
-        np.asarray([entries[i] is not None for i in kept], dtype=bool),
+        np.asarray(kept, dtype=np.int64), tf.constant([str(entries[i]) for i in kept], tf.string),
         np.asarray([examples.labels[i] for i in kept], dtype=np.int64)))
     shape = (spec.size, spec.size, 1)
 
-    def load(i, path, cached, y):
-        data = tf.io.read_file(path)
-        image = tf.cond(cached, lambda: tf.reshape(tf.io.decode_raw(data, tf.uint8), shape),
-                        lambda: tf.ensure_shape(spec.decode(data), shape))
-        return i, image, y
+    def load(i, path, y):
+        return i, tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), shape), y
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
     return ds, sorted(undecodable)
@@ -134,6 +138,6 @@ def persistent_dataset(examples: Examples, spec: ImageSpec, cache_dir: Path, pro
 
 def _file_hash(path: str) -> str | None:
     try:
-        return content_hash(Path(path).read_bytes())
-    except OSError:
-        return None  # missing: decoding it fails too, and the image is reported as skipped
+        return content_hash(read_regular(Path(path)))  # a FIFO is refused, not read (which would block)
+    except (OSError, BonedbError):
+        return None  # missing or not a regular file: the image is reported as skipped

@@ -28,6 +28,7 @@ from boneclf.errors import BonedbError
 from boneclf.progress import ProgressFactory, silent
 from boneclf.vocabulary import BODYPART, FRACTURE, FRACTURE_CLASSES, STAGES
 
+from .file_screen import refusal
 from .image_spec import ImageSpec
 from .tf_env import tensorflow
 
@@ -102,10 +103,12 @@ def write_shards(partial: Path, root: Path, entries: list, stage: str, shard_siz
 
 def _images(root: Path, rows: list, spec: ImageSpec | None):
     """The bytes each record stores, in the rows' order: decoded in parallel when a spec is given."""
-    for e in rows:
-        if not (root / e.source_path).is_file():
-            raise BonedbError(f"{root / e.source_path}: missing (image {e.image_id}); restore it, or find every "
-                              "missing file with `bonedb audit dataset`; nothing was exported")
+    for e in rows:  # screened before any is decoded, now or when `train --from-export` reads the records
+        full = root / e.source_path
+        why = refusal(str(full)) or (None if full.is_file() else "missing")
+        if why:
+            raise BonedbError(f"{full}: {why} (image {e.image_id}); restore or replace it, or find every such "
+                              "file with `bonedb audit dataset`; nothing was exported")
     if spec is None:
         for e in rows:
             yield (root / e.source_path).read_bytes()

@@ -22,6 +22,7 @@ from boneclf.store.runs import get_run, headline, set_parameters
 from boneclf.vocabulary import FRACTURE
 
 from .cluster import cluster_role, patch_keras_for_multi_worker
+from .file_screen import skip_reasons
 from .interrupts import deferred_sigint
 from .job import Job, strategy
 from .run_folder import (
@@ -51,6 +52,7 @@ class RunResult(Result):
     status: str
     metrics: StageMetrics | None = None  # validation scores, once finished
     skipped_images: list[str] = field(default_factory=list)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # why each skipped image was left out
     artifact_dir: str = ""
     split_hash: str = ""
     label_version: int | None = None  # of the split's pinned labels, which it trained on
@@ -187,6 +189,7 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
         with deferred_sigint() as stop:
             job = Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming, stop)
             result.metrics, result.skipped_images = job.run()
+            result.skip_reasons = skip_reasons(result.skipped_images)
             result.notes = job.notes
             stop.check()  # a Ctrl-C after the last batch still means "stop", not "finished"
         result.status = "finished"
