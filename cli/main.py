@@ -36,11 +36,24 @@ try:
         train,
     )
     from .context import Database
-except KeyboardInterrupt:
+except (KeyboardInterrupt, RuntimeError) as exc:
+    # Python 3.11 wraps a Ctrl-C that lands while a class is being made (__set_name__) in a RuntimeError.
+    if isinstance(exc, RuntimeError) and not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+        raise
     sys.stderr.write("interrupted\n")
     sys.exit(130)
 
 MAX_PROBLEMS_SHOWN = 50
+
+
+def _a_ctrl_c(exc: BaseException) -> bool:
+    """Whether EXC is a Ctrl-C, or wraps one (see the imports above: lazily imported modules do it too)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class BonedbGroup(click.Group):
@@ -83,6 +96,9 @@ class BonedbGroup(click.Group):
             click.echo(f"error: {_describe_os_error(exc)}", err=True)
             sys.exit(1)
         except Exception as exc:  # a bug or an environment problem: one line, the traceback on request
+            if _a_ctrl_c(exc):
+                click.echo("interrupted", err=True)
+                sys.exit(130)
             if os.environ.get("BONEDB_DEBUG"):
                 raise
             first = (str(exc).strip().splitlines() or [""])[0][:300]
