@@ -60,7 +60,7 @@ def test_second_run_on_the_same_split_and_size_decodes_nothing(small, tmp_path):
     try:
         [second] = train(engine, config, verbose=0)
         assert second.status == "finished" and second.skipped_images == []
-        assert second.metrics["skipped_images"] == 0
+        assert second.metrics.skipped_images == 0
         # Another size is another key: every image would need decoding, and none can be.
         with pytest.raises(BonedbError, match="none of the .* train images could be read and decoded"):
             train(engine, TrainConfig(**{**config.__dict__, "image_size": 48}), verbose=0)

@@ -123,8 +123,9 @@ def test_bootstrap_over_leak_groups_is_as_wide_as_the_groups_are_few():
     labels, scores = np.repeat(truth, 20), np.repeat(probs, 20)
     studies = [f"s{i}" for i in range(440)]  # a folder set: one study per image
     groups = [f"g{i // 20}" for i in range(440)]
-    naive = binary_metrics(labels, scores, studies)["study"]["accuracy_ci"]
-    grouped = binary_metrics(labels, scores, studies, groups=groups)["study"]
+    naive = binary_metrics(labels, scores, studies).study.accuracy_ci
+    grouped = binary_metrics(labels, scores, studies, groups=groups).study
+    assert naive is not None and grouped.accuracy_ci is not None
     assert naive[1] - naive[0] < 0.1
-    assert grouped["accuracy_ci"][1] - grouped["accuracy_ci"][0] > 0.3
-    assert grouped["bootstrap_units"] == 22
+    assert grouped.accuracy_ci[1] - grouped.accuracy_ci[0] > 0.3
+    assert grouped.bootstrap_units == 22

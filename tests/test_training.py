@@ -200,7 +200,7 @@ def test_undecodable_image_is_skipped_and_reported(tmp_path):
                                       runs_dir=str(tmp_path / "runs"), **FAST), verbose=0)
     assert run.status == "finished"
     assert run.skipped_images == [str(victim)]
-    assert run.metrics["skipped_images"] == 1
+    assert run.metrics.skipped_images == 1
     engine.dispose()
 
 
