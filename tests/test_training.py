@@ -49,15 +49,15 @@ def test_stage1_learns_the_body_part(trained):
 
 def test_stage2_learns_breaks_and_not_shuffled_labels(trained, tmp_path):
     learned = evaluate_run(trained.engine, trained.fracture_run, "test").overall
-    assert learned["image"]["accuracy"] >= 0.85
-    assert learned["study"]["kappa"] >= 0.7
+    assert learned.image.accuracy >= 0.85
+    assert learned.study.kappa >= 0.7
 
     control = synth_sqlite(tmp_path, 300, 64, shuffled=True)
     config = replace(trained.fracture_config, runs_dir=str(tmp_path / "runs"))
     [run] = train(control, config, verbose=0)
     chance = evaluate_run(control, run.run_id, "test").overall
-    assert chance["image"]["accuracy"] < 0.75, chance["image"]
-    assert chance["study"]["kappa"] < 0.3
+    assert chance.image.accuracy < 0.75, chance.image
+    assert chance.study.kappa < 0.3
     control.dispose()
 
 
