@@ -64,6 +64,8 @@ def _human(report: IngestReport, database: Database) -> None:
     for conflict in report.conflicts_settled:
         click.echo(f"label conflict settled by --labels-from {report.labels_from}: {conflict.study.describe()} "
                    f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})")
+    for decided in report.review_conflicts:
+        click.echo(f"review conflict: {decided.describe()}", err=True)
     for relabel in report.relabeled:
         click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({label_word(relabel.old_label)}) -> "
                    f"{relabel.new_label} ({label_word(relabel.new_label)}) by {relabel.reason}: {relabel.source}")
