@@ -75,8 +75,10 @@ def _human(report: IngestReport, database: Database) -> None:
         print_table(report.stats.counts, ["part", "split", "label", "images", "studies", "patients"])
         click.echo("")
     if not report.changed:
+        kept = (f" (and keeps {plural(len(report.review_conflicts), 'decided label')} the files disagree with)"
+                if report.review_conflicts else "")
         click.echo(f"nothing to do: {database.masked_url} already holds these "
-                   f"{plural(report.images_unchanged, 'image')} of dataset {report.dataset!r} exactly")
+                   f"{plural(report.images_unchanged, 'image')} of dataset {report.dataset!r} exactly{kept}")
     else:
         changes = [
             f"added {plural(report.images_added, 'image')}, {plural(report.studies_added, 'study', 'studies')}, "
