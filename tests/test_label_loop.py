@@ -67,28 +67,35 @@ def recall_at(rows, flipped: set, fraction: float) -> float:
     return sum((r.patient, r.part, r.study) in flipped for r in top) / len(flipped)
 
 
-def audit_of_flips(folder: Path, *, shuffled: bool) -> float:
-    """Synthetic humerus and wrist studies at 48 px with planted flips, audited in 3 folds: recall@top 10%."""
-    synth_mura(folder / "data", patients=150, size=48, seed=3, parts=("humerus", "wrist"))
+def audit_of_flips(folder: Path, *, shuffled: bool) -> tuple[float, float]:
+    """Synthetic humerus and wrist studies at 64 px with planted flips, audited in 3 folds: the recall of the
+    flips in the top 10% and in the top 20% of the ranking."""
+    synth_mura(folder / "data", patients=150, size=64, seed=3, parts=("humerus", "wrist"))
     flipped = plant_flips(folder / "data", shuffled=shuffled)
     engine = make_engine(f"sqlite:///{folder / 'bonedb.sqlite'}", create=True)
     migrate.upgrade(engine)
     ingest_mura(engine, folder / "data", labels_from="csv")  # the flipped CSV lines disagree with their folders
-    config = TrainConfig(stage="fracture", split="", image_size=48, epochs=12, patience=12, batch_size=32,
+    # 64 px and 15 epochs: fewer and the CNN is often still on its plateau before it finds the breaks.
+    config = TrainConfig(stage="fracture", split="", image_size=64, epochs=15, patience=15, batch_size=16,
                          runs_dir=str(folder / "runs"), **FAST)
     result = audit_labels(engine, "mura-v1.1", config, folds=3, verbose=0)
     engine.dispose()
     assert len(result.suspects) == result.audit.studies > 100 and len(flipped) >= 10
-    return recall_at(result.suspects, flipped, 0.1)
+    found = recall_at(result.suspects, flipped, 0.1), recall_at(result.suspects, flipped, 0.2)
+    print(f"label audit ({'shuffled' if shuffled else 'planted'}): {len(flipped)} flips among "
+          f"{len(result.suspects)} studies; recall in the top 10% {found[0]:.2f} (chance 0.10), "
+          f"top 20% {found[1]:.2f} (chance 0.20)")
+    return found
 
 
 def test_out_of_fold_ranking_finds_planted_flips_and_not_shuffled_ones(tmp_path):
-    # Chance puts 10% of the flipped studies in the top 10%; the audit must find three times that.
-    found = audit_of_flips(tmp_path / "planted", shuffled=False)
-    assert found >= 3 * FLIP_RATE, found
-    # With every label shuffled first there is nothing to learn, so the flips look like any other study.
-    control = audit_of_flips(tmp_path / "shuffled", shuffled=True)
-    assert control < 3 * FLIP_RATE, control
+    # Chance puts 10% of the flipped studies in the top 10%; the audit must find at least three times that.
+    top10, _top20 = audit_of_flips(tmp_path / "planted", shuffled=False)
+    assert top10 >= 3 * 0.1, top10
+    # With every label shuffled first there is nothing to learn, so the flips rank like any other study. Judged
+    # on the top 20%, the steadier sample: with ~18 flips, chance alone puts 5 in the top 10% one time in ten.
+    _top10, top20 = audit_of_flips(tmp_path / "shuffled", shuffled=True)
+    assert top20 < 3 * 0.2, top20
 
 
 def _tiny(engine, tmp_path) -> None:
@@ -239,3 +246,25 @@ def test_labels_set_is_logged_keeps_splits_pinned_and_stands_against_reingest(en
     unknown = cli_run(engine, "labels", "set", "mura-v1.1", patient, part, number, new, "--reason", "x", "--audit", 9)
     assert unknown.exit_code == 1 and "no such label audit" in unknown.stderr
     assert len(label_history(engine, dataset="mura-v1.1").events) == 2
+
+
+def test_label_audit_migration_keeps_history_up_and_down(bare_engine, mura):
+    from sqlalchemy import inspect, text
+
+    from boneclf.data.label_decisions import set_label
+
+    migrate.upgrade(bare_engine)
+    ingest_mura(bare_engine, mura)
+    patient, part, number, old = _a_study(bare_engine)
+    set_label(bare_engine, "mura-v1.1", patient, part, number, 1 - old, note="why", reviewer="ann")
+    migrate.downgrade(bare_engine, "0012")
+    with bare_engine.connect() as conn:
+        assert not {"label_audits", "label_audit_folds", "label_audit_studies"} & set(inspect(conn).get_table_names())
+        assert "reviewer" not in {c["name"] for c in inspect(conn).get_columns("label_history")}
+        assert conn.execute(text("SELECT old_label, new_label, reason FROM label_history")).all() == [
+            (old, 1 - old, "review")]
+    migrate.upgrade(bare_engine)
+    migrate.require_head(bare_engine)
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT reason, reviewer, note, audit_id FROM label_history")).all() == [
+            ("review", None, None, None)]
