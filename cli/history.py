@@ -24,8 +24,9 @@ def history(database: Database, dataset, study, since, ingest, json_mode):
 
     Each change: when, the old and new label (1 = abnormal, 0 = normal), the ingest that made it
     (`bonedb log`), why (folder rename, labels csv, labels-from csv or labels-from folder) and the
-    CSV line or study folder the new label came from. Review decisions recorded in `bonedb serve`
-    (label confirmed, label disputed with its note) are listed too; they never change a label.
+    CSV line or study folder the new label came from. A steward's `bonedb labels set` is a change
+    with reason review, the reviewer and the reason given. Review decisions recorded in `bonedb
+    serve` (label confirmed, label disputed with its note) are listed too; they never change a label.
 
     \b
     Examples:

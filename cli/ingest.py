@@ -64,6 +64,8 @@ def _human(report: IngestReport, database: Database) -> None:
     for conflict in report.conflicts_settled:
         click.echo(f"label conflict settled by --labels-from {report.labels_from}: {conflict.study.describe()} "
                    f"csv={conflict.csv_label} folder={conflict.folder_label} ({conflict.file}:{conflict.line})")
+    for decided in report.review_conflicts:
+        click.echo(f"review conflict: {decided.describe()}", err=True)
     for relabel in report.relabeled:
         click.echo(f"relabeled: {relabel.study.describe()} {relabel.old_label} ({label_word(relabel.old_label)}) -> "
                    f"{relabel.new_label} ({label_word(relabel.new_label)}) by {relabel.reason}: {relabel.source}")
@@ -73,8 +75,10 @@ def _human(report: IngestReport, database: Database) -> None:
         print_table(report.stats.counts, ["part", "split", "label", "images", "studies", "patients"])
         click.echo("")
     if not report.changed:
+        kept = (f" (and keeps {plural(len(report.review_conflicts), 'decided label')} the files disagree with)"
+                if report.review_conflicts else "")
         click.echo(f"nothing to do: {database.masked_url} already holds these "
-                   f"{plural(report.images_unchanged, 'image')} of dataset {report.dataset!r} exactly")
+                   f"{plural(report.images_unchanged, 'image')} of dataset {report.dataset!r} exactly{kept}")
     else:
         changes = [
             f"added {plural(report.images_added, 'image')}, {plural(report.studies_added, 'study', 'studies')}, "

@@ -67,6 +67,9 @@ def ingest_dicom(database: Database, root, dataset, labels, label_map, key_file,
 def _human(report: DicomReport) -> None:
     for line in report.left_out:
         click.echo(f"left out: {line}", err=True)
+    for line in report.review_conflicts:
+        click.echo(f"review conflict: {line}; to take the CSV's label, decide again with `bonedb labels set`",
+                   err=True)
     state = "ingested" if report.changed else "already ingested, unchanged"
     click.echo(f"dataset {report.dataset!r} {state}: {plural(report.images_added, 'image')} added, "
                f"{report.images_unchanged} unchanged, from {plural(report.files, 'file')} in {report.source}")

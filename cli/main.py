@@ -25,6 +25,7 @@ try:
         ingest,
         ingest_dicom,
         ingest_folder,
+        labels,
         log,
         predict,
         report,
@@ -155,7 +156,7 @@ def cli(ctx, database_url):
 
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
-    history.history, stats.stats,
+    history.history, labels.labels, stats.stats,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
     runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):

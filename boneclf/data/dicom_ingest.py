@@ -33,7 +33,14 @@ from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.flags import IDENTITY_IN_PIXELS, add_flags
 from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
-from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, log_label_changes, log_unapplied
+from boneclf.store.provenance import (
+    IngestCounts,
+    IngestRecord,
+    log_applied,
+    log_label_changes,
+    log_unapplied,
+    reviewed_labels,
+)
 from boneclf.store.schema import Dataset, DicomImage, Image, IngestLog, Patient, Study
 
 from .dicom_files import DicomImage as ReadImage
@@ -75,6 +82,7 @@ class DicomReport(Result):
     skipped: list[str] = field(default_factory=list)  # "path: why", left out on purpose (a CT, not DICOM, ...)
     left_out: list[str] = field(default_factory=list)  # bad files --skip-bad left out, "path: problem"
     labels_file: str | None = None
+    review_conflicts: list[str] = field(default_factory=list)  # decided labels kept against the CSV, described
     ingest_id: int | None = None
     duplicate_groups: int = 0
 
@@ -425,6 +433,14 @@ def _relabel(conn: Connection, stored: _Stored, wanted: dict[str, tuple[int, str
         if study in wanted and wanted[study][0] != old:
             label, source = wanted[study]
             changes.append((study_id, old, label, "labels csv", source))
+    # A steward's decision (`bonedb labels set`) stands against the CSV: kept, and the conflict reported.
+    reviewed = reviewed_labels(conn, [change[0] for change in changes])
+    names = {study_id: f"{study} {part}" for (study, part), (study_id, *_rest) in stored.studies.items()}
+    report.review_conflicts = [
+        f"study {names[study_id]}: the CSV says {label} ({source}), review by {reviewed[study_id].reviewer} (log "
+        f"{reviewed[study_id].log_id}) decided {reviewed[study_id].label}, which stands"
+        for study_id, _old, label, _reason, source in changes if study_id in reviewed]
+    changes = [change for change in changes if change[0] not in reviewed]
     if changes:
         conn.execute(update(_studies).where(_studies.c.id == bindparam("b_id")).values(label=bindparam("b_label")),
                      [{"b_id": study_id, "b_label": label} for study_id, _old, label, _r, _s in changes])

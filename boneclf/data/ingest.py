@@ -5,6 +5,9 @@ transaction as a handful of set-based statements (one SELECT per table to learn 
 there, executemany INSERTs for what is new, UPDATEs only for what changed). A run that changes
 anything is logged in that transaction (one row), with one history row per relabeled study
 (one executemany); a refused, interrupted or failed run is logged after the rollback.
+
+A steward's decision (`bonedb labels set`) stands: where the files give a decided study another label,
+the ingest keeps the decision and reports the conflict, naming the study (`review_conflicts`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from boneclf.store.provenance import (
     log_applied,
     log_label_changes,
     logged_if_unapplied,
+    reviewed_labels,
 )
 from boneclf.store.schema import Dataset, Image, Patient, Study
-from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS
+from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS, label_word
 
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
@@ -63,6 +67,27 @@ class Relabel:
                 "reason": self.reason, "source": self.source}
 
 
+@dataclass(frozen=True)
+class ReviewConflict:
+    """The files give a study another label than a steward's decision, which stands (`bonedb labels set`)."""
+
+    study: StudyKey
+    file_label: int  # what this ingest's CSV (or folders) say
+    reviewed_label: int  # what the steward decided, kept
+    reviewer: str
+    log_id: int  # the decision's row in the ingest log
+
+    def to_dict(self) -> dict:
+        return {"study": self.study.describe(), "file_label": self.file_label, "reviewed_label": self.reviewed_label,
+                "reviewer": self.reviewer, "log_id": self.log_id}
+
+    def describe(self) -> str:
+        return (f"{self.study.describe()}: the files say {self.file_label} ({label_word(self.file_label)}), "
+                f"review by {self.reviewer} (log {self.log_id}) decided {self.reviewed_label} "
+                f"({label_word(self.reviewed_label)}), which stands; to take the files' label, decide again "
+                "with `bonedb labels set`")
+
+
 @dataclass
 class IngestReport(Result):
     dataset: str
@@ -78,6 +103,7 @@ class IngestReport(Result):
     images_stale: int = 0  # in the database for these parts and splits, no longer listed
     relabeled: list[Relabel] = field(default_factory=list)
     conflicts_settled: list[LabelConflict] = field(default_factory=list)
+    review_conflicts: list[ReviewConflict] = field(default_factory=list)  # decided labels kept against the files
     labels_from: str | None = None
     skipped: list[Problem] = field(default_factory=list)
     unused_labels: int = 0
@@ -341,6 +367,11 @@ def _write_studies(conn, report, dataset_id, patient_ids, keys, labels):
             )
         if old_label != label:
             relabels.append((study_id, key, old_label, label))
+    reviewed = reviewed_labels(conn, [study_id for study_id, *_ in relabels])
+    report.review_conflicts = [ReviewConflict(key, label, reviewed[study_id].label, reviewed[study_id].reviewer,
+                                              reviewed[study_id].log_id)
+                               for study_id, key, _old, label in relabels if study_id in reviewed]
+    relabels = [relabel for relabel in relabels if relabel[0] not in reviewed]
     if new_rows:
         insert_rows(
             conn, _studies, ("dataset_id", "patient_id", "body_part", "source_split", "study_number", "label"),

@@ -168,10 +168,11 @@ def assign(records: list[Record], options: SplitOptions, groups: dict[int, str] 
                 "unlinks it (or --allow-leaks keeps the source's test set as it is)"
             )
         assignment = {r.image_id: "test" for r in held_out}
-        assignment.update(_stratified(pool, {"train": 1 - options.val, "val": options.val}, options.seed, groups))
+        assignment.update(stratify_groups(pool, {"train": 1 - options.val, "val": options.val}, options.seed,
+                                          groups))
         return assignment
     fractions = {"train": 1 - options.val - options.test, "val": options.val, "test": options.test}
-    return _stratified(records, fractions, options.seed, groups)
+    return stratify_groups(records, fractions, options.seed, groups)
 
 
 def _held_out_crossing(records: list[Record], memberships: dict[int, list[int]]) -> list[int]:
@@ -181,10 +182,11 @@ def _held_out_crossing(records: list[Record], memberships: dict[int, list[int]])
                   if len({held_out[m] for m in members if m in held_out}) > 1)
 
 
-def _stratified(records: list[Record], fractions: dict[str, float], seed: int,
-                groups: dict[int, str]) -> dict[int, str]:
-    """Assign whole leak groups, largest first, each to the subset whose strata most lack its images."""
-    subsets = [s for s in SUBSETS if fractions.get(s, 0) > 0]
+def stratify_groups(records: list[Record], fractions: dict[str, float], seed: int,
+                    groups: dict[int, str]) -> dict[int, str]:
+    """Assign whole leak groups, largest first, each to the subset whose strata most lack its images.
+    FRACTIONS names the subsets (train, val, test; or a label audit's folds), in order of preference on a tie."""
+    subsets = [s for s in fractions if fractions[s] > 0]
     by_group: dict[str, list[Record]] = defaultdict(list)
     totals: dict[tuple, int] = defaultdict(int)
     for record in records:

@@ -7,8 +7,12 @@ version it trained on (its split's); an evaluation the version it scored against
 versions, `bonedb history --since N` shows every change.
 
 History is assembled from event sources, each a function returning `HistoryEvent`s for a
-`HistoryFilter`: relabels by ingests, and stewards' review decisions (store/reviews.py), which
-record a judgement but never change a label.
+`HistoryFilter`: relabels by ingests and by stewards' decisions (`bonedb labels set`, reason
+"review", logged like an ingest so that the label version moves), and review notes (store/reviews.py),
+which record a judgement but never change a label.
+
+A review decision stands against later ingests: `reviewed_labels` tells an ingest which studies' labels
+a steward set last, and the ingest keeps them and reports the conflict instead of undoing them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, distinct, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Row, and_, distinct, func, insert, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from boneclf import __version__
@@ -112,6 +116,32 @@ def logged_if_unapplied(engine: Engine, record: IngestRecord) -> Iterator[None]:
 
 # (study id, old label, new label, reason, source)
 LabelChangeRow = tuple[int, int, int, str, str | None]
+
+REVIEW = "review"  # label_history.reason of a steward's decision (`bonedb labels set`)
+
+
+@dataclass(frozen=True)
+class ReviewedLabel:
+    """A study whose label a steward set last (no ingest has changed it since)."""
+
+    study_id: int
+    label: int
+    reviewer: str
+    log_id: int  # the decision's row in the ingest log
+
+
+def reviewed_labels(conn: Connection, study_ids) -> dict[int, ReviewedLabel]:
+    """Of STUDY_IDS, those whose latest label change is a review decision."""
+    ids = sorted(set(study_ids))
+    latest: dict[int, Row] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        for row in conn.execute(
+                select(_history.c.study_id, _history.c.reason, _history.c.new_label, _history.c.reviewer,
+                       _history.c.ingest_id)
+                .where(_history.c.study_id.in_(ids[start:start + 500])).order_by(_history.c.id)):
+            latest[row.study_id] = row
+    return {study_id: ReviewedLabel(study_id, row.new_label, row.reviewer or "", row.ingest_id)
+            for study_id, row in latest.items() if row.reason == REVIEW}
 
 
 def log_label_changes(conn: Connection, ingest_id: int, changes: list[LabelChangeRow]) -> None:
@@ -258,6 +288,7 @@ class HistoryEvent(Result):
     reason: str  # a relabel's reason, or a review's decision
     source: str | None  # a relabel's CSV line or folder, or a review's note
     study_id: int
+    audit_id: int | None = None  # a review decision's label audit, when one flagged the study
 
 
 def describe_study(patient_key: str, part: str, number: int, split: str) -> str:
@@ -272,7 +303,8 @@ def _study_columns():
 def _relabel_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent]:
     query = (
         select(_log.c.finished_at, *_study_columns(), _history.c.old_label, _history.c.new_label,
-               _history.c.ingest_id, _history.c.reason, _history.c.source)
+               _history.c.ingest_id, _history.c.reason, _history.c.source, _history.c.reviewer, _history.c.note,
+               _history.c.audit_id)
         .select_from(_history)
         .join(_log, _log.c.id == _history.c.ingest_id)
         .join(Study, Study.id == _history.c.study_id)
@@ -293,9 +325,10 @@ def _relabel_events(conn: Connection, where: HistoryFilter) -> list[HistoryEvent
         query = query.where(and_(*conditions))
     return [
         HistoryEvent("relabel", at, dataset, describe_study(patient, part, number, split), old, new,
-                     f"ingest {ingest_id}", reason, source, study_id)
-        for at, dataset, patient, part, number, split, study_id, old, new, ingest_id, reason, source
-        in conn.execute(query)
+                     f"ingest {ingest_id}" if reviewer is None else f"review by {reviewer} (log {ingest_id})",
+                     reason, source if reviewer is None else note, study_id, audit_id)
+        for at, dataset, patient, part, number, split, study_id, old, new, ingest_id, reason, source, reviewer, note,
+        audit_id in conn.execute(query)
     ]
 
 
@@ -392,7 +425,7 @@ def label_history(
         study_id = current = described = None
         if study is not None:
             assert dataset is not None and dataset_id is not None  # a study is named within its dataset (above)
-            study_id, current, described = _find_study(conn, dataset_id, dataset, *study)
+            study_id, current, described = find_study(conn, dataset_id, dataset, *study)
         where = HistoryFilter(dataset_id, study_id, since, since_time, ingest)
         events = [event for source in EVENT_SOURCES for event in source(conn, where)]
     events.sort(key=lambda e: e.at)  # stable: each source's own order is kept within a moment
@@ -406,8 +439,9 @@ def _ingest_time(conn: Connection, ingest_id: int) -> datetime:
     return found
 
 
-def _find_study(conn: Connection, dataset_id: int, dataset: str, patient: str, part: str,
-                number: int) -> tuple[int, int | None, str]:
+def find_study(conn: Connection, dataset_id: int, dataset: str, patient: str, part: str,
+               number: int) -> tuple[int, int | None, str]:
+    """(study id, label today, the study described) of PATIENT PART NUMBER in DATASET, or a one-line error."""
     key = patient.removeprefix("patient")
     rows = conn.execute(
         select(Study.id, Study.label, Study.body_part, Study.study_number, Study.source_split)

@@ -265,7 +265,8 @@ class IngestLog(Base):
 
 
 class LabelChange(Base):
-    """A study's label changed by an ingest: old and new label, why, and from which file."""
+    """A study's label changed by an ingest (old and new label, why, from which file) or by a steward's review
+    (`bonedb labels set`: reason "review", who, their note, the audit that flagged it), each with its log row."""
 
     __tablename__ = "label_history"
     __table_args__ = (
@@ -285,6 +286,12 @@ class LabelChange(Base):
     source: Mapped[str | None] = mapped_column(
         String(600), comment="the CSV file:line or study folder the new label came from"
     )
+    reviewer: Mapped[str | None] = mapped_column(
+        String(128), comment="who decided, for a review (NULL: an ingest's relabel)")
+    note: Mapped[str | None] = mapped_column(Text, comment="why, in the reviewer's words")
+    # No foreign key: history outlives the audit that flagged the study.
+    audit_id: Mapped[int | None] = mapped_column(
+        Integer, comment="the label audit that flagged the study, if one did")
 
 
 class DuplicateGroup(Base):
@@ -410,3 +417,46 @@ class ImageFlag(Base):
     flag: Mapped[str] = mapped_column(String(32), primary_key=True, comment="identity in pixels")
     reason: Mapped[str] = mapped_column(String(255), comment="what raised it, e.g. BurnedInAnnotation YES")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class LabelAudit(Base):
+    """`bonedb labels suspects`: out-of-fold predictions of a dataset's studies, ranked with cleanlab."""
+
+    __tablename__ = "label_audits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    parts: Mapped[list] = mapped_column(JSON, comment="the body parts audited")
+    folds: Mapped[int] = mapped_column(Integer, comment="models trained; each scores the studies it never saw")
+    parameters: Mapped[dict] = mapped_column(JSON, comment="the training options every fold's run shares")
+    label_version: Mapped[int | None] = mapped_column(Integer, comment=LABEL_VERSION_COMMENT)
+    method: Mapped[str] = mapped_column(String(64), comment="how studies were ranked (cleanlab and version)")
+    status: Mapped[str] = mapped_column(String(16), comment="running or finished")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LabelAuditFold(Base):
+    __tablename__ = "label_audit_folds"
+
+    audit_id: Mapped[int] = mapped_column(ForeignKey("label_audits.id", ondelete="CASCADE"), primary_key=True)
+    fold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    split_id: Mapped[int | None] = mapped_column(
+        ForeignKey("split_versions.id", ondelete="SET NULL"), comment="the fold's split: its test subset is the fold")
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL"), comment="the run trained on it, once finished")
+
+
+class LabelAuditStudy(Base):
+    __tablename__ = "label_audit_studies"
+    __table_args__ = (Index(None, "audit_id", "rank"),)
+
+    audit_id: Mapped[int] = mapped_column(ForeignKey("label_audits.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    fold: Mapped[int] = mapped_column(Integer, comment="the fold whose model scored it")
+    label: Mapped[int] = mapped_column(SmallInteger, comment="the study's label as scored (the fold's pinned)")
+    probability: Mapped[float] = mapped_column(
+        Float, comment="out-of-fold probability of abnormal: mean of its images' probabilities")
+    score: Mapped[float] = mapped_column(Float, comment="cleanlab label-quality score, 0..1: low is suspicious")
+    rank: Mapped[int] = mapped_column(Integer, comment="1 = the most suspicious study of the audit")
+    flagged: Mapped[bool] = mapped_column(Boolean, comment="1: cleanlab's find_label_issues flags it")
