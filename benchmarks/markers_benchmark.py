@@ -187,7 +187,10 @@ def fit(files: list[Path], font_makers: dict[str, object], seed: int) -> None:
     inside the body (`body_mask` of the unplanted picture) and touch no planted ink: bone and tissue."""
     rows, labels = [], []
     for path in files:
-        grey = np.asarray(Image.open(path).convert("L"))
+        try:
+            grey = np.asarray(Image.open(path).convert("L"))
+        except OSError:
+            continue
         picture, planted = plant(grey, random.Random(f"fit-{seed}-{path.name}"), [], font_makers, 3)
         ink = np.zeros(picture.shape, np.float32)
         for p in planted:
@@ -254,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.misses:
         args.misses.mkdir(parents=True, exist_ok=True)
     for n, path in enumerate(files):
-        grey = np.asarray(Image.open(path).convert("L"))
+        try:
+            grey = np.asarray(Image.open(path).convert("L"))
+        except OSError:  # a truncated file in the set: not the detector's to judge
+            continue
         started = time.perf_counter()
         before = find_markers(grey)
         seconds += time.perf_counter() - started

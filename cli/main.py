@@ -26,6 +26,7 @@ try:
         ingest_dicom,
         ingest_folder,
         log,
+        markers,
         predict,
         report,
         runs,
@@ -139,7 +140,7 @@ def cli(ctx, database_url):
 
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
-    history.history, stats.stats,
+    history.history, stats.stats, markers.markers,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
     runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):

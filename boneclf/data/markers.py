@@ -263,3 +263,27 @@ def _merge(boxes: list[tuple[tuple[int, int, int, int], str]]) -> list[tuple[tup
             if changed:
                 break
     return merged
+
+
+INPAINT_RADIUS = 5  # pixels at WORK_SIDE: how far around a box cv2.inpaint looks for what to paint it with
+
+
+def box_mask(shape: tuple[int, int], boxes: list[MarkerBox]) -> np.ndarray:
+    """A uint8 mask (255 inside any of BOXES) of a picture of SHAPE (H, W)."""
+    mask = np.zeros(shape, np.uint8)
+    for box in boxes:
+        mask[box.y:box.y + box.height, box.x:box.x + box.width] = 255
+    return mask
+
+
+def mask_markers(picture: np.ndarray, boxes: list[MarkerBox] | None = None) -> np.ndarray:
+    """PICTURE (uint8, (H, W) or (H, W, 1)) with its marker boxes (found, unless given) painted over from their
+    surroundings (cv2.inpaint, Telea's method): the model sees tissue or background there, not a black hole
+    that would be a shortcut of its own."""
+    flat = picture[..., 0] if picture.ndim == 3 else picture
+    boxes = find_markers(flat) if boxes is None else boxes
+    if not boxes:
+        return picture
+    radius = max(1, round(INPAINT_RADIUS * max(flat.shape) / WORK_SIDE))
+    painted = cv2.inpaint(np.ascontiguousarray(flat), box_mask(flat.shape, boxes), radius, cv2.INPAINT_TELEA)
+    return painted.reshape(picture.shape)
