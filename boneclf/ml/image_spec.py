@@ -91,14 +91,15 @@ class ImageSpec:
     # -- Eager helpers for single files (prediction, Grad-CAM) ---------------------------------------
     def load(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
-        bytes, through the very ops the training pipeline runs (the picture as the model saw it: masked if asked).
+        bytes, through the very ops the training pipeline runs. The picture is as the file holds it (markers
+        not painted over), so that overlays and marker boxes are drawn on what the user knows.
         Raises BonedbError for undecodable bytes, and
         for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
         screen(data)
         tf = tensorflow()
         try:
-            full = self.masked(decode_full(tf.constant(data)))
-            resized = self.resize(full)
+            full = decode_full(tf.constant(data))
+            resized = self.resize(self.masked(full))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             # TensorFlow's message names its own graph nodes; say what is wrong with the file instead.
             raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None

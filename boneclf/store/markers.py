@@ -44,8 +44,8 @@ def markers_of(conn: Connection, image_ids: Iterable[int]) -> dict[int, list[Sto
     for start in range(0, len(ids), 1000):
         rows = conn.execute(select(Marker.image_id, Marker.x, Marker.y, Marker.width, Marker.height, Marker.kind)
                             .where(Marker.image_id.in_(ids[start:start + 1000])).order_by(Marker.id))
-        for image_id, *box in rows:
-            boxes[image_id].append(StoredBox(*box))
+        for image_id, x, y, width, height, kind in rows:
+            boxes[image_id].append(StoredBox(x, y, width, height, kind))
     return dict(boxes)
 
 
