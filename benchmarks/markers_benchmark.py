@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import io
 import random
+import re
 import sys
 import time
 from collections import defaultdict
@@ -64,8 +65,16 @@ def fonts() -> dict[str, object]:
     return found
 
 
+def picture_key(path: Path) -> str:
+    """What keeps copies of one picture together: MURA's patient folder, else the file name's leading token
+    (the fracture set holds turned copies named "93-rotated1-rotated2 - Copy.jpg" beside "93.jpg")."""
+    patient = re.search(r"patient\d+", str(path))
+    return patient.group(0) if patient else re.match(r"[^-\s(.]*", path.name).group(0)  # type: ignore[union-attr]
+
+
 def part_of(path: Path) -> str:
-    return "tune" if hashlib.sha256(path.name.encode()).digest()[0] < 128 else "report"
+    """tune or report, by the picture's key: copies of one picture fall in one part."""
+    return "tune" if hashlib.sha256(picture_key(path).encode()).digest()[0] < 128 else "report"
 
 
 def body_mask(grey: np.ndarray) -> np.ndarray:
@@ -191,7 +200,7 @@ def fit(files: list[Path], font_makers: dict[str, object], seed: int) -> None:
             grey = np.asarray(Image.open(path).convert("L"))
         except OSError:
             continue
-        picture, planted = plant(grey, random.Random(f"fit-{seed}-{path.name}"), [], font_makers, 3)
+        picture, planted = plant(grey, random.Random(f"fit-{seed}-{path}"), [], font_makers, 3)
         ink = np.zeros(picture.shape, np.float32)
         for p in planted:
             x, y, w, h = p["box"]
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in before:
             if body[b.y:b.y + b.height, b.x:b.x + b.width].mean() > 0.5:
                 on_bone += 1
-        rng = random.Random(f"{args.seed}-{path.name}")
+        rng = random.Random(f"{args.seed}-{path}")
         planted_picture, planted = plant(grey, rng, [as_tuple(b) for b in before], font_makers, args.markers)
         after = find_markers(planted_picture)
         for p in planted:
