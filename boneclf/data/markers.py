@@ -148,6 +148,9 @@ def components(work: np.ndarray, scale: float) -> Components:
         tall = max(w, h)
         if not CHAR_HEIGHT[0] <= tall <= CHAR_HEIGHT[1] or min(w, h) < 2 or area < 12:
             continue
+        at_edge = x == 0 or y == 0 or x + w == work.shape[1] or y + h == work.shape[0]
+        if at_edge and tall > 6 * min(w, h):  # a film's edge or a scanner's border line, not an "I"
+            continue
         inside = labels[y:y + h, x:x + w] == i
         stroke = 2.0 * float(distance[y:y + h, x:x + w][inside].max()) / tall
         if stroke > MAX_STROKE:
@@ -190,12 +193,12 @@ def _text_boxes(work: np.ndarray, scale: float) -> list[tuple[int, int, int, int
     found = components(work, scale)
     scores = character_scores(found)
     return _words(np.where((scores >= WEAK_SCORE)[found.labels], 255, 0).astype(np.uint8),
-                  np.where((scores >= STRONG_SCORE)[found.labels], 255, 0).astype(np.uint8), found.marks)
+                  np.where((scores >= STRONG_SCORE)[found.labels], 255, 0).astype(np.uint8), found)
 
 
-def _words(characters: np.ndarray, strong: np.ndarray, marks: np.ndarray) -> list[tuple[int, int, int, int]]:
+def _words(characters: np.ndarray, strong: np.ndarray, found: Components) -> list[tuple[int, int, int, int]]:
     """Boxes of characters joined when closer than JOIN of their height, each holding a strong one, with the
-    marks (dots, slashes, dashes) that touch the joined region."""
+    marks (dots, slashes, dashes) that touch the joined region whole, when they are no taller than the word."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(characters, connectivity=8)
     if count <= 1:
         return []
@@ -206,8 +209,13 @@ def _words(characters: np.ndarray, strong: np.ndarray, marks: np.ndarray) -> lis
     held = np.unique(labels[strong > 0])
     boxes = []
     for i in held[held > 0]:
-        ys, xs = np.nonzero((labels == i) & (marks > 0))
-        boxes.append((int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)))
+        ys, xs = np.nonzero((labels == i) & (characters > 0))
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        for mark in np.unique(found.labels[(labels == i) & (found.marks > 0)]):
+            mx, my, mw, mh, _ = found.stats[mark]
+            if mark and mh <= 1.5 * (y1 - y0) and mw <= 1.5 * (x1 - x0):
+                x0, y0, x1, y1 = min(x0, int(mx)), min(y0, int(my)), max(x1, int(mx + mw)), max(y1, int(my + mh))
+        boxes.append((x0, y0, x1 - x0, y1 - y0))
     return boxes
 
 
