@@ -27,6 +27,7 @@ try:
         ingest_folder,
         labels,
         log,
+        markers,
         predict,
         report,
         runs,
@@ -156,7 +157,7 @@ def cli(ctx, database_url):
 
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
-    history.history, labels.labels, stats.stats,
+    history.history, labels.labels, stats.stats, markers.markers,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
     runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):
