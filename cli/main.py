@@ -50,11 +50,13 @@ MAX_PROBLEMS_SHOWN = 50
 
 def _a_ctrl_c(exc: BaseException) -> bool:
     """Whether EXC is a Ctrl-C, or wraps one (see the imports above: lazily imported modules do it too)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, KeyboardInterrupt):
+    found: BaseException | None = exc
+    for _ in range(10):  # a chain of causes is short; a loop in one must not hang the error handler
+        if found is None:
+            return False
+        if isinstance(found, KeyboardInterrupt):
             return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        found = found.__cause__ or found.__context__
     return False
 
 
