@@ -44,7 +44,7 @@ def test_decoded_shards_hold_what_the_image_spec_makes(small, tmp_path):
     out = tmp_path / "shards"
     report = export_shards(engine, "s", out, stage="bodypart", image_size=24, pad=True, shard_size=16)
     marker = json.loads((out / "split.json").read_text())
-    assert marker["image_spec"] == {"size": 24, "pad": True, "canny": False, "mask_markers": False}
+    assert marker["image_spec"] == {"size": 24, "pad": True, "canny": False}
     assert marker["class_names"] == sorted(marker["class_names"]) and len(marker["class_names"]) >= 2
     train_shards = marker["shards"]["train"]
     assert len(train_shards) == -(-report.per_subset["train"] // 16) and len(train_shards) > 1

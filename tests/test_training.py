@@ -116,8 +116,7 @@ def test_run_is_recorded_and_protects_its_split(engine, tmp_path):
     assert row.status == "finished" and row.stage == "fracture" and row.architecture == "cnn"
     assert row.split_name == "s" and len(row.split_hash) == 64 and row.finished_at >= row.started_at
     assert row.parameters["image_size"] == 32 and row.tf_version
-    assert row.image_spec == {"size": 32, "pad": False, "canny": False, "mask_markers": False, "channels": 3,
-                              "normalization": "unit"}
+    assert row.image_spec == {"size": 32, "pad": False, "canny": False, "channels": 3, "normalization": "unit"}
     assert "image" in row.metrics
     folder = Path(row.artifact_dir)
     assert {"model.keras", "class_names.json", "history.json", "config.json"} <= {p.name for p in folder.iterdir()}
