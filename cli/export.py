@@ -31,8 +31,6 @@ from .output import emit, progress_for
               "(uint8, as training reads them), so training decodes nothing. Default: the files' own bytes.")
 @click.option("--pad", is_flag=True, help="With --image-size: keep the aspect ratio, padding to square.")
 @click.option("--canny", is_flag=True, help="With --image-size: store Canny edge maps.")
-@click.option("--mask-markers", is_flag=True, help="With --image-size: paint burned-in markers over before resizing, "
-              "as `train --mask-markers` does.")
 @click.option("--shard-size", type=int, help="tfrecord: images per shard (default 1024).")
 @click.option("--force", is_flag=True, help="Replace OUT if it holds a previous bonedb export and nothing else "
               "(every file listed in its manifest); asks first on a terminal, else needs --yes.")
@@ -41,8 +39,8 @@ from .output import emit, progress_for
 @yes_option("replacing a previous export")
 @json_option
 @pass_db
-def export(database: Database, name, out, stage, parts, combined, link, fmt, image_size, pad, canny, mask_markers,
-           shard_size, force, include_flagged, yes, json_mode):
+def export(database: Database, name, out, stage, parts, combined, link, fmt, image_size, pad, canny, shard_size,
+           force, include_flagged, yes, json_mode):
     """Write split NAME under OUT as class folders, with manifest.csv and split.json.
 
     "fractured" holds MURA's abnormal studies (fractures, hardware and other findings).
@@ -61,13 +59,11 @@ def export(database: Database, name, out, stage, parts, combined, link, fmt, ima
         from boneclf.ml.tfrecords import export_shards  # TensorFlow loads only when asked for
 
         report = export_shards(database.engine, name, out, stage=stage, parts=parts, image_size=image_size,
-                               pad=pad, canny=canny, mask_markers=mask_markers, shard_size=shard_size,
-                               force=force,
+                               pad=pad, canny=canny, shard_size=shard_size, force=force,
                                confirm=confirmer(yes), progress=progress, include_flagged=include_flagged)
     else:
-        if image_size or pad or canny or mask_markers or shard_size:
-            raise click.UsageError("--image-size, --pad, --canny, --mask-markers and --shard-size go with "
-                                   "--format tfrecord")
+        if image_size or pad or canny or shard_size:
+            raise click.UsageError("--image-size, --pad, --canny and --shard-size go with --format tfrecord")
         report = export_split(database.engine, name, out, stage=stage, parts=parts, combined=combined, link=link,
                               force=force, confirm=confirmer(yes), progress=progress,
                               include_flagged=include_flagged)

@@ -27,7 +27,6 @@ try:
         ingest_folder,
         labels,
         log,
-        markers,
         predict,
         report,
         runs,
@@ -159,7 +158,7 @@ def cli(ctx, database_url):
 
 for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
-    history.history, labels.labels, stats.stats, markers.markers,
+    history.history, labels.labels, stats.stats,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
     runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):

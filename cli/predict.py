@@ -25,8 +25,7 @@ from .output import print_table
 @click.option("--gradcam", "gradcam_dir", type=click.Path(path_type=Path, file_okay=False), metavar="OUTDIR",
               help="Write each image with its Grad-CAM heatmap overlaid, as PNG, into OUTDIR, named after the "
               "image (dataset_part_patient_study_image_gradcam.png for an ingested image, else FILE_gradcam.png); "
-              "existing files are kept (-2, -3, ... added). Burned-in markers are outlined, and each image's marker "
-              "mass (the share of the heatmap on them) is printed.")
+              "existing files are kept (-2, -3, ... added).")
 @json_option
 @pass_db
 def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, json_mode):
@@ -55,8 +54,7 @@ def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, 
 
 def _human(prediction: Prediction) -> None:
     rows = [{"image": i.path, "part": i.part or "", "p_part": i.part_probability,
-             "p_abnormal": i.abnormal_probability, "decision": i.decision or "", "gradcam": i.gradcam or "",
-             **({"marker mass": f"{i.marker_mass:.1%}"} if i.marker_mass is not None else {})}
+             "p_abnormal": i.abnormal_probability, "decision": i.decision or "", "gradcam": i.gradcam or ""}
             for i in prediction.images if not i.error]
     if rows:
         print_table(rows)

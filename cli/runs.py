@@ -8,7 +8,6 @@ import click
 
 from boneclf.errors import BonedbError
 from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
-from boneclf.ml.marker_attention import DEFAULT_SAMPLE, MarkerMass
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
 from boneclf.ml.training_data import LABEL_SOURCES
@@ -203,12 +202,9 @@ def compare(database: Database, run_ids, json_mode, csv_mode):
 @click.option("--labels", type=click.Choice(LABEL_SOURCES), default="pinned", show_default=True,
               help="pinned: the labels the split pinned when it was made (the ones the run trained with); "
               "current: today's labels of the same studies.")
-@click.option("--gradcam-sample", default=DEFAULT_SAMPLE, show_default=True, type=click.IntRange(0), metavar="N",
-              help="Stage 2: explain up to N scored images with Grad-CAM and measure the share of heat on burned-in "
-              "markers (marker mass, per part); 0: skip.")
 @json_option
 @pass_db
-def evaluate(database: Database, run_id, subset, labels, gradcam_sample, json_mode):
+def evaluate(database: Database, run_id, subset, labels, json_mode):
     """Score finished run RUN_ID on its split's test subset, the way MURA is scored.
 
     Image level: accuracy, per-class precision/recall/F1, ROC AUC, confusion matrix. Study level
@@ -217,16 +213,13 @@ def evaluate(database: Database, run_id, subset, labels, gradcam_sample, json_mo
     copies of one picture are resampled together). Warns when the subset holds copies of its own
     pictures. Per body part and overall; stored with the run,
     with the split hash and which labels (pinned or current, and their label version) it used.
-    Stage 2 also reports its marker mass: the share of Grad-CAM's heat on burned-in markers (L/R, text),
-    and flags a run that looks at them.
 
     \b
     Examples:
       bonedb evaluate 3 --subset test
       bonedb evaluate 3 --labels current      # against today's labels, after a relabel
-      bonedb evaluate 3 --gradcam-sample 50 --json
     """
-    result = evaluate_run(database.engine, run_id, subset, labels, gradcam_sample)
+    result = evaluate_run(database.engine, run_id, subset, labels)
     emit(result, json_mode, _human_evaluation)
 
 
@@ -254,28 +247,9 @@ def _human_evaluation(result: EvaluationResult) -> None:
         click.echo(format_report(overall.image.report, overall.image.accuracy))
         print_table(result.part_rows())
         _confusion(overall.image.confusion, FRACTURE_CLASSES)
-    if result.gradcam is not None:
-        _marker_mass(result.gradcam)
     for path in result.skipped_images:
         click.echo(f"skipped (cannot decode): {path}: {result.skip_reasons.get(path, 'not a readable image')}",
                    err=True)
-
-
-def _marker_mass(found: MarkerMass) -> None:
-    def share(value):
-        return "-" if value is None else f"{value:.1%}"
-
-    mass = found.marker_mass
-    click.echo(f"marker mass (Grad-CAM heat on burned-in markers, {plural(found.images, 'image')} explained, "
-               f"{found.with_markers} with markers): {share(mass['all'])} over all, "
-               f"{share(mass['true_positives'])} over {plural(found.true_positives, 'true positive')}; "
-               f"the boxes cover {share(found.marker_area)} of the pictures")
-    if len(found.per_part) > 1:
-        print_table([{"part": part, "marker mass": share(m["all"]), "true positives": share(m["true_positives"])}
-                     for part, m in found.per_part.items()])
-    warning = found.warning()
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
 
 
 def _confusion(matrix, names) -> None:

@@ -51,9 +51,6 @@ def _verbose(json_mode: bool):
 @click.option("--mixed-precision", is_flag=True, help="float16 compute, float32 output layer (GPUs).")
 @click.option("--pad", is_flag=True, help="Keep the aspect ratio: pad to square instead of stretching.")
 @click.option("--canny", is_flag=True, help="Train on Canny edge maps, as the seed paper tried.")
-@click.option("--mask-markers", is_flag=True, help="Paint burned-in markers (L/R, text, label plates) over from "
-              "their surroundings before resizing, so the model cannot learn them as shortcuts; evaluation, "
-              "prediction and Grad-CAM of the run do the same (`bonedb markers`).")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
               help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default="persistent", show_default=True,
@@ -73,8 +70,7 @@ def _verbose(json_mode: bool):
 @json_option
 @pass_db
 def train(database: Database, stage, split_name, parts, shared, arch, weights, image_size, epochs, head_epochs,
-          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, mask_markers, augment,
-          cache, cache_dir, no_precompute,
+          batch_size, lr, seed, fine_tune_from, mixed_precision, pad, canny, augment, cache, cache_dir, no_precompute,
           patience,
           no_tensorboard, runs_dir, resume_id, from_export, json_mode):
     """Train stage 1 (body part) or stage 2 (normal/abnormal) on split NAME; record the run.
@@ -92,7 +88,6 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
       bonedb train --stage fracture --split hs-v1 --arch cnn --weights none --image-size 128 --epochs 30
       bonedb train --resume 7 --no-tensorboard --batch-size 16
       bonedb train --stage fracture --shared --from-export exports/shards-224 --arch cnn --weights none
-      bonedb train --stage fracture --split hs-v1 --mask-markers                # markers painted over
     """
     progress, verbose = progress_for(json_mode), _verbose(json_mode)
     if resume_id is not None:
@@ -108,7 +103,6 @@ def train(database: Database, stage, split_name, parts, shared, arch, weights, i
             parts=parts, shared=shared, arch=arch, weights=weights,
             image_size=image_size, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, lr=lr,
             seed=seed, fine_tune_from=fine_tune_from, mixed_precision=mixed_precision, pad=pad, canny=canny,
-            mask_markers=mask_markers,
             augment=augment, cache=cache, cache_dir=cache_dir, precompute=not no_precompute, patience=patience,
             tensorboard=not no_tensorboard, runs_dir=runs_dir,
         )

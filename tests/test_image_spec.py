@@ -28,9 +28,7 @@ def spec_db(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", [ImageSpec(32), ImageSpec(32, pad=True), ImageSpec(40, canny=True),
-                                  ImageSpec(24, pad=True, canny=True), ImageSpec(32, mask_markers=True),
-                                  ImageSpec(24, pad=True, mask_markers=True)],
-                         ids=["plain", "pad", "canny", "pad+canny", "mask-markers", "pad+mask-markers"])
+                                  ImageSpec(24, pad=True, canny=True)], ids=["plain", "pad", "canny", "pad+canny"])
 def test_single_file_decode_is_the_pipelines_decode(spec_db, spec):
     engine, folder = spec_db
     paths = [str(folder / "data" / p) for p in split_image_paths(engine, "s")["test"][:6]]
@@ -43,7 +41,7 @@ def test_single_file_decode_is_the_pipelines_decode(spec_db, spec):
         np.testing.assert_array_equal(model_input[..., 0], from_pipeline[index][..., 0].astype(np.float32))
 
 
-@pytest.mark.parametrize("option", ["canny", "pad", "mask_markers"])
+@pytest.mark.parametrize("option", ["canny", "pad"])
 def test_evaluate_and_predict_agree_on_every_test_image(spec_db, tmp_path, option):
     engine, folder = spec_db
     runs_dir = str(tmp_path / "runs")

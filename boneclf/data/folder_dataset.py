@@ -31,7 +31,6 @@ from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import exact_duplicates, group_overlaps
-from .marker_boxes import save_found_markers
 from .names import PATH_LENGTH, check_name, check_root, printable
 from .splits import load_records, store_assignment
 from .verify import inspect_files, outside
@@ -349,7 +348,6 @@ def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport
           f.perceptual_hash, f.near_hash, f.file_format, f.picture_signature) for (image, f), key in zip(good, keys)],
     )
     report.duplicate_groups = len(regroup(conn, dataset_id))
-    save_found_markers(conn, dataset_id, {image.path: f.markers for image, f in good})
     if any(image.subset != "all" for image, _ in good):
         records = load_records(conn, dataset_id, (part,))
         subset_of = {image.path: image.subset for image, _ in good}

@@ -40,7 +40,6 @@ from boneclf.vocabulary import BODY_PARTS, SOURCE_SPLITS, label_word
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
 from .labels import LabelConflict, resolve_labels
-from .marker_boxes import save_found_markers
 from .mura_reader import ImageRow, LabelRow, StudyKey, read_manifest
 from .names import check_name, check_root
 from .stats import DatasetStats, dataset_stats
@@ -263,9 +262,8 @@ def _write(
     moved_studies = _write_images(conn, report, dataset_id, patient_ids, study_ids, images, facts)
     if report.root_changed_from:
         _check_new_root(conn, dataset_id, report)
-    if facts:  # --verify read every file: its duplicate groups and markers land with it
+    if facts:  # --verify read every file: its duplicate groups land with it
         report.duplicate_groups = len(regroup(conn, dataset_id))
-        save_found_markers(conn, dataset_id, {path: measured.markers for path, measured in facts.items()})
     if not relabels:
         return []
     report.relabeled = _explain(relabels, moved_studies, report, label_rows, images)

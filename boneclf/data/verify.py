@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-import numpy as np
 from PIL import UnidentifiedImageError
 
 from boneclf.errors import BonedbError
 
 from .hashing import content_hash, near_hash, perceptual_hash
-from .markers import MarkerBox, find_markers
 from .pixels import open_image
 from .same_picture import signature as picture_signature
 
@@ -39,7 +37,6 @@ class FileFacts:
     near_hash: str
     file_format: str  # read from the bytes by Pillow (JPEG, PNG, GIF, ...), whatever the file is named
     picture_signature: bytes  # same_picture.signature: keypoints by which candidate copies are found
-    markers: tuple[MarkerBox, ...] = ()  # burned-in markers found on the picture (markers.find_markers)
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,6 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
             picture_hash = perceptual_hash(image)
             near = near_hash(image)
             signature = picture_signature(image)
-            found = tuple(find_markers(np.asarray(image.convert("L"))))
             file_format = (image.format or "unknown")[:8]
     except UnidentifiedImageError:  # Pillow names its in-memory buffer here, which tells the user nothing
         return failed("cannot decode", "not an image format bonedb reads")
@@ -124,7 +120,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
         return failed("cannot decode", str(exc))
     except (OSError, SyntaxError, ValueError) as exc:
         return failed("cannot decode", str(exc))
-    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format, signature, found)
+    facts = FileFacts(len(data), width, height, content_hash(data), picture_hash, near, file_format, signature)
     return FileRead(relative, facts)
 
 

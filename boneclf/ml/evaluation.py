@@ -32,7 +32,6 @@ from boneclf.vocabulary import BODYPART
 
 from .file_screen import skip_reasons
 from .image_spec import ImageSpec
-from .marker_attention import DEFAULT_SAMPLE, MarkerMass, measure_marker_mass
 from .metrics import binary_metrics, effective_size, format_interval, multiclass_metrics
 from .pipeline import Examples, decoded_dataset
 from .run_folder import RunFolder, predictions_file, resume_advice, settle_dead_runs
@@ -123,7 +122,6 @@ class EvaluationResult(Result):
     dedupable_in_subset: int = 0  # of the copies, identical ones whose labels agree: `split create --dedupe`'s
     dataset: str | None = None  # the split's dataset
     data: str | None = None  # what it is: mura, folder, dicom or synthetic (figures on synthetic mean little)
-    gradcam: MarkerMass | None = None  # stage 2: Grad-CAM's heat on burned-in markers (None: not measured)
 
     def synthetic_note(self) -> str | None:
         """Said beside every figure scored on synthetic pictures (None: real data)."""
@@ -159,11 +157,9 @@ class EvaluationResult(Result):
         stored = record.metrics
         overall = metrics_from_dict(stored.get("overall")) or MulticlassMetrics.from_dict({})
         per_part = {part: BinaryMetrics.from_dict(m) for part, m in (stored.get("per_part") or {}).items()}
-        gradcam = stored.get("gradcam")
         return cls(run.id, record.subset, run.stage, run.architecture, overall, per_part,
                    skipped_images=stored.get("skipped_images") or [], evaluation_id=record.id,
-                   split_hash=record.split_hash, labels=record.labels, label_version=record.label_version,
-                   gradcam=MarkerMass.from_dict(gradcam) if gradcam else None)
+                   split_hash=record.split_hash, labels=record.labels, label_version=record.label_version)
 
     def part_rows(self) -> list[PartRow]:
         """Stage 2: the table per body part, then overall."""
@@ -177,14 +173,9 @@ class EvaluationResult(Result):
         return rows
 
 
-def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str = "pinned",
-                 gradcam_sample: int = DEFAULT_SAMPLE) -> EvaluationResult:
+def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str = "pinned") -> EvaluationResult:
     """Score a finished run on its split's subset, against the labels the split pinned (the ones the run
-    trained with) or, with labels="current", today's labels of the same studies; recorded either way.
-    A stage-2 run is also explained with Grad-CAM on up to GRADCAM_SAMPLE of the scored images (0: none), and
-    its heat on burned-in markers measured (marker_attention.py)."""
-    if gradcam_sample < 0:
-        raise BonedbError(f"--gradcam-sample {gradcam_sample}: a number of images, 0 or more")
+    trained with) or, with labels="current", today's labels of the same studies; recorded either way."""
     if subset not in SUBSETS:
         raise BonedbError(f"--subset {subset!r}: choose test or val")
     if labels not in LABEL_SOURCES:
@@ -211,13 +202,10 @@ def evaluate_run(engine: Engine, run_id: int, subset: str = "test", labels: str 
                               leak_groups=scored.leak_groups, dedupable_in_subset=scored.dedupable,
                               dataset=facts.name, data=facts.nature)
     result.skip_reasons = skip_reasons(result.skipped_images)
-    if run.stage != BODYPART and gradcam_sample and len(used):
-        result.gradcam = measure_marker_mass(loaded.model, run.architecture, loaded.spec, used,
-                                             probabilities.reshape(-1), sample=gradcam_sample)
     _write_predictions(predictions_file(Path(run.artifact_dir), subset, labels), used, probabilities,
                        loaded.class_names)
     stored = {key: result.to_dict()[key] for key in ("run_id", "subset", "stage", "architecture", "overall",
-                                                     "per_part", "skipped_images", "gradcam")}
+                                                     "per_part", "skipped_images")}
     result.evaluation_id = save_evaluation(engine, run_id, subset, stored, split_hash=split.content_hash,
                                            labels=labels, label_version=result.label_version)
     return result

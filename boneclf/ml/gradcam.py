@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from boneclf.results import Result
 
@@ -142,47 +142,15 @@ def explained_overlays(explainer: GradCam, spec, pictures: Sequence[np.ndarray],
     heatmap cut to its full-size picture (padding away, see `on_picture`) and laid over it in colour.
 
     PICTURES are the full-size grayscale pictures (H, W) the inputs were made from, one per input."""
-    for picture, (output, heat) in zip(pictures, explained_heatmaps(explainer, spec, [p.shape for p in pictures],
-                                                                    inputs, class_index=class_index,
-                                                                    batch_size=batch_size)):
-        yield output, overlay(Image.fromarray(picture), heat)
-
-
-def explained_heatmaps(explainer: GradCam, spec, shapes: Sequence[tuple[int, ...]], inputs: Sequence[np.ndarray], *,
-                       class_index: int | None = None,
-                       batch_size: int = BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(model output, heatmap cut to the picture) for each input, in order; SHAPES: the full pictures' (H, W)."""
     for start in range(0, len(inputs), batch_size):
         heatmaps, outputs = explainer(np.stack(inputs[start:start + batch_size]), class_index=class_index)
-        for k, shape in enumerate(shapes[start:start + batch_size]):
-            yield outputs[k], on_picture(heatmaps[k], spec, (int(shape[0]), int(shape[1])))
+        for k, picture in enumerate(pictures[start:start + batch_size]):
+            heat = on_picture(heatmaps[k], spec, picture.shape)
+            yield outputs[k], overlay(Image.fromarray(picture), heat)
 
 
-def marker_mass(heat: np.ndarray, shape: tuple[int, int], boxes) -> float:
-    """The share of HEAT (a heatmap over a picture of SHAPE (H, W), at any resolution) inside the marker BOXES
-    (x, y, width, height in the picture's pixels): 0 with no boxes or no heat."""
-    total = float(heat.sum())
-    if not boxes or total <= 0:
-        return 0.0
-    return float(heat[marker_area_mask(heat.shape, shape, boxes)].sum()) / total
-
-
-def marker_area_mask(size: tuple[int, ...], shape: tuple[int, int], boxes) -> np.ndarray:
-    """The marker BOXES of a picture of SHAPE (H, W) as a boolean mask of SIZE (h, w), covering every cell a box
-    touches."""
-    (h, w), (height, width) = size[:2], shape
-    mask = np.zeros((h, w), bool)
-    for box in boxes:
-        top, left = int(np.floor(box.y * h / height)), int(np.floor(box.x * w / width))
-        bottom = int(np.ceil((box.y + box.height) * h / height))
-        right = int(np.ceil((box.x + box.width) * w / width))
-        mask[top:bottom, left:right] = True
-    return mask
-
-
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, boxes=()) -> Image.Image:
-    """The X-ray in gray with the heatmap in a jet-like colour map on top, at the X-ray's size, and the marker
-    BOXES (x, y, width, height in its pixels) outlined in white."""
+def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The X-ray in gray with the heatmap in a jet-like colour map on top, at the X-ray's size."""
     gray = image.convert("L")
     heat = np.asarray(Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(gray.size,
                                                                                             Image.Resampling.BILINEAR))
@@ -191,14 +159,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, boxes=
     # Weight the colour by the heat itself so cold regions keep the plain X-ray.
     weight = alpha * (heat.astype(np.float32) / 255.0)[..., None]
     blended = base * (1 - weight) + colours * 255.0 * weight
-    picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), "RGB")
-    if boxes:
-        draw = ImageDraw.Draw(picture)
-        width = max(1, max(picture.size) // 256)
-        for box in boxes:
-            draw.rectangle([box.x, box.y, box.x + box.width - 1, box.y + box.height - 1], outline=(255, 255, 255),
-                           width=width)
-    return picture
+    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), "RGB")
 
 
 def _jet(v: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 A run records its ImageSpec; every path that feeds its model goes through `decode` (file bytes
 to a cached uint8 picture) and `model_input` (that picture to the float RGB tensor the model
-takes), so a run trained with Canny edges, padding or masked markers is scored and explained on
-exactly what it was trained on. The backbone's normalization (its `preprocess_input`) lives inside the model as
+takes), so a run trained with Canny edges or padding is scored and explained on exactly what it
+was trained on. The backbone's normalization (its `preprocess_input`) lives inside the model as
 layers; the spec names it so a run's record says what the model expects.
 """
 
@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from boneclf.data.formats import TRAINABLE_FORMATS
-from boneclf.data.markers import mask_markers
 from boneclf.data.pixels import UnknownFormat, check_pixels, max_pixels
 from boneclf.errors import BonedbError
 
@@ -29,7 +28,6 @@ class ImageSpec:
     size: int  # square input side in pixels
     pad: bool = False  # keep the aspect ratio, padding with black, instead of stretching
     canny: bool = False  # Canny edge maps instead of the picture (the seed paper tried this)
-    mask_markers: bool = False  # burned-in markers painted over at full size, before resizing (data.markers)
     channels: int = 3  # the grayscale picture repeated, as ImageNet backbones expect
     normalization: str = "unit"  # the backbone's preprocess mode, applied by the model's own layers
 
@@ -46,16 +44,7 @@ class ImageSpec:
     # -- TensorFlow ops, usable inside tf.data graphs and eagerly -----------------------------------
     def decode(self, data):
         """Encoded file bytes (a string tensor) -> (size, size, 1) uint8: what the pipeline caches."""
-        return self.resize(self.masked(decode_full(data)))
-
-    def masked(self, image):
-        """A full-size (H, W, 1) uint8 picture with its markers painted over, if this spec asks for it."""
-        if not self.mask_markers:
-            return image
-        tf = tensorflow()
-        painted = tf.numpy_function(_painted, [image], tf.uint8, stateful=False)
-        painted.set_shape([None, None, 1])
-        return painted
+        return self.resize(decode_full(data))
 
     def resize(self, image):
         """A full-size (H, W, 1) uint8 picture -> (size, size, 1) uint8, Canny applied if asked for."""
@@ -91,15 +80,13 @@ class ImageSpec:
     # -- Eager helpers for single files (prediction, Grad-CAM) ---------------------------------------
     def load(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(full-size grayscale uint8 picture (H, W), model input (size, size, channels) float32) from file
-        bytes, through the very ops the training pipeline runs. The picture is as the file holds it (markers
-        not painted over), so that overlays and marker boxes are drawn on what the user knows.
-        Raises BonedbError for undecodable bytes, and
+        bytes, through the very ops the training pipeline runs. Raises BonedbError for undecodable bytes, and
         for an image over the pixel limit before TensorFlow sees it (its decoder has no limit)."""
         screen(data)
         tf = tensorflow()
         try:
             full = decode_full(tf.constant(data))
-            resized = self.resize(self.masked(full))
+            resized = self.resize(full)
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             # TensorFlow's message names its own graph nodes; say what is wrong with the file instead.
             raise BonedbError(f"not a readable image: {why_unreadable(data)}") from None
@@ -174,13 +161,7 @@ def _header_pixels(data) -> np.int64:
         return np.int64(np.iinfo(np.int64).max)
 
 
-def _painted(image: np.ndarray) -> np.ndarray:
-    return mask_markers(image)
-
-
-def spec_for(arch: str, size: int, *, pad: bool = False, canny: bool = False,
-             mask_markers: bool = False) -> ImageSpec:
+def spec_for(arch: str, size: int, *, pad: bool = False, canny: bool = False) -> ImageSpec:
     from .backbones import get_backbone
 
-    return ImageSpec(size=size, pad=pad, canny=canny, mask_markers=mask_markers, channels=3,
-                     normalization=get_backbone(arch).mode)
+    return ImageSpec(size=size, pad=pad, canny=canny, channels=3, normalization=get_backbone(arch).mode)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from boneclf.data.hashing import content_hash
-from boneclf.data.markers import METHOD as MARKERS_METHOD
 from boneclf.data.verify import read_regular
 from boneclf.errors import BonedbError
 from boneclf.files import atomic_write
@@ -89,8 +88,7 @@ def warm(ds, total: int, progress: ProgressFactory = silent, label: str = "Decod
 
 def cache_key(spec: ImageSpec) -> str:
     """The folder of a decoded cache that holds images made by SPEC (all that decides their pixels)."""
-    return (f"{spec.size}px" + ("-pad" if spec.pad else "") + ("-canny" if spec.canny else "")
-            + (f"-masked-{MARKERS_METHOD}" if spec.mask_markers else ""))
+    return f"{spec.size}px" + ("-pad" if spec.pad else "") + ("-canny" if spec.canny else "")
 
 
 def persistent_dataset(examples: Examples, spec: ImageSpec, cache_dir: Path, progress: ProgressFactory = silent,

@@ -17,7 +17,6 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from boneclf.data.image_names import free_path, identify_images, picture_name
-from boneclf.data.markers import find_markers
 from boneclf.data.verify import read_regular
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
@@ -26,7 +25,7 @@ from boneclf.store.runs import RunRecord, list_runs
 from boneclf.vocabulary import BODYPART, FRACTURE, UNKNOWN_PART
 
 from .evaluation import load_run_model
-from .gradcam import GradCam, explained_heatmaps, marker_mass, overlay
+from .gradcam import GradCam, explained_overlays
 from .image_spec import screen
 from .metrics import THRESHOLD
 from .tf_env import tensorflow
@@ -46,7 +45,6 @@ class ImageResult:
     bodypart_run: int | None = None
     fracture_run: int | None = None
     gradcam: str | None = None
-    marker_mass: float | None = None  # with --gradcam: the share of the heatmap on burned-in markers
     error: str | None = None
 
 
@@ -214,15 +212,13 @@ class Predictor:
                     for i, output in zip(indices[start:start + BATCH], outputs):
                         _decide(result.images[i], output, run_id)
                 continue
-            shapes = [pictures[i].shape for i in indices]
-            drawn = explained_heatmaps(run.explainer, run.spec, shapes, batch, batch_size=BATCH)
-            for i, (output, heat) in zip(indices, drawn):
+            drawn = explained_overlays(run.explainer, run.spec, [pictures[i] for i in indices], batch,
+                                       batch_size=BATCH)
+            for i, (output, picture) in zip(indices, drawn):
                 image = result.images[i]
                 _decide(image, output, run_id)
-                boxes = find_markers(pictures[i])
-                image.marker_mass = marker_mass(heat, pictures[i].shape, boxes)
                 target = free_path(gradcam_dir, picture_name(image.path, known.get(image.path)))
-                overlay(Image.fromarray(pictures[i]), heat, boxes=boxes).save(target)
+                picture.save(target)
                 image.gradcam = str(target)
 
 
@@ -310,7 +306,6 @@ class Explanation:
     probability: float | None  # of that outcome (stage 1) or of abnormal (stage 2)
     overlay: Image.Image | None
     error: str | None = None
-    marker_mass: float | None = None  # the share of the heatmap on burned-in markers (outlined on the overlay)
 
 
 class RunExplainer:
@@ -339,16 +334,13 @@ class RunExplainer:
             except BonedbError as exc:
                 explained[i] = Explanation(None, None, None, str(exc))
         order = sorted(loaded)
-        drawn = explained_heatmaps(run.explainer, run.spec, [loaded[i][0].shape for i in order],
+        drawn = explained_overlays(run.explainer, run.spec, [loaded[i][0] for i in order],
                                    [loaded[i][1] for i in order], batch_size=BATCH)
-        for i, (output, heat) in zip(order, drawn):
+        for i, (output, picture) in zip(order, drawn):
             if run.run.stage == BODYPART:
                 outcome, p = run.class_names[int(np.argmax(output))], float(np.max(output))
             else:
                 p = float(output[0])
                 outcome = "abnormal" if p > THRESHOLD else "normal"
-            picture = loaded[i][0]
-            boxes = find_markers(picture)  # outlined on the overlay, their share of the heat said beside it
-            explained[i] = Explanation(outcome, p, overlay(Image.fromarray(picture), heat, boxes=boxes),
-                                       marker_mass=marker_mass(heat, picture.shape, boxes))
+            explained[i] = Explanation(outcome, p, picture)
         return explained  # type: ignore[return-value]

@@ -35,27 +35,26 @@ from .tf_env import tensorflow
 # 1024 images of 224 px are 51 MB a shard: big enough for fast sequential reads, small enough that a
 # subset of a few thousand images still splits into several shards for several workers.
 SHARD_SIZE = 1024
-STORED_SPEC_FIELDS = ("size", "pad", "canny", "mask_markers")  # all that decides the stored pixels
+STORED_SPEC_FIELDS = ("size", "pad", "canny")  # all that decides the stored pixels
 
 
 def export_shards(engine: Engine, name: str, out: Path, *, stage: str = FRACTURE,
                   parts: tuple[str, ...] | None = None, image_size: int | None = None, pad: bool = False,
-                  canny: bool = False, mask_markers: bool = False, shard_size: int | None = None, force: bool = False,
-                  confirm=None,
+                  canny: bool = False, shard_size: int | None = None, force: bool = False, confirm=None,
                   progress: ProgressFactory = silent, include_flagged: bool = False) -> ExportReport:
     """Split NAME as TFRecord shards under OUT/<subset>/, with manifest.csv and split.json, atomically.
 
     With `image_size`, images are stored decoded and resized (the spec in split.json); else as file bytes."""
     if stage not in STAGES:
         raise BonedbError(f"unknown --stage {stage!r}")
-    if image_size is None and (pad or canny or mask_markers):
-        raise BonedbError("--pad, --canny and --mask-markers shape decoded images: give --image-size too")
+    if image_size is None and (pad or canny):
+        raise BonedbError("--pad and --canny shape decoded images: give --image-size too")
     if image_size is not None and image_size < 8:
         raise BonedbError(f"--image-size {image_size}: use 8 pixels or more")
     shard_size = shard_size or SHARD_SIZE
     if shard_size < 1:
         raise BonedbError(f"--shard-size {shard_size}: at least one image per shard")
-    spec = ImageSpec(image_size, pad=pad, canny=canny, mask_markers=mask_markers) if image_size else None
+    spec = ImageSpec(image_size, pad=pad, canny=canny) if image_size else None
     out = Path(out).absolute()
     split, root, entries = plan_export(engine, name, stage, parts, False, "tfrecord", include_flagged)
     stale = check_target(out, force, confirm)
@@ -165,8 +164,7 @@ def shard_dataset(folder: Path, files: list[str], image_ids: list[int], spec: Im
     (index: its position there); records of other images are skipped. A decoded export's pixels are used
     as stored (their spec must be SPEC's); an encoded one's are decoded with SPEC, undecodable ones dropped."""
     tf = tensorflow()
-    # An export made before a field existed was made without it (False): mask_markers.
-    if stored is not None and any(stored.get(k, False) != getattr(spec, k) for k in STORED_SPEC_FIELDS):
+    if stored is not None and any(stored[k] != getattr(spec, k) for k in STORED_SPEC_FIELDS):
         raise BonedbError(f"{folder} holds images made with {stored}, not {spec.to_dict()}: train with the "
                           "export's image size and options, or export again")
     table = tf.lookup.StaticHashTable(

@@ -42,7 +42,6 @@ class TrainConfig:
     mixed_precision: bool = False
     pad: bool = False
     canny: bool = False
-    mask_markers: bool = False  # paint burned-in markers over before resizing (ImageSpec.mask_markers)
     augment: str = "paper"
     cache: str = "persistent"
     cache_dir: str | None = None  # the persistent decoded cache; default <runs_dir>/decoded-cache
@@ -82,7 +81,7 @@ class TrainConfig:
 
     def image_spec(self) -> ImageSpec:
         """How this run's images become model inputs (on a resolved config)."""
-        return spec_for(self.architecture, self.size, pad=self.pad, canny=self.canny, mask_markers=self.mask_markers)
+        return spec_for(self.architecture, self.size, pad=self.pad, canny=self.canny)
 
     def to_parameters(self) -> dict[str, Any]:
         """The config as stored with the run."""
@@ -99,8 +98,7 @@ class TrainConfig:
         return cls(**known)
 
     def with_export_spec(self) -> TrainConfig:
-        """This config with its export's split name and, for decoded shards, their image size, pad, Canny and
-        masking."""
+        """This config with its export's split name and, for decoded shards, their image size, pad and Canny."""
         from .export_data import read_marker
 
         assert self.from_export is not None
@@ -113,11 +111,7 @@ class TrainConfig:
         if config.image_size not in (None, stored["size"]):
             raise BonedbError(f"{folder} holds images decoded at {stored['size']} px: leave out --image-size "
                               f"{config.image_size}, or export the split again with --image-size {config.image_size}")
-        if self.mask_markers and not stored.get("mask_markers", False):
-            raise BonedbError(f"{folder} holds images decoded without --mask-markers: export the split again with "
-                              "--mask-markers, or leave it out here")
-        return replace(config, image_size=stored["size"], pad=stored["pad"], canny=stored["canny"],
-                       mask_markers=stored.get("mask_markers", False))
+        return replace(config, image_size=stored["size"], pad=stored["pad"], canny=stored["canny"])
 
     def changed_on_resume(self, changes: dict[str, Any], run_id: int) -> TrainConfig:
         """This (recorded) config with CHANGES applied; refuses, by option name, any change outside RESUMABLE."""

@@ -147,9 +147,6 @@ class Image(Base):
     picture_signature: Mapped[bytes | None] = mapped_column(
         LargeBinary, comment="ORB keypoints of the picture and its mirror image: candidate pairs are found by them"
     )
-    markers_method: Mapped[str | None] = mapped_column(
-        String(64), comment="the marker detector that examined the image (NULL: not examined)"
-    )
 
     study: Mapped[Study] = relationship(back_populates="images")
 
@@ -463,19 +460,3 @@ class LabelAuditStudy(Base):
     score: Mapped[float] = mapped_column(Float, comment="cleanlab label-quality score, 0..1: low is suspicious")
     rank: Mapped[int] = mapped_column(Integer, comment="1 = the most suspicious study of the audit")
     flagged: Mapped[bool] = mapped_column(Boolean, comment="1: cleanlab's find_label_issues flags it")
-
-
-class Marker(Base):
-    """A burned-in mark found on an image (boneclf.data.markers): a side marker, text or a label plate, in the
-    picture's own pixels. `--mask-markers` paints such boxes over; Grad-CAM measures its heat inside them."""
-
-    __tablename__ = "marker_boxes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    x: Mapped[int] = mapped_column(Integer, comment="left edge, pixels of the picture")
-    y: Mapped[int] = mapped_column(Integer, comment="top edge")
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16), comment="text (bright marks) or plate (dark text on a bright "
-                                                          "rectangle)")
