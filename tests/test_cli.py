@@ -101,6 +101,6 @@ def test_every_command_documents_itself_with_an_example():
 
 def test_every_command_is_registered():
     assert set(cli.commands) == {
-        "audit", "db", "demo", "duplicates", "evaluate", "export", "history", "ingest", "ingest-dicom", "ingest-folder", "log",
-        "predict", "report", "runs", "serve", "split", "stats", "synth", "train", "weights",
+        "audit", "db", "demo", "duplicates", "evaluate", "export", "history", "ingest", "ingest-dicom", "ingest-folder", "labels",
+        "log", "predict", "report", "runs", "serve", "split", "stats", "synth", "train", "weights",
     }
