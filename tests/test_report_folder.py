@@ -103,7 +103,7 @@ def test_folder_set_report_has_no_mura_claims_and_states_the_effective_test_size
     evaluation = evaluate_run(folder_run.engine, folder_run.run_id)
     study = evaluation.overall.study
     assert study.bootstrap_units < study.n, "the copies tie test studies together"
-    size = f"{study['n']} studies in {study['bootstrap_units']} independent leak groups"
+    size = f"{study.n} studies in {study.bootstrap_units} independent leak groups"
     parser = _Tables()
     parser.feed(page)
     with_intervals = [t for t in parser.tables if any("95% CI" in h for h in t["headers"])]
