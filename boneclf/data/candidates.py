@@ -21,6 +21,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
+from .hamming import faiss as _faiss
 from .same_picture import Keys, read_signature
 
 NEIGHBOURS = 4  # nearest descriptors asked for, per descriptor
@@ -67,9 +68,7 @@ def _stack(keys: list[Keys | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _index(descriptors: np.ndarray):
-    import faiss  # imported here: only duplicate finding needs it
-
-    index: faiss.IndexBinary
+    faiss = _faiss()
     if len(descriptors) < _FLAT_BELOW:
         index = faiss.IndexBinaryFlat(256)
     else:

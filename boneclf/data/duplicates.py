@@ -40,6 +40,7 @@ from boneclf.store.reviews import ReviewRecord, review_group
 from boneclf.store.schema import Dataset, DuplicateGroup, DuplicateMember, Image
 
 from .candidates import local_candidates
+from .hamming import one_thread
 from .hashing import dihedral_variants
 from .same_picture import METHOD, MIN_SCORE, Picture, Verdict, verify_pair
 from .verify import inspect_files, read_regular
@@ -214,7 +215,7 @@ def verify_candidates(pairs: Sequence[tuple[str, str]], path_of: dict[str, str],
 
     # Pillow's warnings (a palette with transparency) are not the user's to act on and would tear the progress
     # bar; the filter is process-wide, so set in this thread it holds in the workers (as in verify.inspect_files).
-    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers, initializer=one_thread) as pool:
         warnings.simplefilter("ignore")
         pictures.update(zip(needed, pool.map(prepare, needed)))
 
