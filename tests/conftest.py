@@ -24,6 +24,14 @@ import pytest
 _CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _CHECKOUT]
 
+# Two test workers share the machine's cores (addopts: `-n 2`). TensorFlow's, faiss's (OpenMP) and BLAS's own
+# thread pools would each add a thread per core on top, and their spinning threads fight the other worker's:
+# one thread each is quicker in total (BENCHMARKS.md, "The test suite"). Set before anything loads them, and
+# inherited by the `bonedb` processes tests start. A user's own setting stands.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
+
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
