@@ -192,6 +192,17 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
     # The run's validation metrics are a table of named values, not JSON.
     run_page = answers[f"/runs/{served.run_id}"].text
     assert 'id="metrics"' in run_page and "accuracy</td>" in run_page and "{&#34;" not in run_page, run_page[run_page.find("Validation"):][:600]
+    # The data is drawn by `bonedb synth`: the run and study pages say so where the home page does, and
+    # their API answers carry it.
+    assert "mura-v1.1</td><td>mura, synthetic (drawn by bonedb synth)</td>" in answers["/"].text
+    for path in ["/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}", f"/studies/{study_id}"]:
+        assert '<p class="note" id="synthetic">' in answers[path].text and "synthetic (drawn by bonedb synth)" \
+            in answers[path].text, path
+    assert [r["data"] for r in answers["/api/runs"].json()["comparison"]] == ["synthetic"]
+    assert (answers[f"/api/runs/{served.run_id}"].json()["data"], answers[f"/api/runs/{served.run_id}"].json()[
+        "dataset"]) == ("synthetic", "mura-v1.1")
+    assert answers[f"/api/runs/{served.run_id}/studies/{study_id}"].json()["data"] == "synthetic"
+    assert answers[f"/api/studies/{study_id}"].json()["synthetic"] is True
     openapi = answers["/openapi.json"].json()["paths"]
     assert {"/api/studies", "/api/studies/{study_id}/reviews", "/images/{image_id}"} <= set(openapi)
     database = served.engine.url.database  # the SQLite file's path or the MySQL database's name

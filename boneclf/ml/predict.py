@@ -46,6 +46,7 @@ class ImageResult:
     fracture_run: int | None = None
     gradcam: str | None = None
     error: str | None = None
+    synthetic_data: bool = False  # a run that answered for it trained on synthetic pictures, not radiographs
 
 
 @dataclass
@@ -62,6 +63,9 @@ class StudyResult:
 class Prediction(Result):
     images: list[ImageResult] = field(default_factory=list)
     studies: list[StudyResult] = field(default_factory=list)
+    # The runs that answered trained on synthetic pictures: said once, as the demo's model may be
+    # pointed at a real X-ray (None: every answer comes from real data).
+    warning: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -155,7 +159,23 @@ class Predictor:
         pictures, inputs = self._stage_one(result, files)
         self._stage_two(result, files, pictures, inputs, gradcam_dir)
         result.studies = _studies(result.images)
+        self._mark_synthetic(result)
         return result
+
+    def _mark_synthetic(self, result: Prediction) -> None:
+        """Flag the answers of runs trained on synthetic pictures, and word the warning for them."""
+        ready = [self.stage1, self.fixed_fracture, *self._stage2.values()]
+        synthetic = {r.run_id: r.run for r in ready if r is not None and r.run.data == "synthetic"}
+        used: set[int] = set()
+        for image in result.images:
+            mine = {run_id for run_id in (image.bodypart_run, image.fracture_run) if run_id in synthetic}
+            image.synthetic_data = bool(mine)
+            used |= mine
+        if used:
+            names = sorted({synthetic[run_id].dataset or "?" for run_id in used})
+            result.warning = (f"run{'s' if len(used) > 1 else ''} {', '.join(map(str, sorted(used)))} trained on "
+                              f"synthetic pictures (dataset {', '.join(names)}, drawn by `bonedb synth`): "
+                              "the answers say nothing about a real radiograph")
 
     def _stage_one(self, result: Prediction, files: dict[int, bytes]) -> tuple[dict, dict]:
         """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded.

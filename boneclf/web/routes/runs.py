@@ -151,7 +151,8 @@ class RunStudyView:
     predictions: list[dict]  # per image: outcome, probability, error, and the overlay's address
 
     def to_dict(self) -> dict:
-        return {"run": self.run.id, "study": self.study.id, "images": self.predictions}
+        return {"run": self.run.id, "study": self.study.id, "data": self.run.data, "dataset": self.run.dataset,
+                "images": self.predictions}
 
 
 async def run_study_data(server: ServerDep, run: Run, study_id: int) -> RunStudyView:
