@@ -33,7 +33,7 @@ from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import exact_duplicates, group_overlaps
 from .names import PATH_LENGTH, check_name, check_root, printable
 from .splits import load_records, store_assignment
-from .verify import inspect_files, outside
+from .verify import broken_link, inspect_files, outside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
@@ -173,10 +173,10 @@ def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) ->
     try:
         mode = full.stat().st_mode
     except FileNotFoundError:
-        if not full.is_symlink():
+        link = broken_link(full)
+        if link is None:
             return "gone while bonedb read the folder: run it again", True
-        return (f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone): restore its target or "
-                "remove it"), True
+        return f"{link}: restore its target or remove it", True
     if not stat.S_ISREG(mode):  # reading a FIFO would block forever
         return "not a regular file (a FIFO, device or socket named like an image): remove it", True
     if not follow_symlinks and (real := outside(root, full)) is not None:

@@ -21,6 +21,7 @@ from PIL import UnidentifiedImageError
 from boneclf.errors import BonedbError
 
 from .hashing import content_hash, near_hash, perceptual_hash
+from .names import printable
 from .pixels import open_image
 from .same_picture import signature as picture_signature
 
@@ -78,6 +79,14 @@ def read_regular(full: Path) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def broken_link(full: Path) -> str | None:
+    """Why FULL, which cannot be found, is gone when it is a broken symbolic link (naming where it pointed);
+    None when it is no link."""
+    if not full.is_symlink():
+        return None
+    return f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone)"
 
 
 def outside(root: Path, full: Path) -> str | None:

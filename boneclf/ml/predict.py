@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from boneclf.data.image_names import free_path, identify_images, picture_name
-from boneclf.data.verify import read_regular
+from boneclf.data.verify import broken_link, read_regular
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
 from boneclf.store.queries import ImageIdentity
@@ -251,12 +251,14 @@ def _decide(image: ImageResult, output: np.ndarray, run_id: int) -> None:
 
 
 def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
-    """Files stay single images; a folder is one study of the images directly inside it."""
+    """Files stay single images; a folder is one study of the images directly inside it. Everything there
+    named like an image but a folder is a view: a broken link or a FIFO is then named and refused by
+    `_read`, as when it is given by itself, rather than left out unsaid."""
     images: list[tuple[Path, str | None]] = []
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            views = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            views = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not views:
                 raise BonedbError(f"{path}: no .png or .jpg images in this folder")
             images += [(view, str(path)) for view in views]
@@ -286,7 +288,7 @@ def _read(path: Path) -> bytes:
     try:
         return read_regular(Path(path))  # a FIFO named like an image would block forever
     except FileNotFoundError:
-        raise BonedbError(f"{path}: no such file") from None
+        raise BonedbError(f"{path}: {broken_link(Path(path)) or 'no such file'}") from None
     except OSError as exc:
         raise BonedbError(f"{path}: cannot read ({exc.strerror})") from None
     except BonedbError as exc:
