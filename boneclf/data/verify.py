@@ -58,6 +58,12 @@ class FileUnread:
     facts: None
     error: str  # "cannot decode ROOT/PATH: why": names the file
     reason: str  # the same without the file: "why"
+    verb: str = ""  # what could not be done: "cannot decode", "cannot read", "refused" ("": a missing file)
+
+    @property
+    def beside_path(self) -> str:
+        """The error for a line that names the file already: "cannot decode: why" (the path said once)."""
+        return f"{self.verb}: {self.reason}" if self.verb else self.reason
 
 
 # Either; callers tell them apart by `check.facts is None` (or `check.error is not None`), which mypy follows.
@@ -101,7 +107,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
     full = root / relative
 
     def failed(verb: str, reason: str) -> FileCheck:
-        return FileUnread(relative, None, f"{verb} {full}: {reason}", reason)
+        return FileUnread(relative, None, f"{verb} {full}: {reason}", reason, verb)
 
     if confined and (real := outside(root, full)) is not None and os.path.exists(real):
         return failed("refused", f"a symbolic link to {real}, outside the dataset folder: copy the file in, "
