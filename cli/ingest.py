@@ -91,6 +91,9 @@ def _human(report: IngestReport, database: Database) -> None:
         click.echo(f"dataset {report.dataset!r} in {database.masked_url}: " + "; ".join(c for c in changes if c))
         history = f"; its label changes: bonedb history --ingest {report.ingest_id}" if report.relabeled else ""
         click.echo(f"logged as ingest {report.ingest_id} (bonedb log){history}")
+    if report.skipped:  # counted here too: stderr names each, and may not be what a script reads
+        click.echo(f"left out {plural(len(report.skipped), 'bad row')} (--skip-bad), each named in a `skipped:` "
+                   "line on stderr")
     if report.images_stale:
         click.echo(f"note: {plural(report.images_stale, 'image')} in the database no longer listed in the CSVs "
                    "(left in place)")

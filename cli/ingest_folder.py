@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from boneclf.data.folder_dataset import FolderReport, compile_patient_pattern, parse_label_map
+from boneclf.data.folder_dataset import FolderReport, compile_patient_pattern, describe_left_out, parse_label_map
 from boneclf.data.folder_dataset import ingest_folder as ingest_folder_dataset
 from boneclf.errors import BonedbError
 from boneclf.results import plural
@@ -73,8 +73,8 @@ def _human(report: FolderReport) -> None:
     if report.ingest_id is not None:
         click.echo(f"logged as ingest {report.ingest_id} (bonedb log)")
         click.echo(f"duplicate groups: {report.duplicate_groups} (bonedb duplicates list --dataset {report.dataset})")
-    if report.skipped:
-        click.echo("skipped: " + ", ".join(_skipped(reason, n) for reason, n in sorted(report.skipped.items())))
+    if report.left_out:
+        click.echo(f"skipped: {describe_left_out(report.left_out)}")
     if report.source_split:
         click.echo(f"the source's own split is stored as split {report.source_split!r}: "
                    f"check it with `bonedb audit split {report.source_split}`")
@@ -87,15 +87,3 @@ def _human(report: FolderReport) -> None:
                    f"has seen those test images; `bonedb split create NEW --dataset {report.dataset}` makes a "
                    "split that keeps each copy in one subset")
 
-
-_SKIPPED = {  # folder_dataset's reasons, singular and plural
-    "system file": ("system file", "system files"),
-    "not an image file": ("non-image file", "non-image files"),
-    "empty file": ("empty file", "empty files"),
-    "file outside a label folder": ("file outside a label folder", "files outside a label folder"),
-}
-
-
-def _skipped(reason: str, count: int) -> str:
-    singular, many = _SKIPPED.get(reason, (reason, reason))
-    return plural(count, singular, many)

@@ -45,6 +45,8 @@ def predict(database: Database, paths, bodypart_run, fracture_run, gradcam_dir, 
             click.echo(line)
     else:
         _human(prediction)
+        if prediction.warning:  # --json carries it on each image line, as synthetic_data
+            click.echo(f"warning: {prediction.warning}", err=True)
     for image in prediction.images:
         if image.error:
             click.echo(f"error: {image.error}", err=True)

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from boneclf.errors import BonedbError
-from boneclf.ml.evaluation import SUBSETS, EvaluationResult, compare_runs, evaluate_run, latest_result
+from boneclf.ml.evaluation import (
+    SUBSETS,
+    EvaluationResult,
+    compare_runs,
+    evaluate_run,
+    latest_result,
+    synthetic_rows_note,
+)
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
 from boneclf.ml.training_data import LABEL_SOURCES
@@ -92,6 +99,7 @@ def show(database: Database, run_id, json_mode):
     lines = [("run", run.id), ("stage", run.stage), ("parts", ", ".join(run.parts)),
              ("architecture", run.architecture), ("status", run.status), ("error", run.error),
              ("split", f"{run.split_name} (content hash {run.split_hash[:16]})"),
+             ("data", f"{run.data}, dataset {run.dataset}" if run.data else None),
              ("labels", f"the split's pinned labels, {describe_version(run.label_version)}"),
              ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
              ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else None),
@@ -101,6 +109,9 @@ def show(database: Database, run_id, json_mode):
     for key, value in lines:
         if value is not None:
             click.echo(f"{key:13s} {value}")
+    synthetic = run.synthetic_note()
+    if synthetic:
+        click.echo(f"note: {synthetic}")
     click.echo("parameters")
     for key, value in sorted(run.parameters.items()):
         click.echo(f"  {key:15s} {_value(value)}")
@@ -189,10 +200,15 @@ def compare(database: Database, run_ids, json_mode, csv_mode):
       bonedb runs compare 3 4 5
     """
     rows = compare_runs(database.engine, list(run_ids))
+    note = synthetic_rows_note(rows)
     if csv_mode:
         print_csv(rows)
+        if note:  # stdout stays plain CSV; each row's data column says it too
+            click.echo(f"note: {note}", err=True)
         return
     emit(rows, json_mode, print_table)
+    if note and not json_mode:
+        click.echo(f"note: {note}")
 
 
 @click.command("evaluate")

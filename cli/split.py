@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from boneclf.data.ingest import DEFAULT_DATASET
@@ -13,6 +11,7 @@ from boneclf.data.splits import (
     SplitOptions,
     create_split,
     delete_split,
+    describe_parameters,
     list_splits,
     rebase_split,
     split_summary,
@@ -169,7 +168,7 @@ def show(database: Database, name, json_mode):
     def human(s):
         click.echo(f"split {s.name} of dataset {s.dataset} ({s.kind}), created "
                    f"{s.created_at:%Y-%m-%d %H:%M:%S}, content hash {s.content_hash}")
-        click.echo(f"parameters: {json.dumps(s.parameters, sort_keys=True)}")
+        click.echo(f"parameters: {describe_parameters(s.parameters)}")
         click.echo(f"labels: pinned {describe_version(s.label_version)} (the counts below are by pinned label)")
         if s.label_changes.changed:
             click.echo(f"note: {s.label_changes.describe()}")

@@ -148,6 +148,9 @@ def _human(result: RunResult) -> None:
         return
     click.echo(f"run {result.run_id} {result.status}: {result.stage} {result.architecture} on "
                f"{','.join(result.parts)}; {result.headline()}; files in {result.artifact_dir}")
+    synthetic = result.synthetic_note()
+    if synthetic:
+        click.echo(f"note: {synthetic}")
 
 
 @click.group()

@@ -85,10 +85,12 @@ def adopt_run(engine, run: RunRecord, split_name: str) -> int:
     """RUN's record in another database, on that database's split SPLIT_NAME, same model folder."""
     with engine.begin() as conn:
         split = get_split(conn, split_name)
-        values = {k: v for k, v in run.to_dict().items() if k not in ("id", "started_at", "finished_at", "data")}
+        table = TrainingRun.__table__  # the record's listing-only fields (data, dataset) are no columns
+        values = {k: v for k, v in run.to_dict().items()
+                  if k in table.c and k not in ("id", "started_at", "finished_at")}
         values.update(split_id=split.id, split_hash=split.content_hash, started_at=run.started_at,
                       finished_at=run.finished_at, metrics=run.metrics)
-        return conn.execute(insert(TrainingRun.__table__).values(**values)).inserted_primary_key[0]
+        return conn.execute(insert(table).values(**values)).inserted_primary_key[0]
 
 
 def page_links(base: str, current: str, hrefs: list[str]) -> list[str]:

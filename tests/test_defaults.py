@@ -7,6 +7,8 @@ The other training tests switch these defaults off for speed (conftest.FAST); he
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -260,6 +262,19 @@ def test_runs_list_and_show_speak_plainly(small, default_run):
     for raw in ("None", "True", "False", "[", "{"):
         assert raw not in shown, f"runs show prints a raw Python value: {raw}"
     assert "  augment         paper" in shown and "  tensorboard     yes" in shown and "  image_size      32" in shown
+    # Drawn data never passes for real: show and compare say so, as list does, in every format.
+    note = "note: dataset mura-v1.1 is synthetic (drawn by `bonedb synth`)"
+    assert "data          synthetic, dataset mura-v1.1" in shown and note in shown, shown
+    shown = json.loads(run(["runs", "show", str(default_run.id), "--json"], url).output)
+    assert (shown["data"], shown["dataset"]) == ("synthetic", "mura-v1.1")
+    compared = run(["runs", "compare", str(default_run.id)], url).output.splitlines()
+    assert compared[0].split()[7] == "data" and compared[2].split()[7] == "synthetic", compared
+    assert compared[-1].startswith(f"note: run {default_run.id} trained on synthetic pictures (drawn by"), compared
+    [row] = json.loads(run(["runs", "compare", str(default_run.id), "--json"], url).output)
+    assert row["data"] == "synthetic"
+    as_csv = run(["runs", "compare", str(default_run.id), "--csv"], url)
+    assert [r["data"] for r in csv.DictReader(io.StringIO(as_csv.stdout))] == ["synthetic"]
+    assert as_csv.stderr.startswith(f"note: run {default_run.id} trained on synthetic pictures"), "CSV stays parseable"
 
 
 def test_runs_delete_with_their_files_and_then_the_split(tmp_path):

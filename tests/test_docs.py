@@ -123,6 +123,19 @@ def test_parser_reads_the_shapes_the_readme_uses():
     assert parse(["--database-url", "sqlite:///x", "demo"]) == ("demo",)
 
 
+def test_every_code_fence_in_the_readme_stands_on_its_own_line():
+    """An opening fence names at most a language; a closing one is alone: text after it swallows the prose
+    that follows into the code block (as "``` On the full-size synthetic MURA" once did)."""
+    text = README.read_text()
+    fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+    opening = True
+    for line in fences:
+        rest = line.lstrip()[3:]
+        assert (re.fullmatch(r"[\w+-]*", rest) if opening else rest.strip() == ""), f"README.md: {line!r}"
+        opening = not opening
+    assert opening, "README.md: a code block is never closed"
+
+
 def test_every_bonedb_line_in_the_readme_parses():
     lines = [args for block in code_blocks(README.read_text()) for args in bonedb_lines(block)]
     assert len(lines) > 40

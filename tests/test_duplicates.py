@@ -297,7 +297,11 @@ def test_duplicates_and_split_commands(db_url, tmp_path):
     result = run("split", "create", "fx-v1", "--dataset", "fx", "--test-from", "carve", "--dedupe")
     assert result.exit_code == 0, result.output
     assert "leak groups assigned whole" in result.output and "--dedupe left out" in result.output
-    assert "audit: no patient, study or duplicate group crosses subsets" in run("split", "show", "fx-v1").output
+    shown = run("split", "show", "fx-v1").output
+    assert "audit: no patient, study or duplicate group crosses subsets" in shown
+    [parameters] = [line for line in shown.splitlines() if line.startswith("parameters: ")]
+    assert "dataset fx, dedupe yes" in parameters and "test-from carve" in parameters, parameters
+    assert "{" not in parameters and '"' not in parameters, "key value pairs, not JSON"
     assert run("audit", "split", "fx-v1").exit_code == 0
     result = run("split", "create", "fx-loose", "--dataset", "fx", "--test-from", "carve", "--group-by", "patient")
     assert result.exit_code == 1 and "would leak" in result.output + (result.stderr or "")

@@ -59,6 +59,9 @@ def test_import_with_subsets_junk_and_bad_files(engine, kaggle_tree):
     assert report.images == 12 * 2 + 4 * 2 + 4 * 2 + 2  # + copy.png + resized.jpg
     assert report.skipped == {"system file": 2, "empty file": 1, "not an image file": 1}
     assert len(report.bad_images) == 1 and "broken.png" in report.bad_images[0]
+    # Every file left out is counted by reason, the one named in bad_images too.
+    assert report.left_out == {"empty file": 1, "not an image file": 1, "system file": 2, "unreadable image": 1}
+    assert report.to_dict()["left_out"] == report.left_out
     assert report.per_subset_label["train/1"] == 12 and report.per_subset_label["train/0"] == 12
     assert report.patients == report.images  # no pattern: one patient per image
     assert [s.name for s in list_splits(engine)] == ["kaggle"]
@@ -104,6 +107,16 @@ def test_reingest_is_a_noop_and_a_changed_tree_is_refused(engine, kaggle_tree):
     assert split_summary(engine, "kaggle").label_version == first.ingest_id
 
 
+def test_a_folder_of_empty_files_is_refused_in_words(engine, tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / "empties" / "fractured").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "empties" / "fractured" / name).write_bytes(b"")
+    with pytest.raises(BonedbError) as refused:
+        ingest_folder(engine, tmp_path / "empties", dataset="empties")
+    assert str(refused.value).endswith("no readable images under label folders (skipped: 2 empty files)")
+    assert list_ingests(engine)[-1].message == str(refused.value), "the log keeps the same words"
+
+
 def test_unknown_label_folder_is_named_with_remedy(engine, kaggle_tree):
     (kaggle_tree / "train" / "maybe").mkdir()
     before = snapshot(engine, log=False)
@@ -127,6 +140,7 @@ def test_cli(tmp_path, kaggle_tree):
     assert runner.invoke(cli, ["--database-url", url, "db", "upgrade"]).exit_code == 0
     result = runner.invoke(cli, ["--database-url", url, "ingest-folder", str(kaggle_tree), "--dataset", "k"])
     assert result.exit_code == 0, result.output
-    assert "skipped: 1 empty file, 1 non-image file, 2 system files" in result.output
+    assert "skipped: 1 empty file, 1 non-image file, 2 system files, 1 unreadable image\n" in result.stdout, \
+        "the summary counts the unreadable file that stderr names"
     result = runner.invoke(cli, ["--database-url", url, "audit", "split", "k"])
     assert result.exit_code == 1 and "LEAKS FOUND" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -107,9 +108,21 @@ def test_cli_json_and_exit_status(trained, tmp_path):
     lines = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [line["kind"] for line in lines].count("study") == 1
     assert all(Path(line["gradcam"]).is_file() for line in lines if line["kind"] == "image")
+    # The models learned on drawn pictures: each answer says so, as one may point them at a real X-ray.
+    assert all(line["synthetic_data"] is True for line in lines if line["kind"] == "image")
     (copy / "junk.png").write_bytes(b"\x89PNG broken")
+    # In a folder too, a broken link and a FIFO are named, as when given by themselves, not left out unsaid.
+    (copy / "gone.png").symlink_to(tmp_path / "elsewhere.png")
+    os.mkfifo(copy / "pipe.png")
     result = runner.invoke(cli, ["--database-url", url, "predict", str(copy)])
     assert result.exit_code == 1 and "junk.png: not a readable image" in result.stderr
+    errors = result.stderr.splitlines()
+    assert f"error: {copy / 'gone.png'}: a broken symbolic link (to {tmp_path / 'elsewhere.png'}, which is gone)" \
+        in errors, errors
+    assert f"error: {copy / 'pipe.png'}: not a regular file (a FIFO)" in errors, errors
+    [warning] = [line for line in errors if line.startswith("warning:")]
+    assert warning == (f"warning: runs {trained.bodypart_run}, {trained.fracture_run} trained on synthetic pictures "
+                       "(dataset mura-v1.1, drawn by `bonedb synth`): the answers say nothing about a real radiograph")
 
 
 def test_gradcam_files_are_named_after_their_images_and_never_overwritten(trained, tmp_path):

@@ -162,6 +162,8 @@ def test_relabel_after_training_is_logged_kept_pinned_and_rebased(engine, tmp_pa
     assert shown.exit_code == 0, shown.output
     warning = [line for line in shown.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "labels of 10 studies changed since split 's' was made" in warning[0]
+    lines = shown.output.splitlines()
+    assert lines[-1].startswith("note: dataset mura-v1.1 is synthetic (drawn by `bonedb synth`)"), lines[-2:]
     assert get_run(engine, run.run_id + 1).label_version == 1
     audit = audit_split(engine, "s")
     assert audit.label_changes.studies == 10 and sum(audit.label_changes.per_part.values()) == 10

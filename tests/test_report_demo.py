@@ -55,6 +55,7 @@ def test_report_holds_every_section_with_embedded_pictures(trained, tmp_path):
     assert f"<code>{run.split_hash[:16]}</code> at training" in page
     assert "trained on the split's pinned labels, as of ingest 1" in page
     assert "scored against the split's pinned labels (as of ingest 1)" in page
+    assert "parameters: dataset mura-v1.1, parts elbow,finger," in page and "{&#34;" not in page, "key value pairs"
 
 
 def test_demo_end_to_end_in_quick_mode_and_reuse(tmp_path):

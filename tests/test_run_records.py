@@ -68,9 +68,10 @@ def test_comparing_runs_costs_the_same_queries_for_one_run_or_many(engine, mura)
     ids = _runs(engine, 6)
     one = _queries(engine, lambda: compare_runs(engine, ids[:1]))
     many = _queries(engine, lambda: compare_runs(engine, ids))
-    assert one == many == 3
+    assert one == many == 4  # the runs, what they trained on, their test and their other evaluations
     rows = compare_runs(engine, ids)
     assert [r.run for r in rows] == ids and [r.scored_on for r in rows] == ["test", "val"] * 3
+    assert {r.data for r in rows} == {"synthetic"}, "a comparison says what each run trained on"
     assert rows[0].study_kappa == pytest.approx(1.0) and rows[0].kappa_ci
     with pytest.raises(Exception, match=f"no training run {ids[-1] + 1}"):
         compare_runs(engine, [ids[0], ids[-1] + 1])

@@ -168,6 +168,20 @@ def _study(engine, **where) -> tuple[int, list[int]]:
     return study_id, list(images)
 
 
+def test_run_metrics_read_as_words_and_small_tables():
+    """A body-part run's validation metrics (they carry an interval and class names) as the run page shows them."""
+    from boneclf.web.routes.runs import metric_view
+
+    view = metric_view({"n": 9, "accuracy": 1.0, "accuracy_ci": [1.0, 1.0], "kappa": None,
+                        "confusion": [[4, 0], [0, 5]], "class_names": ["hand", "wrist"],
+                        "report": {"hand": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 4},
+                                   "macro avg": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 9}}})
+    assert view.figures == [("n", "9"), ("accuracy", "1.000"), ("accuracy 95% CI", "1.000 to 1.000")]
+    [matrix, report] = view.tables
+    assert (matrix.headers, matrix.rows) == (["truth", "hand", "wrist"], [["hand", "4", "0"], ["wrist", "0", "5"]])
+    assert report.rows[1] == ["macro avg", "1.000", "1.000", "1.000", "9"]
+
+
 # -- the API, on each backend ---------------------------------------------------------------------------
 def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served):
     c = served.client
@@ -192,6 +206,21 @@ def test_every_page_and_endpoint_answers_and_never_shows_the_database_url(served
     # The run's validation metrics are a table of named values, not JSON.
     run_page = answers[f"/runs/{served.run_id}"].text
     assert 'id="metrics"' in run_page and "accuracy</td>" in run_page and "{&#34;" not in run_page, run_page[run_page.find("Validation"):][:600]
+    # ... in words: intervals "a to b", reports and confusion matrices as tables of their own, no list or key path.
+    metrics = run_page[run_page.find("Validation metrics"):run_page.find("Predictions with Grad-CAM")]
+    assert "[" not in metrics and "{" not in metrics and "macro avg." not in metrics and "class_names" not in metrics
+    assert "Study confusion matrix (rows: truth, columns: prediction)" in metrics and "<td>macro avg</td>" in metrics
+    # The data is drawn by `bonedb synth`: the run and study pages say so where the home page does, and
+    # their API answers carry it.
+    assert "mura-v1.1</td><td>mura, synthetic (drawn by bonedb synth)</td>" in answers["/"].text
+    for path in ["/runs", f"/runs/{served.run_id}", f"/runs/{served.run_id}/studies/{study_id}", f"/studies/{study_id}"]:
+        assert '<p class="note" id="synthetic">' in answers[path].text and "synthetic (drawn by bonedb synth)" \
+            in answers[path].text, path
+    assert [r["data"] for r in answers["/api/runs"].json()["comparison"]] == ["synthetic"]
+    assert (answers[f"/api/runs/{served.run_id}"].json()["data"], answers[f"/api/runs/{served.run_id}"].json()[
+        "dataset"]) == ("synthetic", "mura-v1.1")
+    assert answers[f"/api/runs/{served.run_id}/studies/{study_id}"].json()["data"] == "synthetic"
+    assert answers[f"/api/studies/{study_id}"].json()["synthetic"] is True
     openapi = answers["/openapi.json"].json()["paths"]
     assert {"/api/studies", "/api/studies/{study_id}/reviews", "/images/{image_id}"} <= set(openapi)
     database = served.engine.url.database  # the SQLite file's path or the MySQL database's name

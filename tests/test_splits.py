@@ -125,7 +125,7 @@ def test_immutable_and_idempotent(engine, manifest_only):
     stored = sorted(assignments(engine, "s"))
     again = create_split(engine, "s", options(parts=("hand", "wrist")))
     assert not again.created and again.note is None and again.content_hash == first.content_hash
-    with pytest.raises(BonedbError, match="already exists with other options"):
+    with pytest.raises(BonedbError, match=r"already exists with other options \(seed 42 there, 7 here\); splits"):
         create_split(engine, "s", options(parts=("hand", "wrist"), seed=7))
     ingest_mura(engine, manifest_only)  # more data arrives
     later = create_split(engine, "s", options(parts=("hand", "wrist")))

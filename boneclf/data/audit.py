@@ -160,7 +160,9 @@ def audit_dataset(engine: Engine, dataset: str, *, quick: bool = False,
                 relative = (Path(folder) / name).relative_to(root).as_posix()
                 if Path(name).suffix.lower() in IMAGE_SUFFIXES and relative not in known:
                     if relative in excluded:
-                        report.left_out.append(f"{relative}: {excluded[relative]}")
+                        # The path once: ingests before FileUnread.beside_path recorded it in the reason too.
+                        reason = excluded[relative].replace(f" {relative}:", ":", 1)
+                        report.left_out.append(f"{relative}: {reason}")
                     else:
                         report.unexpected.append(printable(relative))  # a name not UTF-8 still prints
     present = []

@@ -208,13 +208,14 @@ class StudyDetail(Result):
     history: list[HistoryEvent]  # relabels by ingests and review decisions, oldest first
     reviews: list[ReviewRecord]
     ingests: list[IngestEntry]  # the dataset's ingests that changed it
+    synthetic: bool = False  # its dataset was drawn by `bonedb synth`: no real radiograph
 
 
 def study_detail(engine: Engine, study_id: int) -> StudyDetail:
     with engine.connect() as conn:
         row = conn.execute(
             select(Study.id, Dataset.name, Patient.patient_key, Study.body_part, Study.study_number,
-                   Study.source_split, Study.label)
+                   Study.source_split, Study.label, Dataset.synthetic)
             .join(Patient, Patient.id == Study.patient_id)
             .join(Dataset, Dataset.id == Study.dataset_id)
             .where(Study.id == study_id)
@@ -235,7 +236,9 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
         events = [e for source in EVENT_SOURCES for e in source(conn, HistoryFilter(study_id=study_id))]
     events.sort(key=lambda e: e.at)
     ingests = [entry for entry in list_ingests(engine, row[1]) if entry.outcome == "applied"]
-    return StudyDetail(*row, images, events, reviews_of(engine, study_id=study_id), ingests)
+    *fields, synthetic = row
+    return StudyDetail(*fields, images, events, reviews_of(engine, study_id=study_id), ingests,
+                       synthetic=bool(synthetic))
 
 
 def unhashed_images(engine: Engine, split: str) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select
 
 from boneclf.errors import NOTHING_WRITTEN, BonedbError, InputProblems, Problem, on_interrupt
 from boneclf.progress import ProgressFactory, silent
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
@@ -33,7 +33,7 @@ from .formats import TRAINABLE_FORMATS, record_exclusions
 from .leakage import exact_duplicates, group_overlaps
 from .names import PATH_LENGTH, check_name, check_root, printable
 from .splits import load_records, store_assignment
-from .verify import inspect_files, outside
+from .verify import broken_link, inspect_files, outside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 JUNK_NAMES = {"desktop.ini", ".ds_store", "thumbs.db"}
@@ -88,6 +88,36 @@ class FolderReport(Result):
     unchanged: bool = False
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
     duplicate_groups: int = 0  # exact and near duplicate groups found among its images
+    unreadable: int = 0  # of bad_images, those opened and found unreadable (the others: refused unopened)
+
+    computed = ("left_out",)
+
+    @property
+    def left_out(self) -> dict[str, int]:
+        """Every file left out, reason -> count: the junk in `skipped`, then the files named one by one in
+        `bad_images` and `refused_formats`, so that a summary's count matches the lines that name them."""
+        named = {"unreadable image": self.unreadable, "refused file": len(self.bad_images) - self.unreadable,
+                 "format training cannot read": len(self.refused_formats)}
+        return {**dict(sorted(self.skipped.items())), **{k: n for k, n in named.items() if n}}
+
+
+_LEFT_OUT_WORDS = {  # each reason, singular and plural
+    "system file": ("system file", "system files"),
+    "not an image file": ("non-image file", "non-image files"),
+    "empty file": ("empty file", "empty files"),
+    "file outside a label folder": ("file outside a label folder", "files outside a label folder"),
+    "unreadable image": ("unreadable image", "unreadable images"),
+    "refused file": ("refused file (a link, FIFO or name bonedb cannot keep)",
+                     "refused files (links, FIFOs or names bonedb cannot keep)"),
+    "format training cannot read": ("image in a format training cannot read",
+                                    "images in a format training cannot read"),
+}
+
+
+def describe_left_out(counts: dict[str, int]) -> str:
+    """Counts by reason in words: "2 empty files, 1 unreadable image" ("none" for nothing)."""
+    words = [plural(n, *_LEFT_OUT_WORDS.get(reason, (reason, reason))) for reason, n in counts.items() if n]
+    return ", ".join(words) or "none"
 
 
 def scan(root: Path, label_map: dict[str, int], patient_pattern: str | None,
@@ -173,10 +203,10 @@ def _unstorable(root: Path, full: Path, relative: str, follow_symlinks: bool) ->
     try:
         mode = full.stat().st_mode
     except FileNotFoundError:
-        if not full.is_symlink():
+        link = broken_link(full)
+        if link is None:
             return "gone while bonedb read the folder: run it again", True
-        return (f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone): restore its target or "
-                "remove it"), True
+        return f"{link}: restore its target or remove it", True
     if not stat.S_ISREG(mode):  # reading a FIFO would block forever
         return "not a regular file (a FIFO, device or socket named like an image): remove it", True
     if not follow_symlinks and (real := outside(root, full)) is not None:
@@ -258,7 +288,8 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, follo
     for image, check in zip(images, checks):
         if check.facts is None:
             report.bad_images.append(check.error)
-            left_out.append((image.path, check.error.replace(f"{root}/", "")))
+            report.unreadable += 1
+            left_out.append((image.path, check.beside_path))
         elif check.facts.file_format not in TRAINABLE_FORMATS:
             why = (f"{check.facts.file_format} content in a {Path(image.path).suffix} file: training reads "
                    f"{', '.join(sorted(TRAINABLE_FORMATS))}; convert it (e.g. to PNG) to include it")
@@ -270,7 +301,7 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, follo
         bad = report.bad_images + report.refused_formats
         named = f"{len(bad)} left out, e.g. {bad[0]}; " if bad else ""
         raise BonedbError(f"{root}: no readable images under label folders ({named}skipped: "
-                          f"{dict(skipped) or 'none'})")
+                          f"{describe_left_out(report.left_out)})")
     record.source_sha256 = {"listing": _listing_hash(good)}
     record.counts.rows_skipped = sum(skipped.values()) + len(report.bad_images) + len(report.refused_formats)
     with engine.begin() as conn:

@@ -153,7 +153,7 @@ def ingest_mura(
                        progress, record)
 
 
-def _confined(root: Path, images: list, problems: list, left_out: list) -> list:
+def _confined(root: Path, images: list, problems: list, left_out: list, or_skip: str) -> list:
     """Without --verify no file is opened, but a symbolic link that places an image outside ROOT is still
     refused (export and training would read beyond the dataset): only the path is resolved."""
     kept = []
@@ -162,8 +162,7 @@ def _confined(root: Path, images: list, problems: list, left_out: list) -> list:
         if real is not None and os.path.exists(real):
             why = (f"a symbolic link to {real}, outside the dataset folder: copy the file in, or pass "
                    "--follow-symlinks to read it there")
-            problems.append(Problem(image.file, image.line, f"refused {root / image.path}: {why}, or leave it out "
-                                    "with --skip-bad"))
+            problems.append(Problem(image.file, image.line, f"refused {root / image.path}: {why}{or_skip}"))
             left_out.append((image.path, why))
         else:
             kept.append(image)
@@ -180,6 +179,7 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
 
     facts: dict[str, FileFacts] = {}
     left_out: list[tuple[str, str]] = []  # (path, reason): files --verify found and --skip-bad leaves out
+    or_skip = "" if skip_bad else ", or leave it out with --skip-bad"  # advice only to whoever has not taken it
     if verify:
         with progress(len(images), "Verifying images") as advance:
             checks = inspect_files(manifest.root, [image.path for image in images], advance,
@@ -187,22 +187,21 @@ def _ingest(engine, root, dataset, parts, splits, verify, labels_from, skip_bad,
         failed = set()
         for image, check in zip(images, checks):
             if check.error is not None:
-                problems.append(Problem(image.file, image.line, f"{check.error}: replace or restore the file, "
-                                        "or leave it out with --skip-bad"))
+                problems.append(Problem(image.file, image.line, f"{check.error}: replace or restore the file"
+                                        f"{or_skip}"))
                 failed.add(image.path)
-                left_out.append((image.path, check.error.replace(f"{manifest.root}/", "")))
+                left_out.append((image.path, check.beside_path))
             elif check.facts.file_format not in TRAINABLE_FORMATS:
                 why = (f"{check.facts.file_format} content in a {Path(image.path).suffix} file: training reads "
                        f"{', '.join(sorted(TRAINABLE_FORMATS))}; convert it (e.g. to PNG)")
-                problems.append(Problem(image.file, image.line, f"{image.path}: {why}, or leave it out with "
-                                        "--skip-bad"))
+                problems.append(Problem(image.file, image.line, f"{image.path}: {why}{or_skip}"))
                 failed.add(image.path)
                 left_out.append((image.path, why))
             else:
                 facts[image.path] = check.facts
         images = [image for image in images if image.path not in failed]
     elif not follow_symlinks:
-        images = _confined(manifest.root, images, problems, left_out)
+        images = _confined(manifest.root, images, problems, left_out, or_skip)
 
     if problems and not skip_bad:
         raise InputProblems(problems, f"{len(problems)} problem(s) in {manifest.dataset_dir}; nothing was written")

@@ -87,11 +87,39 @@ class SplitOptions:
             data["test"] = None  # the source's held-out images are the test set; no fraction applies
         # Options added with duplicate groups are stored only when not the default, so that a split
         # made before them compares equal when it is created again with the same options.
-        for key, default in (("group_by", "both"), ("groups_from", None), ("group_pattern", None),
-                             ("allow_leaks", False), ("dedupe", False)):
+        for key, default in _STORED_IF_SET.items():
             if data[key] == default:
                 del data[key]
         return data
+
+
+_STORED_IF_SET = {"group_by": "both", "groups_from": None, "group_pattern": None, "allow_leaks": False,
+                  "dedupe": False}
+
+
+def _word(value) -> str:
+    """A stored option for people: lists joined, yes/no, "none" for unset."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def describe_parameters(parameters: dict) -> str:
+    """A split's stored options as "key value" pairs: "dataset mura-v1.1, parts elbow,hand, val 0.1"."""
+    return ", ".join(f"{key.replace('_', '-')} {_word(value)}" for key, value in sorted(parameters.items()))
+
+
+def parameter_differences(there: dict, here: dict) -> str:
+    """The options in which HERE (asked for) differs from THERE (stored): "val 0.1 there, 0.2 here"."""
+    def value(options: dict, key: str):
+        return options.get(key, _STORED_IF_SET.get(key))  # left out when stored: the default
+
+    return "; ".join(f"{key.replace('_', '-')} {_word(value(there, key))} there, {_word(value(here, key))} here"
+                     for key in sorted(there.keys() | here.keys()) if value(there, key) != value(here, key))
 
 
 class Record(NamedTuple):
@@ -430,8 +458,9 @@ def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplic
 
 def _existing(existing, name, parameters: dict, content_hash: str, conn) -> SplitResult:
     if existing.parameters != parameters:
+        differences = parameter_differences(existing.parameters, parameters)
         raise BonedbError(
-            f"split {name!r} already exists with other options ({existing.parameters}); splits are immutable: "
+            f"split {name!r} already exists with other options ({differences}); splits are immutable: "
             "choose another name, or `bonedb split delete` it first"
         )
     images = conn.execute(

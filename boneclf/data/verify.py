@@ -21,6 +21,7 @@ from PIL import UnidentifiedImageError
 from boneclf.errors import BonedbError
 
 from .hashing import content_hash, near_hash, perceptual_hash
+from .names import printable
 from .pixels import open_image
 from .same_picture import signature as picture_signature
 
@@ -57,6 +58,12 @@ class FileUnread:
     facts: None
     error: str  # "cannot decode ROOT/PATH: why": names the file
     reason: str  # the same without the file: "why"
+    verb: str = ""  # what could not be done: "cannot decode", "cannot read", "refused" ("": a missing file)
+
+    @property
+    def beside_path(self) -> str:
+        """The error for a line that names the file already: "cannot decode: why" (the path said once)."""
+        return f"{self.verb}: {self.reason}" if self.verb else self.reason
 
 
 # Either; callers tell them apart by `check.facts is None` (or `check.error is not None`), which mypy follows.
@@ -80,6 +87,14 @@ def read_regular(full: Path) -> bytes:
             os.close(fd)
 
 
+def broken_link(full: Path) -> str | None:
+    """Why FULL, which cannot be found, is gone when it is a broken symbolic link (naming where it pointed);
+    None when it is no link."""
+    if not full.is_symlink():
+        return None
+    return f"a broken symbolic link (to {printable(os.readlink(full))}, which is gone)"
+
+
 def outside(root: Path, full: Path) -> str | None:
     """Where FULL really is, when a symbolic link takes it outside ROOT (a resolved folder); else None."""
     real, top = os.path.realpath(full), str(root).rstrip("/")
@@ -92,7 +107,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
     full = root / relative
 
     def failed(verb: str, reason: str) -> FileCheck:
-        return FileUnread(relative, None, f"{verb} {full}: {reason}", reason)
+        return FileUnread(relative, None, f"{verb} {full}: {reason}", reason, verb)
 
     if confined and (real := outside(root, full)) is not None and os.path.exists(real):
         return failed("refused", f"a symbolic link to {real}, outside the dataset folder: copy the file in, "

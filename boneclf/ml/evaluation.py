@@ -18,7 +18,7 @@ from boneclf.results import Result, plural
 from boneclf.scores import BinaryMetrics, MulticlassMetrics, StageMetrics, metrics_from_dict
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.provenance import LabelChanges
-from boneclf.store.queries import dataset_facts
+from boneclf.store.queries import dataset_facts, synthetic_note
 from boneclf.store.runs import (
     EvaluationRecord,
     RunRecord,
@@ -125,10 +125,7 @@ class EvaluationResult(Result):
 
     def synthetic_note(self) -> str | None:
         """Said beside every figure scored on synthetic pictures (None: real data)."""
-        if self.data != "synthetic":
-            return None
-        return (f"dataset {self.dataset} is synthetic (drawn by `bonedb synth`): these figures describe no real "
-                "radiographs")
+        return synthetic_note(self.dataset, self.data)
 
     def _studies(self) -> int:
         """Scored units: studies for stage 2, images for stage 1 (each its own case)."""
@@ -296,6 +293,7 @@ class ComparisonRow(Result):
     image_size: int | None
     status: str
     scored_on: str
+    data: str | None = None  # what it trained on: mura, folder, dicom or synthetic (None: split gone)
     accuracy: float | None = None  # stage 1: body-part accuracy; stage 2: image accuracy
     accuracy_ci: str = ""
     image_auc: float | None = None
@@ -305,9 +303,19 @@ class ComparisonRow(Result):
     auc_ci: str = ""
 
 
+def synthetic_rows_note(rows: list[ComparisonRow]) -> str | None:
+    """One note under a comparison that holds runs trained on synthetic pictures (None: none does)."""
+    synthetic = [str(row.run) for row in rows if row.data == "synthetic"]
+    if not synthetic:
+        return None
+    return (f"run{'s' if len(synthetic) > 1 else ''} {', '.join(synthetic)} trained on synthetic pictures (drawn by "
+            "`bonedb synth`): their figures describe no real radiographs")
+
+
 def comparison_row(run: RunRecord, evaluation: EvaluationResult | None) -> ComparisonRow:
     row = ComparisonRow(run.id, run.stage, run.architecture, ",".join(run.parts), run.image_spec.get("size"),
-                        run.status, evaluation.subset if evaluation else ("val" if run.metrics else "none"))
+                        run.status, evaluation.subset if evaluation else ("val" if run.metrics else "none"),
+                        run.data)
     overall = evaluation.overall if evaluation else metrics_from_dict(run.metrics)
     if isinstance(overall, BinaryMetrics):
         study = overall.study
@@ -326,7 +334,7 @@ def latest_result(engine: Engine, run: RunRecord, subset: str | None = "test") -
 
 
 def compare_runs(engine: Engine, run_ids: list[int]) -> list[ComparisonRow]:
-    """The paper's model comparison: one row per run, with intervals (three queries however many runs)."""
+    """The paper's model comparison: one row per run, with intervals (four queries however many runs)."""
     runs = get_runs(engine, run_ids)
     tests = latest_evaluations(engine, run_ids, "test")
     others = latest_evaluations(engine, run_ids, None)

@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from boneclf.data.image_names import free_path, identify_images, picture_name
-from boneclf.data.verify import read_regular
+from boneclf.data.verify import broken_link, read_regular
 from boneclf.errors import BonedbError
 from boneclf.results import Result, plain
 from boneclf.store.queries import ImageIdentity
@@ -46,6 +46,7 @@ class ImageResult:
     fracture_run: int | None = None
     gradcam: str | None = None
     error: str | None = None
+    synthetic_data: bool = False  # a run that answered for it trained on synthetic pictures, not radiographs
 
 
 @dataclass
@@ -62,6 +63,9 @@ class StudyResult:
 class Prediction(Result):
     images: list[ImageResult] = field(default_factory=list)
     studies: list[StudyResult] = field(default_factory=list)
+    # The runs that answered trained on synthetic pictures: said once, as the demo's model may be
+    # pointed at a real X-ray (None: every answer comes from real data).
+    warning: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -155,7 +159,23 @@ class Predictor:
         pictures, inputs = self._stage_one(result, files)
         self._stage_two(result, files, pictures, inputs, gradcam_dir)
         result.studies = _studies(result.images)
+        self._mark_synthetic(result)
         return result
+
+    def _mark_synthetic(self, result: Prediction) -> None:
+        """Flag the answers of runs trained on synthetic pictures, and word the warning for them."""
+        ready = [self.stage1, self.fixed_fracture, *self._stage2.values()]
+        synthetic = {r.run_id: r.run for r in ready if r is not None and r.run.data == "synthetic"}
+        used: set[int] = set()
+        for image in result.images:
+            mine = {run_id for run_id in (image.bodypart_run, image.fracture_run) if run_id in synthetic}
+            image.synthetic_data = bool(mine)
+            used |= mine
+        if used:
+            names = sorted({synthetic[run_id].dataset or "?" for run_id in used})
+            result.warning = (f"run{'s' if len(used) > 1 else ''} {', '.join(map(str, sorted(used)))} trained on "
+                              f"synthetic pictures (dataset {', '.join(names)}, drawn by `bonedb synth`): "
+                              "the answers say nothing about a real radiograph")
 
     def _stage_one(self, result: Prediction, files: dict[int, bytes]) -> tuple[dict, dict]:
         """Body part per image; returns the full-size pictures and stage-1 inputs of the images that decoded.
@@ -231,12 +251,14 @@ def _decide(image: ImageResult, output: np.ndarray, run_id: int) -> None:
 
 
 def _expand(paths: list[Path]) -> list[tuple[Path, str | None]]:
-    """Files stay single images; a folder is one study of the images directly inside it."""
+    """Files stay single images; a folder is one study of the images directly inside it. Everything there
+    named like an image but a folder is a view: a broken link or a FIFO is then named and refused by
+    `_read`, as when it is given by itself, rather than left out unsaid."""
     images: list[tuple[Path, str | None]] = []
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            views = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            views = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not views:
                 raise BonedbError(f"{path}: no .png or .jpg images in this folder")
             images += [(view, str(path)) for view in views]
@@ -266,7 +288,7 @@ def _read(path: Path) -> bytes:
     try:
         return read_regular(Path(path))  # a FIFO named like an image would block forever
     except FileNotFoundError:
-        raise BonedbError(f"{path}: no such file") from None
+        raise BonedbError(f"{path}: {broken_link(Path(path)) or 'no such file'}") from None
     except OSError as exc:
         raise BonedbError(f"{path}: cannot read ({exc.strerror})") from None
     except BonedbError as exc:

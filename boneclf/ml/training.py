@@ -18,6 +18,7 @@ from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.scores import StageMetrics
 from boneclf.store.provenance import LabelChanges
+from boneclf.store.queries import split_dataset, synthetic_note
 from boneclf.store.runs import get_run, headline, set_parameters
 from boneclf.vocabulary import FRACTURE
 
@@ -59,9 +60,15 @@ class RunResult(Result):
     label_changes: LabelChanges | None = None  # stage 2: labels changed in the dataset since the split was made
     cluster: dict | None = None  # with TF_CONFIG: workers, this one's index, chief or not, batches it trained
     notes: list[str] = field(default_factory=list)  # what a person should know (a resume's fallback checkpoint)
+    dataset: str | None = None  # the split's dataset (None: trained from an export)
+    data: str | None = None  # what it is: mura, folder, dicom or synthetic
 
     def headline(self) -> str:
         return headline(self.metrics.to_dict() if self.metrics else None)
+
+    def synthetic_note(self) -> str | None:
+        """Said beside the run's figures when it trained on synthetic pictures (None: real data)."""
+        return synthetic_note(self.dataset, self.data)
 
 
 def train(engine: Engine | None, config: TrainConfig, *, progress: ProgressFactory = silent, verbose="auto",
@@ -180,6 +187,10 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
     result = RunResult(run_id, config.stage, parts, config.architecture, "running", artifact_dir=str(run_dir),
                        split_hash=data.split.content_hash, label_version=data.label_version,
                        label_changes=data.label_changes)
+    if engine is not None and data.export is None:
+        with engine.connect() as conn:
+            facts = split_dataset(conn, data.stored_split().id)
+        result.dataset, result.data = facts.name, facts.nature
     try:
         keras.utils.set_random_seed(config.seed)
         if config.mixed_precision:

@@ -60,6 +60,14 @@ class DatasetFacts(NamedTuple):
         return "synthetic" if self.synthetic else self.kind
 
 
+def synthetic_note(dataset: str | None, data: str | None) -> str | None:
+    """Said beside every figure that comes from synthetic pictures (None: real data); DATA is a DatasetFacts
+    nature, as runs and evaluations carry it."""
+    if data != "synthetic":
+        return None
+    return f"dataset {dataset} is synthetic (drawn by `bonedb synth`): these figures describe no real radiographs"
+
+
 def dataset_facts(conn: Connection, dataset_id: int) -> DatasetFacts:
     name, kind, synthetic = conn.execute(
         select(Dataset.name, Dataset.kind, Dataset.synthetic).where(Dataset.id == dataset_id)).one()

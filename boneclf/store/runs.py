@@ -14,7 +14,7 @@ from boneclf.results import Result, fmt
 from boneclf.scores import BinaryMetrics, StageMetrics, metrics_from_dict
 
 from .keys import inserted_id
-from .queries import DatasetFacts
+from .queries import DatasetFacts, synthetic_note
 from .schema import Dataset, Evaluation, SplitVersion, TrainingRun
 
 _runs = TrainingRun.__table__
@@ -44,7 +44,8 @@ class RunRecord(Result):
     metrics: dict | None
     artifact_dir: str
     error: str | None
-    data: str | None = None  # what it trained on (list_runs): mura, folder, dicom or synthetic; None: split gone
+    data: str | None = None  # what it trained on: mura, folder, dicom or synthetic; None: split gone
+    dataset: str | None = None  # the name of its split's dataset (None: split gone)
 
     @property
     def scores(self) -> StageMetrics | None:
@@ -60,6 +61,10 @@ class RunRecord(Result):
 
     def headline(self) -> str:
         return headline(self.metrics)
+
+    def synthetic_note(self) -> str | None:
+        """Said beside the run's figures when it trained on synthetic pictures (None: real data)."""
+        return synthetic_note(self.dataset, self.data)
 
 
 def headline(metrics: dict | None) -> str:
@@ -107,18 +112,34 @@ def set_parameters(engine: Engine, run_id: int, parameters: dict) -> None:
         conn.execute(update(_runs).where(_runs.c.id == run_id).values(parameters=parameters))
 
 
+def _with_data(conn: Connection, records: list[RunRecord]) -> list[RunRecord]:
+    """RECORDS with what each trained on filled in: a run's figures mean something else on synthetic
+    pictures, so every way of reading runs says what the data is."""
+    found = conn.execute(select(SplitVersion.id, Dataset.name, Dataset.kind, Dataset.synthetic)
+                         .join(Dataset, Dataset.id == SplitVersion.dataset_id)
+                         .where(SplitVersion.id.in_({r.split_id for r in records})))
+    facts = {split_id: DatasetFacts(name, kind, bool(synthetic)) for split_id, name, kind, synthetic in found}
+    for record in records:
+        fact = facts.get(record.split_id)
+        if fact is not None:
+            record.data, record.dataset = fact.nature, fact.name
+    return records
+
+
 def get_run(engine: Engine, run_id: int) -> RunRecord:
     with engine.connect() as conn:
         row = conn.execute(select(_runs).where(_runs.c.id == run_id)).first()
-    if row is None:
-        raise NotFound(f"no training run {run_id}: `bonedb runs list` shows the runs")
-    return _record(row)
+        if row is None:
+            raise NotFound(f"no training run {run_id}: `bonedb runs list` shows the runs")
+        [record] = _with_data(conn, [_record(row)])
+    return record
 
 
 def get_runs(engine: Engine, run_ids: list[int]) -> list[RunRecord]:
-    """Runs RUN_IDS in the order given (repeats kept), read in one query."""
+    """Runs RUN_IDS in the order given (repeats kept), read in two queries however many."""
     with engine.connect() as conn:
-        found = {row.id: _record(row) for row in conn.execute(select(_runs).where(_runs.c.id.in_(set(run_ids))))}
+        found = {r.id: r for r in _with_data(conn, [_record(row) for row in conn.execute(
+            select(_runs).where(_runs.c.id.in_(set(run_ids))))])}
     missing = [run_id for run_id in run_ids if run_id not in found]
     if missing:
         raise BonedbError(f"no training run {missing[0]}: `bonedb runs list` shows the runs")
@@ -136,15 +157,7 @@ def list_runs(engine: Engine, *, stage: str | None = None, status: str | None = 
     if latest:
         query = query.limit(1)
     with engine.connect() as conn:
-        records = [_record(row) for row in conn.execute(query)]
-        # A run's figures mean something else on synthetic pictures: every listing says what the data is.
-        found = conn.execute(select(SplitVersion.id, Dataset.kind, Dataset.synthetic)
-                             .join(Dataset, Dataset.id == SplitVersion.dataset_id)
-                             .where(SplitVersion.id.in_({r.split_id for r in records})))
-        natures = {split_id: DatasetFacts("", kind, bool(synthetic)).nature for split_id, kind, synthetic in found}
-    for record in records:
-        record.data = natures.get(record.split_id)
-    return records
+        return _with_data(conn, [_record(row) for row in conn.execute(query)])
 
 
 def runs_using_split(conn: Connection, split_id: int) -> list[int]:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from boneclf import __version__
 from boneclf.clock import utc_now
-from boneclf.data.splits import SUBSETS, SplitSummary, split_summary
+from boneclf.data.splits import SUBSETS, SplitSummary, describe_parameters, split_summary
 from boneclf.errors import BonedbError
 from boneclf.files import atomic_write
 from boneclf.ml.evaluation import (
@@ -295,7 +295,7 @@ def _split_view(engine: Engine, name: str, data: DatasetFacts) -> SplitView:
     except BonedbError as exc:
         return SplitView(name, data, error=str(exc))
     return SplitView(name, data, summary, labels=describe_version(summary.label_version),
-                     parameters=json.dumps(summary.parameters, sort_keys=True), counts=_counts_table(summary),
+                     parameters=describe_parameters(summary.parameters), counts=_counts_table(summary),
                      leaks=split_leaks(engine, name))
 
 

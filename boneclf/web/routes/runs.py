@@ -7,7 +7,6 @@ a link: a GET that recomputed could be sent by anyone, any number of times.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,9 +26,10 @@ from boneclf.data.browse import (
     study_detail,
 )
 from boneclf.errors import BonedbError
-from boneclf.results import plain
+from boneclf.ml.metrics import format_interval
+from boneclf.results import fmt, plain
 from boneclf.store.runs import RunRecord, get_run, list_runs
-from boneclf.vocabulary import FRACTURE
+from boneclf.vocabulary import FRACTURE, FRACTURE_CLASSES
 
 from ..context import Server, ServerDep, render
 from ..errors import CannotShow
@@ -88,22 +88,56 @@ def sample_studies(server: Server, run: RunRecord, limit: int = 12) -> list[Stud
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 def run_page(request: Request, server: ServerDep, run: Run) -> HTMLResponse:
     studies = sample_studies(server, run) if run.status == "finished" else []
-    return render(request, "run.html", run=run, studies=studies, metrics=metric_rows(plain(run.metrics)))
+    return render(request, "run.html", run=run, studies=studies, metrics=metric_view(plain(run.metrics)))
 
 
-def metric_rows(metrics, prefix: str = "") -> list[tuple[str, str]]:
-    """A run's metrics as (name, value) rows for a table: nested results joined by dots (`study.kappa`),
-    fractions to three places, a confusion matrix or other list as written. `/api/runs/ID` keeps the JSON."""
-    rows: list[tuple[str, str]] = []
-    for key, value in (metrics or {}).items():
+@dataclass
+class MetricTable:
+    """A per-class report or a confusion matrix, as a small table of its own."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class MetricView:
+    figures: list[tuple[str, str]]  # (name, value): "study kappa", "0.412"; intervals "0.31 to 0.52"
+    tables: list[MetricTable]
+
+
+def metric_view(metrics: dict | None) -> MetricView:
+    """A run's metrics for people: figures by name (intervals as "a to b"), and each per-class report and
+    confusion matrix as a table of its own rather than a list; `/api/runs/ID` keeps the JSON."""
+    view = MetricView([], [])
+    _metric_figures(metrics or {}, "", view, (metrics or {}).get("class_names") or list(FRACTURE_CLASSES))
+    return view
+
+
+def _metric_figures(metrics: dict, prefix: str, view: MetricView, classes: list[str]) -> None:
+    for key, value in metrics.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += metric_rows(value, f"{name}.")
-        elif isinstance(value, float):
-            rows.append((name, f"{value:.3f}"))
-        elif value is not None:
-            rows.append((name, json.dumps(value) if isinstance(value, list) else str(value)))
-    return rows
+        if key == "class_names" or value is None:
+            continue  # the confusion table's headers
+        if key == "report" and isinstance(value, dict):
+            view.tables.append(MetricTable(f"{prefix}per-class report".capitalize(),
+                                           ["class", "precision", "recall", "F1", "support"],
+                                           [[label, *(_number(scores.get(k)) for k in ("precision", "recall", "f1")),
+                                             str(scores.get("support", ""))] for label, scores in value.items()]))
+        elif key == "confusion" and isinstance(value, list):
+            rows = [[c, *map(str, row)] for c, row in zip(classes, value)]
+            view.tables.append(MetricTable(f"{prefix}confusion matrix (rows: truth, columns: prediction)".capitalize(),
+                                           ["truth", *classes], rows))
+        elif isinstance(value, dict):
+            _metric_figures(value, f"{name} ", view, classes)
+        elif key.endswith("_ci") and isinstance(value, list):
+            view.figures.append((f"{name.removesuffix('_ci')} 95% CI", format_interval(value) or "n/a"))
+        else:
+            view.figures.append((name.replace("_", " "), _number(value)))
+
+
+def _number(value) -> str:
+    return fmt(value) if isinstance(value, float) else "" if value is None else str(value)
 
 
 @router.get("/api/runs/{run_id}")
@@ -151,7 +185,8 @@ class RunStudyView:
     predictions: list[dict]  # per image: outcome, probability, error, and the overlay's address
 
     def to_dict(self) -> dict:
-        return {"run": self.run.id, "study": self.study.id, "images": self.predictions}
+        return {"run": self.run.id, "study": self.study.id, "data": self.run.data, "dataset": self.run.dataset,
+                "images": self.predictions}
 
 
 async def run_study_data(server: ServerDep, run: Run, study_id: int) -> RunStudyView:
