@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from boneclf.data.candidates import local_candidates
 from boneclf.data.duplicates import CANDIDATE_BITS, near_pairs
+from boneclf.data.hamming import one_thread
 from boneclf.data.hashing import (
     near_hash,
     rotation_invariants,
@@ -177,7 +178,7 @@ def main() -> None:
     print(f"{len(files)} originals from {args.folder}; {args.copies} copies per transformation", flush=True)
     pictures: list[Image.Image] = []
     truth: list[tuple[str, int] | None] = []  # (transformation, original index) of each planted copy
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         pictures.extend(pool.map(_load, files))
     truth.extend([None] * len(files))
     for name, plant in PLANTS.items():
@@ -187,11 +188,11 @@ def main() -> None:
     n = len(pictures)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         signatures = list(pool.map(signature, pictures))
     signing = time.perf_counter() - started
     started = time.perf_counter()
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         hashes = np.array([int(h, 16) for h in pool.map(near_hash, pictures)], dtype=np.uint64)
     hashing = time.perf_counter() - started
     started = time.perf_counter()
@@ -206,13 +207,13 @@ def main() -> None:
     started = time.perf_counter()
     prepared: dict[int, Picture] = {}
     needed = sorted({k for pair in candidates for k in pair})
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         for k, picture in zip(needed, pool.map(lambda k: Picture(pictures[k]), needed)):
             prepared[k] = picture
     preparing = time.perf_counter() - started
     started = time.perf_counter()
     ordered = sorted(candidates)
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         verdicts = dict(zip(ordered, pool.map(lambda p: verify_pair(prepared[p[0]], prepared[p[1]]), ordered)))
     verifying = time.perf_counter() - started
     confirmed = {p for p, v in verdicts.items() if v.same}
@@ -224,7 +225,7 @@ def main() -> None:
     # Before: the previous judgement, near hash within 6 bits confirmed by the rotation signature, or the
     # rotation signature alone.
     started = time.perf_counter()
-    with ThreadPoolExecutor(args.workers) as pool:
+    with ThreadPoolExecutor(args.workers, initializer=one_thread) as pool:
         rotation = signature_array(list(pool.map(rotation_signature, pictures)))
     bi, bj, _ = near_pairs(hashes, 6)
     ri, rj, _ = rotation_pairs(rotation)

@@ -236,9 +236,9 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
         events = [e for source in EVENT_SOURCES for e in source(conn, HistoryFilter(study_id=study_id))]
     events.sort(key=lambda e: e.at)
     ingests = [entry for entry in list_ingests(engine, row[1]) if entry.outcome == "applied"]
-    *fields, synthetic = row
-    return StudyDetail(*fields, images, events, reviews_of(engine, study_id=study_id), ingests,
-                       synthetic=bool(synthetic))
+    study, dataset, patient, part, number, source_split, label, synthetic = row
+    return StudyDetail(study, dataset, patient, part, number, source_split, label, images, events,
+                       reviews_of(engine, study_id=study_id), ingests, synthetic=bool(synthetic))
 
 
 def unhashed_images(engine: Engine, split: str) -> int:

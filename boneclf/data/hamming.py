@@ -21,7 +21,8 @@ _faiss: ModuleType | None = None
 
 def faiss() -> ModuleType:
     """The faiss module, imported on first use (only duplicate finding needs it) with passive OpenMP waiting
-    unless OMP_WAIT_POLICY is set (OpenMP reads it once, when faiss's runtime loads)."""
+    unless OMP_WAIT_POLICY is set (OpenMP reads it once, when faiss's own runtime loads). The setting stays in
+    this process's environment, so processes it starts inherit it: passive waiting suits them as well."""
     global _faiss
     if _faiss is None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -48,4 +49,8 @@ def two_nearest(index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (which must hold at least two). The same distances as OpenCV's brute-force `knnMatch(k=2)`, in a
     fraction of its time."""
     distances, positions = index.search(np.ascontiguousarray(queries, dtype=np.uint8), 2)
+    # An index of one descriptor has no second neighbour (-1, distance INT32_MAX), which would pass any ratio
+    # test: no second neighbour reads as a tie, so a caller's ratio test refuses the match, as OpenCV's does.
+    distances = np.where(positions < 0, 0, distances)
+    distances[:, 1] = np.where(positions[:, 1] < 0, distances[:, 0], distances[:, 1])
     return distances, positions

@@ -15,7 +15,8 @@ A verdict comes in two steps, wide then strict:
   not the median; two different humeri, however alike in outline, agree on few keypoints and
   correlate poorly once aligned (measured on real radiographs: BENCHMARKS.md, "Same picture").
 
-OpenCV does the keypoints, matching, RANSAC and warping: keypoint matching is not written by hand.
+OpenCV does the keypoints, RANSAC and warping, and faiss the descriptor matching (`hamming.py`): none of it is
+written by hand.
 """
 
 from __future__ import annotations

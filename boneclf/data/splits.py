@@ -458,7 +458,9 @@ def _leak_counts(conn, records: list[Record], assignment: dict[int, str], duplic
 
 def _existing(existing, name, parameters: dict, content_hash: str, conn) -> SplitResult:
     if existing.parameters != parameters:
-        differences = parameter_differences(existing.parameters, parameters)
+        # Options that differ only in how a default was stored name no difference: then show what is stored.
+        differences = (parameter_differences(existing.parameters, parameters)
+                       or f"stored: {describe_parameters(existing.parameters)}")
         raise BonedbError(
             f"split {name!r} already exists with other options ({differences}); splits are immutable: "
             "choose another name, or `bonedb split delete` it first"

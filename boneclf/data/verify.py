@@ -115,7 +115,7 @@ def inspect_file(root: Path, relative: str, *, confined: bool = False) -> FileCh
     try:
         data = read_regular(full)
     except FileNotFoundError:
-        link = " (a broken symbolic link)" if full.is_symlink() else ""
+        link = f": {broken}" if (broken := broken_link(full)) else ""
         return FileUnread(relative, None, f"missing file {full}{link}", f"missing file{link}")
     except BonedbError as exc:
         return failed("cannot read", str(exc))

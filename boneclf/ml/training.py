@@ -181,15 +181,17 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
     config = replace(config, parts=tuple(parts))
     resuming = run_id is not None
     role = cluster_role()
+    facts = None
+    if engine is not None and data.export is None:  # read before the run is opened: a failure here leaves no run
+        with engine.connect() as conn:
+            facts = split_dataset(conn, data.stored_split().id)
     ledger = ledger_for(engine, config, chief=role is None or role.chief)
     run_id, run_dir = ledger.open(config, data, run_id)
     held = lock or _claim_folder(ledger, run_id, run_dir, fresh=not resuming and not config.from_export)
     result = RunResult(run_id, config.stage, parts, config.architecture, "running", artifact_dir=str(run_dir),
                        split_hash=data.split.content_hash, label_version=data.label_version,
                        label_changes=data.label_changes)
-    if engine is not None and data.export is None:
-        with engine.connect() as conn:
-            facts = split_dataset(conn, data.stored_split().id)
+    if facts is not None:
         result.dataset, result.data = facts.name, facts.nature
     try:
         keras.utils.set_random_seed(config.seed)

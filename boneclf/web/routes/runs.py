@@ -125,9 +125,11 @@ def _metric_figures(metrics: dict, prefix: str, view: MetricView, classes: list[
                                            [[label, *(_number(scores.get(k)) for k in ("precision", "recall", "f1")),
                                              str(scores.get("support", ""))] for label, scores in value.items()]))
         elif key == "confusion" and isinstance(value, list):
-            rows = [[c, *map(str, row)] for c, row in zip(classes, value)]
+            # Class names for the headers when the run recorded as many as the matrix has rows; else numbers.
+            names = classes if len(classes) == len(value) else [str(k) for k in range(len(value))]
+            rows = [[c, *map(str, row)] for c, row in zip(names, value)]
             view.tables.append(MetricTable(f"{prefix}confusion matrix (rows: truth, columns: prediction)".capitalize(),
-                                           ["truth", *classes], rows))
+                                           ["truth", *names], rows))
         elif isinstance(value, dict):
             _metric_figures(value, f"{name} ", view, classes)
         elif key.endswith("_ci") and isinstance(value, list):
