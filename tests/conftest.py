@@ -239,6 +239,8 @@ _SHARED_MODELS = {"trained", "learning_db"}
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items):
     for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue  # a test that asked for a group of its own (it takes long, and shares nothing)
         shared = _SHARED_MODELS & set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.xdist_group("trained" if shared else item.module.__name__))
     return (yield)
