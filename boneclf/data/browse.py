@@ -419,3 +419,15 @@ def _exact_groups(conn, image_ids: list[int]) -> dict[int, int]:
             .where(DuplicateGroup.kind == "exact", DuplicateMember.image_id.in_(image_ids[start:start + 500]))
         ).tuples().all())
     return found
+
+
+def first_images(engine: Engine, study_ids: list[int]) -> dict[int, int]:
+    """Each study's first image id (by image number), for a thumbnail beside it in a list."""
+    if not study_ids:
+        return {}
+    with engine.connect() as conn:
+        first = (select(Image.study_id, func.min(Image.image_number).label("number"))
+                 .where(Image.study_id.in_(study_ids)).group_by(Image.study_id).subquery())
+        return dict(conn.execute(select(Image.study_id, func.min(Image.id)).join(
+            first, and_(first.c.study_id == Image.study_id, first.c.number == Image.image_number))
+            .group_by(Image.study_id)).all())

@@ -4,7 +4,7 @@ show the same data, fetched and parsed once."""
 
 from __future__ import annotations
 
-from . import datasets, docs, duplicates, images, reviews, runs, splits, studies
+from . import datasets, docs, duplicates, images, labels, reviews, runs, splits, studies
 
-ROUTERS = [datasets.router, studies.router, reviews.router, duplicates.router, splits.router, runs.router,
-           images.router, docs.router]
+ROUTERS = [datasets.router, studies.router, reviews.router, labels.router, duplicates.router, splits.router,
+           runs.router, images.router, docs.router]

@@ -59,7 +59,7 @@ def study_review_form(server: ServerDep, study_id: int, form: Annotated[ReviewFo
 @router.post("/api/studies/{study_id}/reviews", tags=["studies"], status_code=201)
 def api_study_review(server: ServerDep, study_id: int, review: ReviewIn) -> dict:
     """Record a decision on a study's label: `label confirmed`, or `label disputed` with a note.
-    The label itself is never changed (a relabel goes through `bonedb ingest`)."""
+    The label itself is not changed: `POST /api/studies/{id}/relabel` (or `bonedb labels set`) does that."""
     return _record(server, review_study, study_id, review, LABEL_DECISIONS).to_dict()
 
 

@@ -52,10 +52,11 @@ async def api_studies(found: Studies) -> dict:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse, include_in_schema=False)
-def study_page(request: Request, server: ServerDep, study: Study) -> HTMLResponse:
+def study_page(request: Request, server: ServerDep, study: Study, audit: int | None = None) -> HTMLResponse:
+    """AUDIT: the label audit the steward came from (its page links here), recorded with a relabel."""
     runs = [r for r in list_runs(server.engine, status="finished") if r.stage == BODYPART or study.part in r.parts]
     return render(request, "study.html", study=study, runs=runs, decisions=LABEL_DECISIONS,
-                  reviewer=server.reviewer)
+                  reviewer=server.reviewer, audit=audit)
 
 
 @router.get("/api/studies/{study_id}")
