@@ -66,6 +66,8 @@ def ingest_folder(database: Database, root, dataset, part, label_map, patient_pa
 def _human(report: FolderReport) -> None:
     for problem in report.bad_images + report.refused_formats:
         click.echo(f"left out: {problem}", err=True)
+    for conflict in report.review_conflicts:
+        click.echo(f"review conflict: {conflict}", err=True)
     state = "already ingested, unchanged" if report.unchanged else "ingested"
     per_label = ", ".join(f"{k}: {v}" for k, v in report.per_subset_label.items())
     click.echo(f"dataset {report.dataset!r} {state}: {plural(report.images, 'image')}, "

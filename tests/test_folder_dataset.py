@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
+from sqlalchemy import select
 
 from boneclf.cli.main import cli
 from boneclf.data.audit import audit_split
@@ -105,6 +106,26 @@ def test_reingest_is_a_noop_and_a_changed_tree_is_refused(engine, kaggle_tree):
     assert len(applied.source_sha256["listing"]) == 64 and refused.source_sha256 != applied.source_sha256
     assert (refused.outcome, refused.images_added) == ("refused", 1) and "new --dataset name" in refused.message
     assert split_summary(engine, "kaggle").label_version == first.ingest_id
+
+
+def test_a_steward_relabel_stands_against_a_reingest_of_the_unchanged_folder(engine, kaggle_tree):
+    """Before: the relabelled study made the unchanged folder "a different version", refused."""
+    from boneclf.data.label_decisions import set_label
+    from boneclf.store.schema import Patient, Study
+
+    ingest_folder(engine, kaggle_tree, dataset="kaggle")
+    with engine.connect() as conn:
+        patient, part, number, label = conn.execute(
+            select(Patient.patient_key, Study.body_part, Study.study_number, Study.label)
+            .join(Patient, Patient.id == Study.patient_id).order_by(Study.id)).first()
+    set_label(engine, "kaggle", patient, part, number, 1 - label, note="the pictures show otherwise")
+    before = snapshot(engine)
+    result = CliRunner().invoke(cli, ["--database-url", engine.url.render_as_string(hide_password=False),
+                                      "ingest-folder", str(kaggle_tree), "--dataset", "kaggle"])
+    assert result.exit_code == 0, result.output
+    [conflict] = [line for line in result.stderr.splitlines() if line.startswith("review conflict:")]
+    assert f"the folder says {label}" in conflict and f"decided {1 - label}" in conflict and "labels set" in conflict
+    assert snapshot(engine) == before, "the decision stands: nothing changed, nothing logged"
 
 
 def test_a_folder_of_empty_files_is_refused_in_words(engine, tmp_path):

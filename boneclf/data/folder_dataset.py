@@ -24,9 +24,9 @@ from boneclf.results import Result, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.keys import inserted_id
 from boneclf.store.locks import exclusive
-from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied
+from boneclf.store.provenance import IngestCounts, IngestRecord, log_applied, logged_if_unapplied, reviewed_labels
 from boneclf.store.schema import Dataset, Image, Patient, Study
-from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART
+from boneclf.vocabulary import BODY_PARTS, UNKNOWN_PART, label_word
 
 from .duplicates import regroup
 from .formats import TRAINABLE_FORMATS, record_exclusions
@@ -89,6 +89,9 @@ class FolderReport(Result):
     ingest_id: int | None = None  # its row in the ingest log, when it changed anything
     duplicate_groups: int = 0  # exact and near duplicate groups found among its images
     unreadable: int = 0  # of bad_images, those opened and found unreadable (the others: refused unopened)
+    # Studies whose label a steward decided (`labels set`, or Relabel in `serve`) while the folder still says
+    # otherwise: the decision stands, as against `ingest` (README, "The label loop"); each described in words.
+    review_conflicts: list[str] = field(default_factory=list)
 
     computed = ("left_out",)
 
@@ -307,7 +310,7 @@ def _ingest(engine, root: Path, dataset, part, label_map, patient_pattern, follo
     with engine.begin() as conn:
         existing = conn.execute(select(Dataset.id, Dataset.kind).where(Dataset.name == dataset)).first()
         if existing is not None:
-            _check_same(conn, existing, dataset, good, record.counts)
+            report.review_conflicts = _check_same(conn, existing, dataset, good, record.counts)
             report.unchanged = True
         else:
             patients = len({image.patient for image, _ in good})
@@ -331,14 +334,29 @@ def _listing_hash(good) -> str:
     return digest.hexdigest()
 
 
-def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> None:
-    """Re-ingesting the same tree is a no-op; a changed tree goes under a new name."""
+def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> list[str]:
+    """Re-ingesting the same tree is a no-op; a changed tree goes under a new name. A label a steward decided
+    since is no change of the tree: the decision stands, and where the folder disagrees with it, the
+    disagreement is returned in words (review conflicts)."""
     if existing.kind != "folder":
         raise BonedbError(f"dataset {dataset!r} is a {existing.kind} dataset: pass another --dataset name")
-    stored = set(conn.execute(
-        select(Image.path, Image.content_hash, Study.label)
+    rows = conn.execute(
+        select(Image.path, Image.content_hash, Study.label, Study.id)
         .join(Study, Study.id == Image.study_id).where(Image.dataset_id == existing.id)
-    ).all())
+    ).all()
+    reviewed = reviewed_labels(conn, [row.id for row in rows])
+    said = {image.path: image.label for image, _ in good}
+    stored, conflicts = set(), []
+    for path, content_hash, label, study_id in rows:
+        decision = reviewed.get(study_id)
+        if decision is not None and path in said:
+            if said[path] != decision.label:
+                conflicts.append(f"{path}: the folder says {said[path]} ({label_word(said[path])}), a review by "
+                                 f"{decision.reviewer} (ingest log {decision.log_id}) decided {decision.label} "
+                                 f"({label_word(decision.label)}); the decision stands (to take the folder's "
+                                 "label, decide again with `bonedb labels set`)")
+            label = said[path]  # the folder's word on a decided study is no change of the tree
+        stored.add((path, content_hash, label))
     found = {(image.path, facts.content_hash, image.label) for image, facts in good}
     if stored != found:
         counts.images_added, counts.images_unchanged = len(found - stored), len(found & stored)
@@ -346,6 +364,7 @@ def _check_same(conn, existing, dataset: str, good, counts: IngestCounts) -> Non
             f"dataset {dataset!r} already holds a different version of this folder "
             f"({len(found - stored)} new or changed, {len(stored - found)} gone): ingest it under a new --dataset name"
         )
+    return conflicts
 
 
 def _write(conn, dataset: str, root: Path, part: str, good, report: FolderReport,
