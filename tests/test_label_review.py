@@ -65,6 +65,18 @@ def test_suspects_reviewed_and_relabelled_in_chromium_land_in_history_and_rebase
         page.screenshot(path=str(ARTIFACTS / "serve-relabel.png"), full_page=True)
         page.goto(f"{base}/labels/{top['audit']}", wait_until="load")
         assert "changed" in page.locator("#suspects tbody tr").first.inner_text(), "the audit shows the change"
+
+        # The queue's filters, and the Grad-CAM of the fold model that scored a study.
+        page.select_option("#audit-filters select[name=label]", str(1 - old))
+        with page.expect_navigation():
+            page.click("#audit-filters button[type=submit]")
+        rows = page.locator("#suspects tbody tr")
+        assert rows.count() > 0
+        assert all(rows.nth(i).locator("td").nth(3).inner_text().startswith(f"{1 - old} (") for i in range(rows.count()))
+        with page.expect_navigation():
+            rows.first.locator("a", has_text="Grad-CAM").click()
+        page.wait_for_load_state("load")
+        assert "/runs/" in page.url and page.locator("#gradcams img").count() > 0
         assert page.errors == []
 
     study = (top["dataset"], top["patient"], top["part"], top["study"])

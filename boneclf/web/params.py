@@ -46,3 +46,18 @@ class SplitQuery(BaseModel):
 
     hash_missing: bool = Field(False, alias="hash")
     page: int = 1
+
+
+class AuditFilter(BaseModel):
+    """Which of an audit's studies a page shows: the TOP most suspicious of those of PART, labelled LABEL (as
+    scored) and scoring at most MAX_SCORE."""
+
+    top: int = Field(50, ge=1, le=100_000)  # the studies a page shows at first
+    part: Annotated[str | None, Blank] = None
+    label: Annotated[Annotated[int, Field(ge=0, le=1)] | None, Blank] = None
+    max_score: Annotated[Annotated[float, Field(ge=0, le=1)] | None, Blank] = None
+
+    def keeps(self, row) -> bool:
+        """Whether ROW (a `SuspectRow`) is among the studies chosen."""
+        return ((self.part is None or row.part == self.part) and (self.label is None or row.label == self.label)
+                and (self.max_score is None or row.score <= self.max_score))

@@ -18,10 +18,9 @@ from boneclf.results import plain
 from boneclf.store.label_audits import AuditRecord, SuspectRow, get_audit, list_audits, suspects
 
 from ..context import ServerDep, render
+from ..params import AuditFilter
 
 router = APIRouter(tags=["labels"])
-
-PAGE = 50  # studies an audit's page shows at first
 
 
 def audits_data(server: ServerDep) -> list[AuditRecord]:
@@ -33,15 +32,24 @@ class AuditView:
     audit: AuditRecord
     suspects: list[SuspectRow]
     thumbnails: dict[int, int]  # study id -> its first image's id
+    chosen: AuditFilter
+
+    def fold_run(self, row: SuspectRow) -> int | None:
+        """The run of the fold model that scored ROW (its Grad-CAM is on that run's study page)."""
+        return self.audit.runs[row.fold] if 0 <= row.fold < len(self.audit.runs) else None
 
     def to_dict(self) -> dict:
         return {"audit": self.audit.to_dict(), "suspects": [plain(s) for s in self.suspects]}
 
 
-def audit_data(server: ServerDep, audit_id: int, top: Annotated[int, Query(ge=1, le=100_000)] = PAGE) -> AuditView:
+async def audit_filter(chosen: Annotated[AuditFilter, Query()]) -> AuditFilter:
+    return chosen
+
+
+def audit_data(server: ServerDep, audit_id: int, chosen: Annotated[AuditFilter, Depends(audit_filter)]) -> AuditView:
     audit = get_audit(server.engine, audit_id)
-    rows = suspects(server.engine, audit_id, limit=top)
-    return AuditView(audit, rows, first_images(server.engine, [r.study_id for r in rows]))
+    rows = [row for row in suspects(server.engine, audit_id) if chosen.keeps(row)][:chosen.top]
+    return AuditView(audit, rows, first_images(server.engine, [r.study_id for r in rows]), chosen)
 
 
 Audits = Annotated[list[AuditRecord], Depends(audits_data)]
