@@ -84,7 +84,8 @@ def test_suspects_reviewed_and_relabelled_in_chromium_land_in_history_and_rebase
     [change] = [e for e in shown["events"] if e["kind"] == "relabel"]
     assert (change["old_label"], change["new_label"], change["reason"]) == (old, new, "review")
     assert change["audit_id"] == top["audit"], "the relabel names the audit that flagged the study"
-    assert "labels of 1 study changed since split 'before' was made" in bonedb(db_url, "split", "show", "before").output
+    shown = bonedb(db_url, "split", "show", "before").output
+    assert "labels of 1 study changed since split 'before' was made" in shown and "1 by review" in shown, shown
     rebased = bonedb(db_url, "split", "create", "after", "--from", "before")
     assert rebased.exit_code == 0, rebased.output
     assert "labels changed since" not in bonedb(db_url, "split", "show", "after").output

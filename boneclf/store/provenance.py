@@ -217,6 +217,7 @@ class LabelChanges(Result):
     pinned_version: int | None = None
     current_version: int | None = None
     subset: str | None = None  # counted in this subset only
+    by_review: int = 0  # of STUDIES, those a steward's decision relabelled since (`labels set`, Relabel in serve)
 
     computed = ("changed",)
 
@@ -231,8 +232,9 @@ class LabelChanges(Result):
             parts = ", ".join(f"{part} {n}" for part, n in self.per_part.items())
             which = f"{self.subset} " if self.subset else ""
             noun = "study" if self.studies == 1 else "studies"
+            review = f"; {self.by_review} by review" if self.by_review else ""
             said.append(f"labels of {self.studies} {which}{noun} changed since split {self.split!r} was made"
-                        f" ({parts}; pinned {describe_version(self.pinned_version)}, "
+                        f" ({parts}{review}; pinned {describe_version(self.pinned_version)}, "
                         f"today {describe_version(self.current_version)})")
         if self.images_removed:
             said.append(f"{self.images_removed} image(s) of split {self.split!r} have been removed from the dataset "
@@ -255,11 +257,16 @@ def label_changes(conn: Connection, split: SplitRecord, *, parts=None, subset: s
     if subset:
         query = query.where(SplitAssignment.subset == subset)
     per_part = dict(sorted(conn.execute(query).all()))
+    # Of those, the studies a steward relabelled after the split pinned its labels (versions are ingest log ids).
+    reviewed = (query.with_only_columns(func.count(distinct(Study.id))).group_by(None)
+                .join(_history, _history.c.study_id == Study.id)
+                .where(_history.c.reason == REVIEW, _history.c.ingest_id > (split.label_version or 0)))
+    by_review = conn.execute(reviewed).scalar_one() if per_part else 0
     present = conn.execute(
         select(func.count()).select_from(SplitAssignment).where(SplitAssignment.split_id == split.id)
     ).scalar_one()
     return LabelChanges(split.name, sum(per_part.values()), per_part, max(split.images - present, 0),
-                        split.label_version, label_version(conn, split.dataset_id), subset)
+                        split.label_version, label_version(conn, split.dataset_id), subset, by_review)
 
 
 # -- history ------------------------------------------------------------------------------------
