@@ -28,6 +28,17 @@ class Result:
         return data
 
 
+def option_word(value: Any, unset: str = "none") -> str:
+    """A stored option for people: yes/no, lists joined by commas, UNSET for None."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return unset
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def plain(value: Any) -> Any:
     """`value` in JSON types: results, dataclasses and NamedTuples become dicts, tuples lists."""
     if callable(getattr(value, "to_dict", None)):

@@ -18,7 +18,7 @@ from boneclf.ml.evaluation import (
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
 from boneclf.ml.training_data import LABEL_SOURCES
-from boneclf.results import fmt, plural
+from boneclf.results import fmt, option_word, plural
 from boneclf.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.store.provenance import describe_version
 from boneclf.store.runs import STATUSES, get_run, list_runs
@@ -104,7 +104,7 @@ def show(database: Database, run_id, json_mode):
              ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
              ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else None),
              ("host", f"{run.host}, TensorFlow {run.tf_version}"), ("files", run.artifact_dir),
-             ("image spec", ", ".join(f"{k} {_value(v)}" for k, v in sorted(run.image_spec.items()))),
+             ("image spec", ", ".join(f"{k} {option_word(v, '-')}" for k, v in sorted(run.image_spec.items()))),
              ("validation", run.headline() or None)]
     for key, value in lines:
         if value is not None:
@@ -114,7 +114,7 @@ def show(database: Database, run_id, json_mode):
         click.echo(f"note: {synthetic}")
     click.echo("parameters")
     for key, value in sorted(run.parameters.items()):
-        click.echo(f"  {key:15s} {_value(value)}")
+        click.echo(f"  {key:15s} {option_word(value, '-')}")
     if evaluation is not None:
         click.echo(f"{'evaluated':13s} on {evaluation.subset} (evaluation {evaluation.evaluation_id}) "
                    f"{scored_against(evaluation)}: `bonedb evaluate {run_id}` prints it in full")
@@ -126,17 +126,6 @@ def scored_against(evaluation: EvaluationResult) -> str:
         return "against the labels of its day (not recorded)"
     which = "the split's pinned labels" if evaluation.labels == "pinned" else "today's labels"
     return f"against {which}, {describe_version(evaluation.label_version)}, split hash {evaluation.split_hash}"
-
-
-def _value(value) -> str:
-    """A parameter for people: yes/no, lists joined, "-" for unset (None)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 @runs.command("import")

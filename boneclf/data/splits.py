@@ -25,7 +25,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine, delete, distinct, func, insert, select
 
 from boneclf.errors import BonedbError
-from boneclf.results import Result, plural
+from boneclf.results import Result, option_word, plural
 from boneclf.store.bulk import insert_rows, paused_gc
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.keys import inserted_id
@@ -97,20 +97,9 @@ _STORED_IF_SET = {"group_by": "both", "groups_from": None, "group_pattern": None
                   "dedupe": False}
 
 
-def _word(value) -> str:
-    """A stored option for people: lists joined, yes/no, "none" for unset."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def describe_parameters(parameters: dict) -> str:
     """A split's stored options as "key value" pairs: "dataset mura-v1.1, parts elbow,hand, val 0.1"."""
-    return ", ".join(f"{key.replace('_', '-')} {_word(value)}" for key, value in sorted(parameters.items()))
+    return ", ".join(f"{key.replace('_', '-')} {option_word(value)}" for key, value in sorted(parameters.items()))
 
 
 def parameter_differences(there: dict, here: dict) -> str:
@@ -118,7 +107,8 @@ def parameter_differences(there: dict, here: dict) -> str:
     def value(options: dict, key: str):
         return options.get(key, _STORED_IF_SET.get(key))  # left out when stored: the default
 
-    return "; ".join(f"{key.replace('_', '-')} {_word(value(there, key))} there, {_word(value(here, key))} here"
+    return "; ".join(f"{key.replace('_', '-')} {option_word(value(there, key))} there, "
+                     f"{option_word(value(here, key))} here"
                      for key in sorted(there.keys() | here.keys()) if value(there, key) != value(here, key))
 
 
