@@ -78,6 +78,7 @@ def suspects_(database: Database, dataset, parts, folds, arch, weights, image_si
                          tensorboard=not no_tensorboard)
     result = audit_labels(database.engine, dataset, config, folds=folds, progress=progress_for(json_mode),
                           verbose=0 if json_mode else 2)
+    _caution(result.suspects)
     if json_mode:
         print_json([_json_row(result.audit.id, row) for row in result.suspects])
         return
@@ -103,12 +104,13 @@ def show(database: Database, audit, top, json_mode):
       bonedb labels show 1 --top 50
     """
     record = get_audit(database.engine, audit)
-    rows = suspects(database.engine, audit, None if json_mode else top)
+    rows = suspects(database.engine, audit)
+    _caution(rows)
     if json_mode:
         print_json([_json_row(audit, row) for row in rows])
         return
     _describe(record)
-    _table(rows)
+    _table(rows[:top])
 
 
 @labels.command("audits")
@@ -170,6 +172,15 @@ def _json_row(audit_id: int, row: SuspectRow) -> dict:
     return {"audit": audit_id, "rank": row.rank, "score": row.score, "flagged": row.flagged, "dataset": row.dataset,
             "patient": row.patient, "part": row.part, "study": row.study, "label": row.label,
             "probability": row.probability, "fold": row.fold, "current_label": row.current_label}
+
+
+def _caution(rows: list[SuspectRow]) -> None:
+    """Say so, on stderr, when the fold models learned too little for the ranking to mean much."""
+    from boneclf.ml.label_ranking import caution
+
+    found = caution([r.label for r in rows], [r.probability for r in rows])
+    if found:
+        click.echo(f"warning: {found}", err=True)
 
 
 def _version(version: int | None) -> str:

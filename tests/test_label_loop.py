@@ -8,8 +8,10 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
 from boneclf.cli.main import cli
@@ -19,16 +21,18 @@ from boneclf.data.splits import SplitOptions, create_split, load_records
 from boneclf.data.synth import synth_mura
 from boneclf.errors import Interrupted
 from boneclf.ml.label_audit import audit_labels
+from boneclf.ml.label_ranking import caution, rank_labels
 from boneclf.ml.tf_env import keras as _keras
 from boneclf.ml.training import TrainConfig
 from boneclf.store import migrate
 from boneclf.store.duplicates import group_memberships
 from boneclf.store.engine import make_engine
-from boneclf.store.label_audits import list_audits
+from boneclf.store.label_audits import create_audit, list_audits, store_scores
 from boneclf.store.provenance import label_history
 from boneclf.store.queries import get_split, split_images
 from boneclf.store.schema import DuplicateGroup, DuplicateMember, Image, Patient, Study, TrainingRun
 from boneclf.vocabulary import BODY_PARTS
+from boneclf.web.app import create_app
 
 from conftest import FAST
 
@@ -103,6 +107,33 @@ def test_out_of_fold_ranking_does_not_find_flips_among_shuffled_labels(tmp_path)
     assert top20 < 3 * 0.2, top20
 
 
+def _ranked_recall(labels, probabilities, flipped, fraction=0.1) -> float:
+    ranking = rank_labels(labels, probabilities)
+    top = ranking.ranks <= round(len(labels) * fraction)
+    return float(top[flipped].mean())
+
+
+def test_the_ranking_is_class_aware_so_flips_on_an_unbalanced_set_are_not_found_by_a_model_that_learned_nothing():
+    # 75% abnormal, as the Kaggle-style set is 74%: random flips mostly turn abnormal into normal. A model that
+    # learned nothing predicts about the prior for every study; ranking by raw self-confidence then puts every
+    # normal label first, and with it most flips (about 2.5 times chance). Class-adjusted scores must not.
+    chance, blind, seeing, warned = 0.1, [], [], []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        truth = (rng.random(400) < 0.75).astype(int)
+        flipped = rng.random(400) < 0.05
+        labels = np.where(flipped, 1 - truth, truth)
+        learned_nothing = np.clip(0.75 + rng.normal(0, 0.03, 400), 0, 1)
+        learned = np.clip(np.where(truth == 1, 0.8, 0.25) + rng.normal(0, 0.15, 400), 0.01, 0.99)
+        blind.append(_ranked_recall(labels, learned_nothing, flipped))
+        seeing.append(_ranked_recall(labels, learned, flipped))
+        warned.append((caution(labels, learned_nothing) is not None, caution(labels, learned) is not None))
+    assert np.mean(blind) < 1.5 * chance, blind
+    assert np.mean(seeing) > 5 * chance, seeing
+    # The steward is told when the models learned nothing, and only then.
+    assert all(nothing and not something for nothing, something in warned), warned
+
+
 def _tiny(engine, tmp_path) -> None:
     synth_mura(tmp_path / "data", patients=40, size=32, seed=7)
     ingest_mura(engine, tmp_path / "data")
@@ -175,7 +206,7 @@ def test_folds_keep_leak_groups_apart_and_a_second_run_reuses_them(engine, tmp_p
                     "--augment", "flip", "--image-size", 32, "--epochs", 2, "--patience", 2, "--lr", 1e-3,
                     "--no-tensorboard", "--runs-dir", tmp_path / "runs", "--json")
     assert shown.exit_code == 0, shown.output
-    rows = json.loads(shown.output)
+    rows = json.loads(shown.stdout)  # a warning, if the tiny models learned nothing, goes to stderr
     assert [r["rank"] for r in rows] == ranks and {r["audit"] for r in rows} == {1}
     assert {"dataset", "patient", "part", "study", "label", "score", "rank"} <= set(rows[0])
     with engine.connect() as conn:
@@ -184,6 +215,25 @@ def test_folds_keep_leak_groups_apart_and_a_second_run_reuses_them(engine, tmp_p
     assert audit.runs == result.audit.runs and audit.label_version == 1
     listed = cli_run(engine, "labels", "audits")
     assert listed.exit_code == 0 and "finished" in listed.output
+
+
+def test_an_audit_whose_models_learned_nothing_says_so(engine, tmp_path):
+    # Stored as an audit is: every study scored, here at one probability for all (a model that learned nothing).
+    _tiny(engine, tmp_path)
+    with engine.begin() as conn:
+        studies = conn.execute(select(Study.id, Study.label).order_by(Study.id)).all()
+        audit = create_audit(conn, 1, list(BODY_PARTS), 2, {"arch": "cnn"}, 1, "cleanlab (stored by the test)")
+    ranking = rank_labels([s.label for s in studies], [0.5] * len(studies))
+    store_scores(engine, audit, [(s.id, 0, s.label, 0.5, float(score), int(rank), bool(flag)) for s, score, rank, flag
+                                 in zip(studies, ranking.scores, ranking.ranks, ranking.flagged)])
+    shown = cli_run(engine, "labels", "show", audit, "--json")
+    assert shown.exit_code == 0 and len(json.loads(shown.stdout)) == len(studies)
+    assert "warning: the fold models barely tell the labels apart (out-of-fold AUROC 0.50" in shown.stderr
+    assert "close to chance" in cli_run(engine, "labels", "show", audit).stderr
+    # The review queue in serve says it above the ranking, and its API with it.
+    with TestClient(create_app(engine.url.render_as_string(hide_password=False), cache_dir=tmp_path / "cache")) as web:
+        assert "barely tell the labels apart" in web.get(f"/api/labels/{audit}").json()["caution"]
+        assert "Caution: the fold models barely tell" in web.get(f"/labels/{audit}").text
 
 
 def _a_study(engine) -> tuple[str, str, int, int]:

@@ -3,6 +3,10 @@
 `cleanlab.rank.get_label_quality_scores` gives each study a score in 0..1 (low: its label disagrees with
 what models that never saw it predict); `cleanlab.filter.find_label_issues` flags the studies confident
 learning estimates to be mislabelled, given the noise it estimates between the two classes.
+
+Scores are class-adjusted (cleanlab's `adjust_pred_probs`): each class's average confidence is subtracted
+first. Without it, on a set that is mostly one class, a model that learned nothing still ranks every study of
+the minority class first, and random label flips, which mostly land in the minority class, look found.
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ import numpy as np
 
 from boneclf.errors import BonedbError
 
+from .metrics import roc_auc
+
 SCORE_METHOD = "self_confidence"
+ADJUSTED = True
+
+# Below this out-of-fold AUROC (the fold models' probabilities against the labels they scored) the models have
+# learned too little for their disagreement to mean much: the ranking is then near chance. BENCHMARKS.md,
+# "Label audit on real radiographs", gives the AUROCs of planted and shuffled-label audits.
+MIN_SEPARATION = 0.65
 
 
 class Ranking(NamedTuple):
@@ -26,7 +38,7 @@ def method_name() -> str:
     """What ranked an audit, as stored with it."""
     import cleanlab
 
-    return f"cleanlab {cleanlab.__version__} {SCORE_METHOD}"
+    return f"cleanlab {cleanlab.__version__} {SCORE_METHOD}{', class-adjusted' if ADJUSTED else ''}"
 
 
 def rank_labels(labels, probabilities) -> Ranking:
@@ -41,10 +53,25 @@ def rank_labels(labels, probabilities) -> Ranking:
     if len(set(labels.tolist())) < 2:
         raise BonedbError("every audited study has the same label: there is nothing to tell apart")
     pred_probs = np.column_stack([1 - p, p])
-    scores = get_label_quality_scores(labels, pred_probs, method=SCORE_METHOD)
+    scores = get_label_quality_scores(labels, pred_probs, method=SCORE_METHOD, adjust_pred_probs=ADJUSTED)
     # n_jobs=1: cleanlab's worker processes would fork a process that holds TensorFlow.
     flagged = find_label_issues(labels, pred_probs, n_jobs=1)
     order = np.lexsort((np.arange(len(scores)), scores))
     ranks = np.empty(len(scores), dtype=int)
     ranks[order] = np.arange(1, len(scores) + 1)
     return Ranking(np.asarray(scores, dtype=float), ranks, np.asarray(flagged, dtype=bool))
+
+
+def separation(labels, probabilities) -> float:
+    """How well the out-of-fold probabilities tell the labels apart: AUROC, 0.5 for a model that learned nothing."""
+    return roc_auc(labels, probabilities)
+
+
+def caution(labels, probabilities) -> str | None:
+    """A warning when the fold models learned too little for the ranking to mean much, else None."""
+    value = separation(labels, probabilities)
+    if value != value or value >= MIN_SEPARATION:  # NaN: one class only, refused elsewhere
+        return None
+    return (f"the fold models barely tell the labels apart (out-of-fold AUROC {value:.2f}, under "
+            f"{MIN_SEPARATION}): this ranking is close to chance; train them longer or larger (--epochs, "
+            "--image-size, --arch) before reviewing")

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from boneclf.data.browse import first_images, study_detail
 from boneclf.data.label_decisions import LabelDecision, set_label
 from boneclf.errors import BonedbError
+from boneclf.ml.label_ranking import caution
 from boneclf.results import plain
 from boneclf.store.label_audits import AuditRecord, SuspectRow, get_audit, list_audits, suspects
 
@@ -33,13 +34,14 @@ class AuditView:
     suspects: list[SuspectRow]
     thumbnails: dict[int, int]  # study id -> its first image's id
     chosen: AuditFilter
+    caution: str | None  # the fold models learned too little for the ranking to mean much
 
     def fold_run(self, row: SuspectRow) -> int | None:
         """The run of the fold model that scored ROW (its Grad-CAM is on that run's study page)."""
         return self.audit.runs[row.fold] if 0 <= row.fold < len(self.audit.runs) else None
 
     def to_dict(self) -> dict:
-        return {"audit": self.audit.to_dict(), "suspects": [plain(s) for s in self.suspects]}
+        return {"audit": self.audit.to_dict(), "caution": self.caution, "suspects": [plain(s) for s in self.suspects]}
 
 
 async def audit_filter(chosen: Annotated[AuditFilter, Query()]) -> AuditFilter:
@@ -48,8 +50,10 @@ async def audit_filter(chosen: Annotated[AuditFilter, Query()]) -> AuditFilter:
 
 def audit_data(server: ServerDep, audit_id: int, chosen: Annotated[AuditFilter, Depends(audit_filter)]) -> AuditView:
     audit = get_audit(server.engine, audit_id)
-    rows = [row for row in suspects(server.engine, audit_id) if chosen.keeps(row)][:chosen.top]
-    return AuditView(audit, rows, first_images(server.engine, [r.study_id for r in rows]), chosen)
+    scored = suspects(server.engine, audit_id)
+    rows = [row for row in scored if chosen.keeps(row)][:chosen.top]
+    return AuditView(audit, rows, first_images(server.engine, [r.study_id for r in rows]), chosen,
+                     caution([r.label for r in scored], [r.probability for r in scored]))
 
 
 Audits = Annotated[list[AuditRecord], Depends(audits_data)]
