@@ -35,6 +35,7 @@ try:
         stats,
         synth,
         train,
+        tune,
     )
     from .context import Database
 except (KeyboardInterrupt, RuntimeError) as exc:
@@ -160,7 +161,7 @@ for _command in (
     db.db, synth.synth, ingest.ingest, ingest_folder.ingest_folder, ingest_dicom.ingest_dicom, log.log,
     history.history, labels.labels, stats.stats,
     split.split, duplicates.duplicates, export.export, audit.audit, train.train, train.weights, runs.runs,
-    runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
+    tune.tune, runs.evaluate, predict.predict, report.report, serve.serve, demo.demo,
 ):
     cli.add_command(_command)
 

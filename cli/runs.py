@@ -225,10 +225,10 @@ def evaluate(database: Database, run_id, subset, labels, json_mode):
       bonedb evaluate 3 --labels current      # against today's labels, after a relabel
     """
     result = evaluate_run(database.engine, run_id, subset, labels)
-    emit(result, json_mode, _human_evaluation)
+    emit(result, json_mode, print_evaluation)
 
 
-def _human_evaluation(result: EvaluationResult) -> None:
+def print_evaluation(result: EvaluationResult) -> None:
     overall = result.overall
     changes = result.label_changes
     if changes is not None and changes.changed:

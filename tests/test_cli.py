@@ -102,5 +102,5 @@ def test_every_command_documents_itself_with_an_example():
 def test_every_command_is_registered():
     assert set(cli.commands) == {
         "audit", "db", "demo", "duplicates", "evaluate", "export", "history", "ingest", "ingest-dicom", "ingest-folder", "labels",
-        "log", "predict", "report", "runs", "serve", "split", "stats", "synth", "train", "weights",
+        "log", "predict", "report", "runs", "serve", "split", "stats", "synth", "train", "tune", "weights",
     }

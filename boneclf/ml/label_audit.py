@@ -32,19 +32,14 @@ from boneclf.store.label_audits import (
 )
 from boneclf.store.provenance import label_version
 from boneclf.store.queries import dataset_id_of, split_images
-from boneclf.store.runs import get_runs, runs_using_split
 from boneclf.store.schema import SplitVersion
 from boneclf.vocabulary import FRACTURE
 
 from .evaluation import load_run_model, predict_examples
 from .label_ranking import method_name, rank_labels
-from .run_folder import settle_dead_runs, still_training
+from .run_reuse import identity, train_or_reuse
 from .train_config import TrainConfig
-from .training import resume, train
 from .training_data import load_stage_data
-
-# Options that change how a run is fed or logged, not what it learns: not part of what makes an audit the same.
-_NOT_IDENTITY = ("split", "runs_dir", "cache_dir", "cache", "tensorboard", "precompute", "parts", "stage", "shared")
 
 
 @dataclass
@@ -73,10 +68,10 @@ def audit_labels(engine: Engine, dataset: str, config: TrainConfig, *, folds: in
         parts = list(config.parts or dataset_parts(conn, dataset_id))
         version = label_version(conn, dataset_id)
     config = replace(config, parts=tuple(parts))
-    identity = {k: v for k, v in config.to_parameters().items() if k not in _NOT_IDENTITY}
+    options = identity(config)
     with engine.begin() as conn:
-        found = find_audit(conn, dataset_id, parts, folds, identity, version)
-        audit_id = found.id if found else create_audit(conn, dataset_id, parts, folds, identity, version,
+        found = find_audit(conn, dataset_id, parts, folds, options, version)
+        audit_id = found.id if found else create_audit(conn, dataset_id, parts, folds, options, version,
                                                        method_name())
     if found is not None and found.status == "finished":
         return AuditResult(found, suspects=suspects(engine, found.id), reused=True)
@@ -98,34 +93,13 @@ def audit_labels(engine: Engine, dataset: str, config: TrainConfig, *, folds: in
 def _fold_run(engine: Engine, audit_id: int, split: FoldSplit, config: TrainConfig, progress, verbose,
               callbacks) -> tuple[int, str]:
     """The finished run of a fold: one already trained on its split, one resumed, or a new one."""
-    with engine.connect() as conn:
-        ids = runs_using_split(conn, split.split_id)
-    runs = sorted(settle_dead_runs(engine, get_runs(engine, ids)), key=lambda r: r.id)
-    wanted = {k: v for k, v in config.to_parameters().items() if k not in _NOT_IDENTITY}
-    runs = [r for r in runs if {k: r.parameters.get(k) for k in wanted} == wanted]
-    finished = [r for r in runs if r.status == "finished"]
-    if finished:
-        return finished[-1].id, "reused"
     again = f"run the same `bonedb labels suspects` again to continue label audit {audit_id}"
     try:
-        if runs:
-            last = runs[-1]
-            if last.status == "running" and still_training(last):
-                raise BonedbError(f"fold {split.fold}'s run {last.id} is training in another process: wait for it, "
-                                  f"then {again}")
-            result = resume(engine, last.id, progress=progress, verbose=verbose, callbacks=callbacks)
-            return _finished(result.run_id), "resumed"
-        [result] = train(engine, replace(config, split=split.name), progress=progress, verbose=verbose,
-                         callbacks=callbacks)
-        return _finished(result.run_id), "trained"
+        return train_or_reuse(engine, split.split_id, replace(config, split=split.name), progress=progress,
+                              verbose=verbose, callbacks=callbacks, busy=f"{again} (fold {split.fold})")
     except KeyboardInterrupt:
         raise Interrupted(f"fold {split.fold} of label audit {audit_id} was interrupted; {again} (finished folds "
                           "are reused, the interrupted one resumes from its last epoch)") from None
-
-
-def _finished(run_id: int | None) -> int:
-    assert run_id is not None, "a fold's run is recorded in the database"
-    return run_id
 
 
 # (study id, fold, label as scored, probability)
