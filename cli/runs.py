@@ -7,14 +7,8 @@ from pathlib import Path
 import click
 
 from boneclf.errors import BonedbError
-from boneclf.ml.evaluation import (
-    SUBSETS,
-    EvaluationResult,
-    compare_runs,
-    evaluate_run,
-    latest_result,
-    synthetic_rows_note,
-)
+from boneclf.ml.comparison import compare_runs, interval_verdict, synthetic_rows_note
+from boneclf.ml.evaluation import SUBSETS, EvaluationResult, evaluate_run, latest_result
 from boneclf.ml.metrics import format_interval, format_report
 from boneclf.ml.run_folder import delete_runs, settle_dead_runs, settle_running
 from boneclf.ml.training_data import LABEL_SOURCES
@@ -191,13 +185,21 @@ def compare(database: Database, run_ids, json_mode, csv_mode):
     rows = compare_runs(database.engine, list(run_ids))
     note = synthetic_rows_note(rows)
     if csv_mode:
-        print_csv(rows)
+        print_csv([_compared(row) for row in rows])
         if note:  # stdout stays plain CSV; each row's data column says it too
             click.echo(f"note: {note}", err=True)
         return
-    emit(rows, json_mode, print_table)
-    if note and not json_mode:
-        click.echo(f"note: {note}")
+    emit(rows, json_mode, lambda found: print_table([_compared(row) for row in found]))
+    if not json_mode:
+        for line in ([note] if note else []) + interval_verdict(rows):
+            click.echo(f"note: {line}")
+
+
+def _compared(row) -> dict:
+    """A comparison row as the table shows it: the raw interval is already in its formatted column."""
+    shown = row.to_dict()
+    shown.pop("interval")
+    return shown
 
 
 @click.command("evaluate")

@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
-from boneclf.ml.evaluation import compare_runs
+from boneclf.ml.comparison import ComparisonRow, compare_runs, interval_verdict
 from boneclf.ml.metrics import binary_metrics, multiclass_metrics
 from boneclf.scores import BinaryMetrics, MulticlassMetrics, metrics_from_dict
 from boneclf.store.queries import get_split
@@ -73,8 +73,30 @@ def test_comparing_runs_costs_the_same_queries_for_one_run_or_many(engine, mura)
     assert [r.run for r in rows] == ids and [r.scored_on for r in rows] == ["test", "val"] * 3
     assert {r.data for r in rows} == {"synthetic"}, "a comparison says what each run trained on"
     assert rows[0].study_kappa == pytest.approx(1.0) and rows[0].kappa_ci
+    assert rows[0].train_minutes is not None and rows[0].model_parameters is None, "no model file was written"
     with pytest.raises(Exception, match=f"no training run {ids[-1] + 1}"):
         compare_runs(engine, [ids[0], ids[-1] + 1])
+
+
+def _scored(run: int, kappa: float, interval: list[float], stage: str = "fracture") -> ComparisonRow:
+    return ComparisonRow(run, stage, "cnn", "humerus", 64, "finished", "test", study_kappa=kappa, interval=interval)
+
+
+def test_a_comparison_names_a_winner_only_when_the_intervals_allow_it():
+    overlapping = interval_verdict([_scored(3, 0.45, [0.30, 0.60]), _scored(4, 0.40, [0.25, 0.55])])
+    assert overlapping == ["the study kappa intervals of runs 3 and 4 overlap: this test set does not tell them apart "
+                           "(run 3 has the highest point figure, which is not enough)"]
+    apart = interval_verdict([_scored(3, 0.70, [0.62, 0.78]), _scored(4, 0.40, [0.25, 0.55])])
+    assert apart == ["run 3's study kappa interval lies above every other run's: on this test set it is the better "
+                     "model"]
+    mixed = interval_verdict([_scored(3, 0.70, [0.60, 0.80]), _scored(4, 0.65, [0.55, 0.75]),
+                              _scored(5, 0.20, [0.05, 0.35])])
+    assert mixed == ["run 3 is ahead of run 5 on study kappa, but its interval overlaps that of run 4: no winner "
+                     "among runs 3 and 4"]
+    # Validation figures carry no interval and one run compares with nothing: no verdict.
+    assert interval_verdict([_scored(3, 0.7, [0.6, 0.8])]) == []
+    assert interval_verdict([_scored(3, 0.7, [0.6, 0.8]), ComparisonRow(4, "fracture", "cnn", "humerus", 64,
+                                                                        "finished", "val", study_kappa=0.9)]) == []
 
 
 def test_metrics_are_typed_and_stored_as_before():

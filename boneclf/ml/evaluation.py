@@ -23,9 +23,7 @@ from boneclf.store.runs import (
     EvaluationRecord,
     RunRecord,
     get_run,
-    get_runs,
     latest_evaluation,
-    latest_evaluations,
     save_evaluation,
 )
 from boneclf.vocabulary import BODYPART
@@ -282,64 +280,6 @@ def _write_predictions(path: Path, examples: Examples, probabilities: np.ndarray
                              examples.labels[i], *(f"{p:.6f}" for p in probabilities[i])])
 
 
-@dataclass
-class ComparisonRow(Result):
-    """One run in the paper's model comparison, scored on its latest test evaluation (else validation)."""
-
-    run: int
-    stage: str
-    architecture: str
-    parts: str
-    image_size: int | None
-    status: str
-    scored_on: str
-    data: str | None = None  # what it trained on: mura, folder, dicom or synthetic (None: split gone)
-    accuracy: float | None = None  # stage 1: body-part accuracy; stage 2: image accuracy
-    accuracy_ci: str = ""
-    image_auc: float | None = None
-    study_kappa: float | None = None
-    kappa_ci: str = ""
-    study_auc: float | None = None
-    auc_ci: str = ""
-
-
-def synthetic_rows_note(rows: list[ComparisonRow]) -> str | None:
-    """One note under a comparison that holds runs trained on synthetic pictures (None: none does)."""
-    synthetic = [str(row.run) for row in rows if row.data == "synthetic"]
-    if not synthetic:
-        return None
-    return (f"run{'s' if len(synthetic) > 1 else ''} {', '.join(synthetic)} trained on synthetic pictures (drawn by "
-            "`bonedb synth`): their figures describe no real radiographs")
-
-
-def comparison_row(run: RunRecord, evaluation: EvaluationResult | None) -> ComparisonRow:
-    row = ComparisonRow(run.id, run.stage, run.architecture, ",".join(run.parts), run.image_spec.get("size"),
-                        run.status, evaluation.subset if evaluation else ("val" if run.metrics else "none"),
-                        run.data)
-    overall = evaluation.overall if evaluation else metrics_from_dict(run.metrics)
-    if isinstance(overall, BinaryMetrics):
-        study = overall.study
-        row.accuracy, row.image_auc = overall.image.accuracy, overall.image.auc
-        row.study_kappa, row.study_auc = study.kappa, study.auc
-        row.kappa_ci, row.auc_ci = format_interval(study.kappa_ci), format_interval(study.auc_ci)
-    elif overall is not None:
-        row.accuracy = overall.accuracy
-        row.accuracy_ci = format_interval(overall.accuracy_ci)
-    return row
-
-
 def latest_result(engine: Engine, run: RunRecord, subset: str | None = "test") -> EvaluationResult | None:
     record = latest_evaluation(engine, run.id, subset)
     return None if record is None else EvaluationResult.from_record(run, record)
-
-
-def compare_runs(engine: Engine, run_ids: list[int]) -> list[ComparisonRow]:
-    """The paper's model comparison: one row per run, with intervals (four queries however many runs)."""
-    runs = get_runs(engine, run_ids)
-    tests = latest_evaluations(engine, run_ids, "test")
-    others = latest_evaluations(engine, run_ids, None)
-    rows = []
-    for run in runs:
-        record = tests.get(run.id) or others.get(run.id)
-        rows.append(comparison_row(run, None if record is None else EvaluationResult.from_record(run, record)))
-    return rows

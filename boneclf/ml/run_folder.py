@@ -113,6 +113,25 @@ def predictions_file(folder: Path, subset: str, labels: str | None) -> Path:
     return folder / (f"predictions_{subset}_current.csv" if labels == "current" else f"predictions_{subset}.csv")
 
 
+def model_parameters(artifact_dir: str) -> int | None:
+    """The weights in a run's model.keras, as Keras' count_params gives them, read from the file's weights (the
+    "layers" group; the optimizer's state is not the model's) without loading TensorFlow. None: no model."""
+    import zipfile
+
+    import h5py
+
+    path = Path(artifact_dir) / MODEL_FILE
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as stored:
+            weights = h5py.File(stored, "r")
+            sizes: list[int] = []
+            weights["layers"].visititems(lambda _name, item: sizes.append(item.size)
+                                         if isinstance(item, h5py.Dataset) else None)
+            return int(sum(sizes))
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def write_json(path: Path, data: Any) -> None:
     """A run's JSON file, written whole (a reader never sees half of it)."""
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

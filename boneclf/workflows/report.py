@@ -33,14 +33,8 @@ from boneclf.clock import utc_now
 from boneclf.data.splits import SUBSETS, SplitSummary, describe_parameters, split_summary
 from boneclf.errors import BonedbError
 from boneclf.files import atomic_write
-from boneclf.ml.evaluation import (
-    ComparisonRow,
-    EvaluationResult,
-    comparison_row,
-    evaluate_run,
-    latest_result,
-    predictions_file,
-)
+from boneclf.ml.comparison import ComparisonRow, comparison_row, interval_verdict
+from boneclf.ml.evaluation import EvaluationResult, evaluate_run, latest_result, predictions_file
 from boneclf.ml.metrics import MIN_STUDIES_FOR_INTERVAL, effective_size, interval_caveat
 from boneclf.results import Result, fmt, plural
 from boneclf.scores import BinaryMetrics, MulticlassMetrics
@@ -219,6 +213,7 @@ def build_report(engine: Engine, run_ids: list[int], out: Path) -> ReportResult:
     page = _templates().get_template("report.html").render(
         title=title, written=utc_now().strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         problems=_problems_table(result.problems), comparison=_comparison_table(comparison),
+        verdicts=interval_verdict([row for row, _ in comparison]),
         splits=[_split_view(engine, name, data[name]) for name in sorted(data)], runs=views,
         natures={facts.nature for facts in data.values()}, synthetic=result.synthetic, colours=PART_COLOURS,
         data_words=DATA_WORDS)
@@ -278,14 +273,16 @@ def _tested_on(run: RunRecord, evaluation: EvaluationResult | None) -> str:
 
 def _comparison_table(rows: list[tuple[ComparisonRow, str]]) -> Table:
     columns = ["Run", "Stage", "Architecture", "Body parts", "Image size", "Status", "Scored on",
-               "Accuracy (95% CI)", "Image AUC", "Study kappa (95% CI)", "Study AUC (95% CI)", "Intervals rest on"]
+               "Accuracy (95% CI)", "Image AUC", "Study kappa (95% CI)", "Study AUC (95% CI)", "Intervals rest on",
+               "Training (min)", "Parameters"]
     cells = []
     for r, size in rows:
         parts = r.parts.replace(",", ", ") if r.parts.count(",") < 3 else f"all {r.parts.count(',') + 1}"
         cells.append([str(r.run), "body part" if r.stage == BODYPART else "normal/abnormal", r.architecture, parts,
                       cell(r.image_size, 0), r.status, r.scored_on, with_interval(r.accuracy, r.accuracy_ci),
                       cell(r.image_auc), with_interval(r.study_kappa, r.kappa_ci),
-                      with_interval(r.study_auc, r.auc_ci), size])
+                      with_interval(r.study_auc, r.auc_ci), size, cell(r.train_minutes, 1),
+                      f"{r.model_parameters:,}" if r.model_parameters is not None else "n/a"])
     return Table(columns, cells)
 
 

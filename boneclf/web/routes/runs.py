@@ -50,7 +50,7 @@ class RunsView:
 
 
 def runs_data(server: ServerDep) -> RunsView:
-    from boneclf.ml.evaluation import compare_runs
+    from boneclf.ml.comparison import compare_runs
 
     runs = list_runs(server.engine)
     return RunsView(runs, compare_runs(server.engine, [r.id for r in runs]))
