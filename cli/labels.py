@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import click
 
-from boneclf.ml.backbones import REGISTRY
-from boneclf.ml.models import AUGMENTATIONS
 from boneclf.store.label_audits import AuditRecord, SuspectRow, get_audit, list_audits, suspects
 from boneclf.vocabulary import label_word
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import json_option, model_options, parts_option, run_options
 from .output import emit, print_json, print_table, progress_for
 
 _LABELS = {"0": 0, "1": 1, "normal": 0, "abnormal": 1}
@@ -33,23 +31,8 @@ def labels():
 @click.argument("dataset")
 @parts_option("Body parts to audit. Default: all of the dataset's.")
 @click.option("--folds", default=5, show_default=True, help="Models trained; each scores the studies it never saw.")
-@click.option("--arch", type=click.Choice(list(REGISTRY)), help="Default: densenet121, as `bonedb train` stage 2.")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet, none (from scratch) or a no-top weights file.")
-@click.option("--image-size", type=int, help="Input size in pixels. Default: the architecture's.")
-@click.option("--epochs", default=10, show_default=True, help="Epochs per fold.")
-@click.option("--head-epochs", default=5, show_default=True, help="Phase 1 epochs (pretrained backbones).")
-@click.option("--batch-size", default=32, show_default=True, help="Images per training step.")
-@click.option("--lr", default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--seed", default=42, show_default=True, help="Seed for the folds, weights and shuffling.")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
-              help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only.")
-@click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where each fold's run folder goes.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="The persistent decoded cache. Default: <runs-dir>/decoded-cache.")
-@click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
+@model_options(epochs_help="Epochs per fold.", arch_help="Default: densenet121, as `bonedb train` stage 2.")
+@run_options(seed_help="Seed for the folds, weights and shuffling.", runs_help="Where each fold's run folder goes.")
 @click.option("--top", default=20, show_default=True, help="Studies shown (--json: all of them).")
 @json_option
 @pass_db

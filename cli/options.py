@@ -60,3 +60,50 @@ def confirmer(yes: bool):
         raise BonedbError(f"this would {action}: pass --yes to confirm (there is no terminal to ask on)")
 
     return confirm
+
+
+def _stacked(options):
+    """One decorator applying OPTIONS in the order given (as if written one above the other)."""
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def model_options(*, epochs_help: str = "Epochs of fine-tuning (or of end-to-end training).",
+                  arch_help: str = "Default: mobilenetv2 (stage 1), densenet121 (stage 2)."):
+    """What one model is: the options `train` and `labels suspects` share (`tune` searches them instead)."""
+    from boneclf.ml.backbones import REGISTRY
+    from boneclf.ml.models import AUGMENTATIONS
+
+    return _stacked([
+        click.option("--arch", type=click.Choice(list(REGISTRY)), help=arch_help),
+        click.option("--image-size", type=int, help="Input size in pixels. Default: the architecture's (224; cnn "
+                     "128)."),
+        click.option("--epochs", default=10, show_default=True, help=epochs_help),
+        click.option("--head-epochs", default=5, show_default=True, help="Phase 1 epochs (pretrained backbones)."),
+        click.option("--lr", default=1e-3, show_default=True, help="Learning rate (phase 2 uses a tenth of it)."),
+        click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
+                     help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only."),
+    ])
+
+
+def run_options(*, weights_default: str = "imagenet", seed_help: str = "Seed for weights, shuffling and "
+                "augmentation.", runs_help: str = "Where each run's folder (runs/<id>/) goes."):
+    """How runs are trained and kept: the options every command that trains shares (train, labels suspects,
+    tune), declared once so that they parse, default and read the same everywhere."""
+    return _stacked([
+        click.option("--weights", default=weights_default, show_default=True,
+                     help="imagenet (Keras' download, cached), none (from scratch) or a no-top weights file."),
+        click.option("--batch-size", default=32, show_default=True, help="Images per training step."),
+        click.option("--seed", default=42, show_default=True, help=seed_help),
+        click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs."),
+        click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+                     help=runs_help),
+        click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
+                     help="The persistent decoded cache. Default: <runs-dir>/decoded-cache."),
+        click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs (runs/<id>/tensorboard)."),
+    ])

@@ -10,14 +10,13 @@ import click
 from click.core import ParameterSource
 
 from boneclf.ml.backbones import REGISTRY
-from boneclf.ml.models import AUGMENTATIONS
 from boneclf.ml.train_config import CACHE_MODES, TrainConfig
 from boneclf.ml.training import RunResult, resume
 from boneclf.ml.training import train as train_stage
 from boneclf.vocabulary import STAGES
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import json_option, model_options, parts_option, run_options
 from .output import progress_for
 
 
@@ -36,34 +35,18 @@ def _verbose(json_mode: bool):
               "database; the run folder is recorded later with `bonedb runs import`.")
 @parts_option("Body parts. Default: all in the split.")
 @click.option("--shared", is_flag=True, help="Stage 2: one model over all chosen parts instead of one per part.")
-@click.option("--arch", type=click.Choice(list(REGISTRY)),
-              help="Default: mobilenetv2 (stage 1), densenet121 (stage 2).")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet (Keras' download, cached), none (from scratch) or a no-top weights file.")
-@click.option("--image-size", type=int, help="Input size in pixels. Default: the architecture's (224; cnn 128).")
-@click.option("--epochs", default=10, show_default=True, help="Epochs of fine-tuning (or of end-to-end training).")
-@click.option("--head-epochs", default=5, show_default=True, help="Phase 1 epochs (pretrained backbones).")
-@click.option("--batch-size", default=32, show_default=True, help="Images per training step.")
-@click.option("--lr", default=1e-3, show_default=True, help="Learning rate (phase 2 uses a tenth of it).")
-@click.option("--seed", default=42, show_default=True, help="Seed for weights, shuffling and augmentation.")
+@model_options()
+@run_options()
 @click.option("--fine-tune-from", default=0.3, show_default=True,
               help="Fraction of the backbone's top layers unfrozen in phase 2.")
 @click.option("--mixed-precision", is_flag=True, help="float16 compute, float32 output layer (GPUs).")
 @click.option("--pad", is_flag=True, help="Keep the aspect ratio: pad to square instead of stretching.")
 @click.option("--canny", is_flag=True, help="Train on Canny edge maps, as the seed paper tried.")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), default="paper", show_default=True,
-              help="paper: rotation, shift, zoom, horizontal flip; flip: horizontal flip only.")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default="persistent", show_default=True,
               help="Where decoded images are kept. persistent: in --cache-dir across runs (keyed by each file's "
               "content hash and the image spec: a second run at the same size decodes nothing) and in memory; "
               "memory: for this run only; disk: runs/<id>/cache; none: decoded every epoch.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="The persistent decoded cache. Default: <runs-dir>/decoded-cache.")
 @click.option("--no-precompute", is_flag=True, help="Phase 1 runs the frozen backbone every epoch instead of once.")
-@click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs (runs/<id>/tensorboard).")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where each run's folder (runs/<id>/) goes.")
 @click.option("--resume", "resume_id", type=int, metavar="RUN",
               help="Continue interrupted or failed run RUN from its last epoch, with its recorded options; "
               "only --no-tensorboard, --batch-size, --cache, --epochs and --patience may change.")

@@ -9,15 +9,19 @@ import click
 from boneclf.ml.backbones import REGISTRY
 from boneclf.ml.models import AUGMENTATIONS
 from boneclf.ml.train_config import TrainConfig
+from boneclf.ml.tune_space import MAX_HOURS, MAX_TRIALS, TUNERS, TuneSpace
 from boneclf.vocabulary import FRACTURE, STAGES
 
 from .context import Database, pass_db
-from .options import json_option, parts_option
+from .options import json_option, parts_option, run_options
 from .output import emit, print_table, progress_for
 from .runs import print_evaluation
 
-# The documented space's defaults (boneclf.ml.tuning.TuneSpace), repeated here as --help shows them.
-_SPACE = {"arch": "cnn", "image_size": "64,96,128", "lr": "1e-4,3e-3", "augment": "paper,flip", "epochs": "10,20,30"}
+_SPACE = TuneSpace()
+
+
+def _words(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _listed(kind, choices=None):
@@ -51,42 +55,34 @@ def _lr_range(_ctx, _param, value):
 @click.option("--stage", type=click.Choice(STAGES), default=FRACTURE, show_default=True,
               help="Stage 2 (fracture) trains one model over the chosen parts (as train --shared).")
 @parts_option("Body parts. Default: all in the split.")
-@click.option("--arch", "archs", default=_SPACE["arch"], show_default=True, metavar="A,B",
+@click.option("--arch", "archs", default=_words(_SPACE.archs), show_default=True, metavar="A,B",
               callback=_listed(str, list(REGISTRY)), help="Architectures searched.")
-@click.option("--image-size", "sizes", default=_SPACE["image_size"], show_default=True, metavar="N,N",
+@click.option("--image-size", "sizes", default=_words(_SPACE.image_sizes), show_default=True, metavar="N,N",
               callback=_listed(int), help="Input sizes searched.")
-@click.option("--lr", default=_SPACE["lr"], show_default=True, metavar="LOW,HIGH", callback=_lr_range,
+@click.option("--lr", default=_words(_SPACE.lr), show_default=True, metavar="LOW,HIGH", callback=_lr_range,
               help="Learning-rate range, searched on a log scale.")
-@click.option("--augment", "augments", default=_SPACE["augment"], show_default=True, metavar="A,B",
+@click.option("--augment", "augments", default=_words(_SPACE.augments), show_default=True, metavar="A,B",
               callback=_listed(str, AUGMENTATIONS), help="Augmentations searched.")
-@click.option("--epochs", "epochs", default=_SPACE["epochs"], show_default=True, metavar="N,N",
+@click.option("--epochs", "epochs", default=_words(_SPACE.epochs), show_default=True, metavar="N,N",
               callback=_listed(int), help="Epoch budgets searched (early stopping may end a run sooner).")
-@click.option("--weights", default="none", show_default=True,
-              help="none (from scratch), imagenet (Keras' download) or a no-top weights file.")
-@click.option("--batch-size", default=32, show_default=True, help="Images per training step.")
-@click.option("--patience", default=5, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--seed", default=42, show_default=True, help="Seed for the search, weights and shuffling.")
-@click.option("--max-trials", default=8, show_default=True, help="Trials in all, across resumes.")
-@click.option("--max-hours", default=2.0, show_default=True,
+@run_options(weights_default="none", seed_help="Seed for the search, weights and shuffling.",
+             runs_help="Run folders; the search's own state is in <runs-dir>/tune/NAME.")
+@click.option("--max-trials", default=MAX_TRIALS, show_default=True, help="Trials in all, across resumes.")
+@click.option("--max-hours", default=MAX_HOURS, show_default=True,
               help="No trial starts after this many hours of searching (across resumes).")
-@click.option("--tuner", type=click.Choice(["bayesian", "random"]), default="bayesian", show_default=True,
+@click.option("--tuner", type=click.Choice(TUNERS), default=TUNERS[0], show_default=True,
               help="KerasTuner's Bayesian optimisation, or random search.")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Run folders; the search's own state is in <runs-dir>/tune/NAME.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="The persistent decoded cache. Default: <runs-dir>/decoded-cache.")
-@click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
 @json_option
 @pass_db
 def tune(database: Database, name, split_name, stage, parts, archs, sizes, lr, augments, epochs, weights, batch_size,
-         patience, seed, max_trials, max_hours, tuner, runs_dir, cache_dir, no_tensorboard, json_mode):
+         seed, patience, runs_dir, cache_dir, no_tensorboard, max_trials, max_hours, tuner, json_mode):
     """Search training options on --split with KerasTuner, as tune NAME; test the best run once.
 
     Each trial is an ordinary recorded run (`bonedb runs list`) on the same split, chosen by its
     validation score only (study kappa for stage 2, accuracy for stage 1). When the search ends
     the best run is evaluated on the test subset, once; the test subset never chooses. Ctrl-C
     stops it; the same command again continues (finished trials reused, the interrupted one
-    resumed). The default budget (8 small from-scratch CNN trials, at most 2 hours) fits a 2-core
+    resumed). The default budget (8 small from-scratch CNN trials, at most 2 hours) is sized for a 2-core
     CPU; with a GPU, raise --max-trials and widen --arch and --image-size.
 
     \b
@@ -95,7 +91,6 @@ def tune(database: Database, name, split_name, stage, parts, archs, sizes, lr, a
       bonedb tune quick --split demo --max-trials 3 --image-size 64 --epochs 10,20 --json
       bonedb tune big --split hs-v1 --arch densenet121,mobilenetv2 --weights imagenet --image-size 224 --max-hours 12
     """
-    from boneclf.ml.tuning import TuneSpace
     from boneclf.ml.tuning import tune as run_tune
 
     base = TrainConfig(stage=stage, split=split_name, parts=parts, weights=weights, batch_size=batch_size,

@@ -19,7 +19,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -34,40 +34,10 @@ from boneclf.vocabulary import FRACTURE
 from .evaluation import EvaluationResult, evaluate_run, latest_result
 from .run_reuse import identity, train_or_reuse
 from .train_config import TrainConfig
+from .tune_space import MAX_HOURS, MAX_TRIALS, TUNERS, TuneSpace
 
-TUNERS = ("bayesian", "random")
-# A budget this 2-core CPU finishes: 8 small from-scratch CNN runs within 2 hours on a few thousand images
-# (BENCHMARKS.md, "bonedb tune"). A GPU user raises --max-trials and widens the space.
-MAX_TRIALS = 8
-MAX_HOURS = 2.0
 OBJECTIVE = "validation"  # study kappa (stage 2) or accuracy (stage 1) on the split's val subset
 WORST = -1.0  # what a run without a score reports to the oracle (kappa's floor): it must be a finite number
-
-
-@dataclass(frozen=True)
-class TuneSpace:
-    """The options searched. One value fixes an option; an lr range with equal ends fixes it too."""
-
-    archs: tuple[str, ...] = ("cnn",)
-    image_sizes: tuple[int, ...] = (64, 96, 128)
-    lr: tuple[float, float] = (1e-4, 3e-3)
-    augments: tuple[str, ...] = ("paper", "flip")
-    epochs: tuple[int, ...] = (10, 20, 30)
-
-    def declare(self, hp) -> None:
-        """Declare the space on KerasTuner's HyperParameters HP."""
-        hp.Choice("arch", list(self.archs))
-        hp.Choice("image_size", list(self.image_sizes))
-        low, high = self.lr
-        if low == high:
-            hp.Fixed("lr", low)
-        else:
-            hp.Float("lr", low, high, sampling="log")
-        hp.Choice("augment", list(self.augments))
-        hp.Choice("epochs", list(self.epochs))
-
-    def to_dict(self) -> dict:
-        return {key: list(value) for key, value in asdict(self).items()}
 
 
 @dataclass
