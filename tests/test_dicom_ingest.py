@@ -190,6 +190,7 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
                                "Multi-component Image Compression (Lossless Only) (1.2.840.10008.1.2.4.92)")
     assert lines[2].startswith(f"error: {labels}:3: no DICOM file read has this StudyInstanceUID")
     assert lines[3] == f"error: 3 problem(s) in {root}; nothing was written"
+    assert all(line.endswith(", or leave it out with --skip-bad") for line in lines[:3]), lines
     assert snapshot(engine, log=False) == before and ingest_outcomes(engine) == ["refused"]
     assert not (tmp_path / "images").exists() and not list(tmp_path.glob(".images*"))
 
@@ -198,6 +199,14 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
     report = json.loads(result.output)
     assert report["images_added"] == 2 and len(report["left_out"]) == 3
     assert report["studies_added"] == 1 and report["unlabelled_studies"] == 0
+    # Left out as asked: no line, on screen or in the record of exclusions, advises --skip-bad again.
+    assert not [line for line in report["left_out"] if "--skip-bad" in line]
+    with engine.connect() as conn:
+        reasons = conn.execute(select(IngestExclusion.reason)).scalars().all()
+    assert len(reasons) == 2 and not [reason for reason in reasons if "--skip-bad" in reason]
+    write_dicom(root, Spec("bad/j2k-again", "PID-QX-12121", "s22", syntax="unsupported"))
+    human = CliRunner().invoke(cli, args + ["--skip-bad"], catch_exceptions=False)
+    assert human.exit_code == 0 and "left out: " in human.stderr and "--skip-bad" not in human.output
 
 
 def test_labels_by_accession_number_unlabelled_studies_stay_out_of_splits_until_labelled(engine, tmp_path):
