@@ -35,7 +35,7 @@ from boneclf.data.dicom_ingest import ingest_dicom
 from boneclf.data.export import export_split
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError, InputProblems
-from boneclf.store.schema import DicomImage, IngestExclusion, LabelChange, Patient, Study
+from boneclf.store.schema import DicomImage, IngestExclusion, IngestLog, LabelChange, Patient, Study
 
 from conftest import FAST, ingest_outcomes, snapshot
 from dicom_factory import Spec, expected_pixels, planted_strings, truncated, write_dicom
@@ -138,6 +138,16 @@ def test_reingest_changes_nothing_and_a_patient_keeps_one_pseudonym_across_inges
             Patient.patient_key == pseudonym("PatientID", "PID-QX-88231"), Study.body_part == "wrist")).scalars()
         assert sorted(wrist) == [1, 2]  # the second ingest's study is that patient's second wrist study
     assert keys == {pseudonym("PatientID", p) for p in ("PID-QX-88231", "PID-QX-40404")}
+    # Logged like every ingest: the folder read, the counts, the options (the key's id, never the key), and a
+    # hash of the file listing (another tree, another hash).
+    with engine.connect() as conn:
+        logged = conn.execute(select(IngestLog.__table__).where(IngestLog.outcome == "applied")
+                              .order_by(IngestLog.id)).all()
+    assert [(r.command, r.source_root, r.images_added, r.patients_added) for r in logged] == [
+        ("ingest-dicom", str(first.resolve()), 3, 1), ("ingest-dicom", str(second.resolve()), 2, 1)]
+    listings = [r.source_sha256["listing"] for r in logged]
+    assert all(len(h) == 64 for h in listings) and listings[0] != listings[1]
+    assert logged[0].options["key_id"] == KEY.key_id and SECRET.decode() not in str(logged[0])
 
 
 def test_pseudonyms_need_a_key_and_differ_with_another_one(engine, tmp_path, monkeypatch):
