@@ -1,11 +1,11 @@
 """`bonedb ingest-dicom`: radiographs in, patient identity never out, pixels as a viewer shows them.
 
 Every file the tests write carries planted identity (tests/dicom_factory.py). The pipeline test runs
-ingest, split, export (folders and TFRecord), train and report, then looks for every planted string in a
-full dump of the database and in every file bonedb wrote; its twin lets one tag through the allow-list
-and expects the same search to find it, so the search is shown to work.
-TODO(lead, web rewrite): once the new `serve` lands, open every page and /api/ response of a DICOM dataset
-in Playwright and run `planted_in` over them too (boneclf.store.flags.flags_of gives the flag to show).
+ingest, split, export (folders and TFRecord), train and report, serves the database, then looks for every
+planted string in a full dump of the database, every file bonedb wrote, every command's output and log
+line, and every page, API answer and picture the server sent to Chromium; its twin lets one tag through
+the allow-list and expects the same search to find it in the database, the files and the served pages, so
+the search is shown to work.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import sqlite3
 import zipfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,11 @@ from boneclf.data.export import export_split
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError, InputProblems
 from boneclf.store.schema import DicomImage, IngestExclusion, IngestLog, LabelChange, Patient, Study
+from boneclf.store.schema import Image as ImageRow
 
 from conftest import FAST, ingest_outcomes, snapshot
 from dicom_factory import Spec, expected_pixels, planted_strings, truncated, write_dicom
+from serving import chromium, page_links, uvicorn_serving
 
 SECRET = b"a test key that is long enough!!"
 KEY = PseudonymKey(SECRET, "test")
@@ -266,9 +270,11 @@ def _written_files(folder: Path, inputs: set[Path]) -> dict[str, bytes]:
     return found
 
 
-def planted_in(engine, folder: Path, inputs: set[Path], planted: list[str]) -> list[str]:
-    """Where any planted string appears (case-insensitive): the database dump, or a file bonedb wrote."""
-    places = {"database": _dump(engine).encode(), **_written_files(folder, inputs)}
+def planted_in(engine, folder: Path, inputs: set[Path], planted: list[str], more: dict[str, bytes] | None = None
+               ) -> list[str]:
+    """Where any planted string appears (case-insensitive): the database dump, a file bonedb wrote, or MORE
+    (address -> what was shown or sent there)."""
+    places = {"database": _dump(engine).encode(), **_written_files(folder, inputs), **(more or {})}
     return sorted(f"{value!r} in {where}" for where, data in places.items() for value in planted
                   if value.lower().encode() in data.lower())
 
@@ -285,7 +291,9 @@ def _pipeline_specs() -> list[Spec]:
     return specs
 
 
-def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str]]:
+def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str], dict[str, bytes]]:
+    """The planted tree ingested by the command; returns its work folder, the inputs, the planted strings and
+    what the command printed."""
     root = tmp_path / "pacs"
     specs = write_all(root, _pipeline_specs())
     write_dicom(root, Spec("ct/1", "PID-QX-77777", "c1", modality="CT"))
@@ -306,15 +314,92 @@ def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str]]:
     assert result.exit_code == 0, result.output
     inputs = {root, labels, key_file}
     planted = planted_strings([*specs, Spec("ct/1", "PID-QX-77777", "c1"), Spec("cut/1", "PID-QX-77778", "c2")])
-    return work, inputs, planted
+    return work, inputs, planted, {"ingest-dicom output": result.output.encode()}
 
 
-def test_no_planted_identity_in_the_database_or_any_file_after_the_whole_flow(engine, tmp_path):
+def _commands(engine, *commands: list[str]) -> dict[str, bytes]:
+    """What each bonedb command printed (stdout and stderr), by its words."""
+    url = engine.url.render_as_string(hide_password=False)
+    printed = {}
+    for words in commands:
+        result = CliRunner().invoke(cli, ["--database-url", url, *words], catch_exceptions=False)
+        assert result.exit_code == 0, (words, result.output)
+        printed[" ".join(words)] = result.output.encode()
+    return printed
+
+
+def _api_paths(engine, split: str | None, run_id: int | None) -> list[str]:
+    """Every GET address of the API (and every picture) for every study, image, split, run and group there is."""
+    from boneclf.store.schema import DuplicateGroup
+
+    with engine.connect() as conn:
+        studies = conn.execute(select(Study.id).order_by(Study.id)).scalars().all()
+        labelled = conn.execute(select(Study.id).where(Study.label.is_not(None))).scalars().all()
+        images = conn.execute(select(ImageRow.id).order_by(ImageRow.id)).scalars().all()
+        groups = conn.execute(select(DuplicateGroup.id)).scalars().all()
+    paths = ["/api/datasets", "/api/stats", "/api/studies?per_page=200", "/api/history", "/api/splits", "/api/runs",
+             "/api/duplicates", "/api/labels", "/openapi.json", *[f"/api/studies/{i}" for i in studies],
+             *[f"/api/duplicates/{g}" for g in groups], *[f"/images/{i}" for i in images],
+             *[f"/images/{i}/thumbnail" for i in images]]
+    if split:
+        paths += [f"/api/splits/{split}", f"/api/splits/{split}?hash=true"]
+    if run_id is not None:
+        paths += [f"/api/runs/{run_id}", *[f"/api/runs/{run_id}/studies/{i}" for i in labelled]]
+    return paths
+
+
+def served(engine, cache: Path, split: str | None = None, run_id: int | None = None) -> dict[str, bytes]:
+    """What `serve` sent Chromium: every page reachable from the home page, as shown and as sent, with every
+    response loading it brought (the API calls its scripts make, pictures, Grad-CAMs), then every API answer
+    and picture of `_api_paths`. Address -> bytes; every one answered 200 without a console error."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    from boneclf.web.app import create_app
+
+    sent: dict[str, bytes] = {}
+    responses: list = []
+    with uvicorn_serving(create_app(engine.url.render_as_string(hide_password=False), cache_dir=cache)) as base, \
+            chromium() as page:
+        page.on("response", lambda response: responses.append(response))
+
+        def keep(path: str) -> None:
+            assert page.errors == [], (path, page.errors)
+            for response in responses:
+                try:
+                    sent[response.url] = response.body()
+                except PlaywrightError:  # a redirect has no body of its own
+                    pass
+            responses.clear()
+
+        seen, queue = {"/"}, deque(["/"])
+        while queue:
+            path = queue.popleft()
+            answer = page.goto(f"{base}{path}", wait_until="load")
+            assert answer is not None and answer.status == 200, (path, answer and answer.status)
+            sent[f"{base}{path} as shown"] = page.content().encode()
+            keep(path)
+            for link in page_links(base, page.url, page.eval_on_selector_all("a[href]", "a => a.map(x => x.href)")):
+                if link not in seen:
+                    seen.add(link)
+                    queue.append(link)
+        for path in _api_paths(engine, split, run_id):  # asked by Playwright itself: no favicon, no page around
+            if f"{base}{path}" in sent:  # a picture a page showed already
+                continue
+            answer = page.request.get(f"{base}{path}")
+            assert answer.status == 200, (path, answer.status)
+            sent[f"{base}{path}"] = answer.body()
+    pages = [address for address in sent if address.endswith(" as shown")]
+    assert any("/studies/" in address for address in pages) and any("/splits" in address for address in pages)
+    return sent
+
+
+def test_no_planted_identity_anywhere_after_the_whole_flow_and_every_served_page(engine, tmp_path, caplog):
     from boneclf.ml.tfrecords import export_shards
     from boneclf.ml.training import TrainConfig, train
     from boneclf.workflows.report import build_report
 
-    work, inputs, planted = _ingest_planted(engine, tmp_path)
+    caplog.set_level(logging.DEBUG)  # every log line of bonedb and its libraries, whoever would show it
+    work, inputs, planted, printed = _ingest_planted(engine, tmp_path)
     split = create_split(engine, "h-v1", SplitOptions("h", (), val=0.25, test=0.25, test_from="carve", seed=2))
     assert split.images == 32  # the unlabelled forearm image is left out
     files = export_split(engine, "h-v1", work / "export", include_flagged=True)
@@ -326,14 +411,28 @@ def test_no_planted_identity_in_the_database_or_any_file_after_the_whole_flow(en
     build_report(engine, [run.run_id], work / "report.html")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Study)).scalar() == 17
-    assert planted_in(engine, tmp_path, inputs, planted) == []
+    printed |= _commands(engine, ["log"], ["history", "h"], ["audit", "dataset", "h"], ["split", "show", "h-v1"],
+                         ["runs", "show", str(run.run_id)], ["stats"])
+    assert "may show identity in pixels" in printed["audit dataset h"].decode()
+    sent = served(engine, work / "serve-cache", "h-v1", run.run_id)
+    # The flagged image is shown as flagged on its study's page.
+    flagged = [address for address, body in sent.items() if address.endswith(" as shown") and b'class="flag"' in body]
+    assert len(flagged) == 1 and "/studies/" in flagged[0], flagged
+    assert [a for a, body in sent.items() if "/api/studies/" in a and b"may show identity in pixels" in body]
+    logged = {"log records": caplog.text.encode()}
+    assert planted_in(engine, tmp_path, inputs, planted, printed | sent | logged) == []
 
 
 @pytest.mark.parametrize("keyword", ["InstitutionName", "PatientName", "AccessionNumber"])
 def test_the_identity_search_finds_a_single_tag_let_through(engine, tmp_path, monkeypatch, keyword):
     monkeypatch.setitem(dicom_identity.STORED_ATTRIBUTES, keyword, str)
-    work, inputs, planted = _ingest_planted(engine, tmp_path)
-    assert planted_in(engine, tmp_path, inputs, planted), f"{keyword} was let through and not found"
+    work, inputs, planted, printed = _ingest_planted(engine, tmp_path)
+    assert planted_in(engine, tmp_path, inputs, planted, printed), f"{keyword} was let through and not found"
+    if keyword == "InstitutionName" and engine.dialect.name == "sqlite":  # the served pages' search too: one
+        # Chromium crawl shows it (what a page shows does not depend on the backend; the whole flow crawls both)
+        sent = served(engine, work / "serve-cache")
+        found = planted_in(engine, tmp_path, inputs, planted, sent)
+        assert [hit for hit in found if "/studies/" in hit and " as shown" in hit], found
 
 
 def test_flagged_images_are_left_out_of_exports_unless_asked(engine, tmp_path):
