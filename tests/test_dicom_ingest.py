@@ -169,6 +169,11 @@ def test_pseudonyms_need_a_key_and_differ_with_another_one(engine, tmp_path, mon
     key_file.write_bytes(SECRET + b"\n")
     assert load_key(key_file).pseudonym("PatientID", "x") == KEY.pseudonym("PatientID", "x")
     assert SECRET.decode() not in repr(load_key(key_file))
+    url = engine.url.render_as_string(hide_password=False)
+    before = snapshot(engine, log=False)
+    keyless = CliRunner().invoke(cli, ["--database-url", url, "ingest-dicom", str(root), "--dataset", "h"])
+    assert keyless.exit_code == 1 and keyless.stderr.startswith("error: no pseudonym key: pass --key-file FILE")
+    assert len(keyless.stderr.strip().splitlines()) == 1 and snapshot(engine, log=False) == before
     ingest_dicom(engine, root, dataset="h", key=load_key(key_file), images_dir=tmp_path / "h")
     other = PseudonymKey(b"another key, also long enough", "test")
     with pytest.raises(BonedbError, match="was ingested with pseudonym key .* use the same key"):
@@ -187,7 +192,9 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
     root = tmp_path / "pacs"
     write_all(root, PIXEL_SPECS[:2])
     truncated(root, Spec("bad/cut", "PID-QX-12121", "s20"))
+    truncated(root, Spec("bad/head", "PID-QX-12121", "s23"), keep=0.1)  # cut inside its attributes
     write_dicom(root, Spec("bad/j2k-part2", "PID-QX-12121", "s21", syntax="unsupported"))
+    (root / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")  # a PACS export's index: not read, not a problem
     labels = tmp_path / "labels.csv"
     labels.write_text(f"StudyInstanceUID,label\n{PIXEL_SPECS[0].study_uid},1\n1.2.3.4.5.6.7,0\n")
     key_file = tmp_path / "key"
@@ -198,26 +205,27 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 4, lines
+    assert len(lines) == 5, lines
     assert lines[0].startswith(f"error: {root}/bad/cut: pixel data cannot be decoded")
-    assert lines[1].startswith(f"error: {root}/bad/j2k-part2: unsupported transfer syntax JPEG 2000 Part 2 "
+    assert lines[1].startswith(f"error: {root}/bad/head: incomplete DICOM file (truncated?): no StudyInstanceUID")
+    assert lines[2].startswith(f"error: {root}/bad/j2k-part2: unsupported transfer syntax JPEG 2000 Part 2 "
                                "Multi-component Image Compression (Lossless Only) (1.2.840.10008.1.2.4.92)")
-    assert lines[2].startswith(f"error: {labels}:3: no DICOM file read has this StudyInstanceUID")
-    assert lines[3] == f"error: 3 problem(s) in {root}; nothing was written"
-    assert all(line.endswith(", or leave it out with --skip-bad") for line in lines[:3]), lines
+    assert lines[3].startswith(f"error: {labels}:3: no DICOM file read has this StudyInstanceUID")
+    assert lines[4] == f"error: 4 problem(s) in {root}; nothing was written"
+    assert all(line.endswith(", or leave it out with --skip-bad") for line in lines[:4]), lines
     assert snapshot(engine, log=False) == before and ingest_outcomes(engine) == ["refused"]
     assert not (tmp_path / "images").exists() and not list(tmp_path.glob(".images*"))
 
     result = CliRunner().invoke(cli, args + ["--skip-bad", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["images_added"] == 2 and len(report["left_out"]) == 3
+    assert report["images_added"] == 2 and len(report["left_out"]) == 4 and report["skipped"] == []
     assert report["studies_added"] == 1 and report["unlabelled_studies"] == 0
     # Left out as asked: no line, on screen or in the record of exclusions, advises --skip-bad again.
     assert not [line for line in report["left_out"] if "--skip-bad" in line]
     with engine.connect() as conn:
         reasons = conn.execute(select(IngestExclusion.reason)).scalars().all()
-    assert len(reasons) == 2 and not [reason for reason in reasons if "--skip-bad" in reason]
+    assert len(reasons) == 3 and not [reason for reason in reasons if "--skip-bad" in reason]
     write_dicom(root, Spec("bad/j2k-again", "PID-QX-12121", "s22", syntax="unsupported"))
     human = CliRunner().invoke(cli, args + ["--skip-bad"], catch_exceptions=False)
     assert human.exit_code == 0 and "left out: " in human.stderr and "--skip-bad" not in human.output
@@ -447,6 +455,23 @@ def test_flagged_images_are_left_out_of_exports_unless_asked(engine, tmp_path):
     assert (kept.images, kept.flagged_left_out) == (7, 1)
     every = export_split(engine, "s", tmp_path / "all", include_flagged=True)
     assert (every.images, every.flagged_left_out) == (8, 0)
+
+
+def test_text_found_in_pixels_flags_an_image_as_burned_in_annotation_does(engine, tmp_path):
+    """Issue 23's marker detector is to be the default `text_detector`; whatever it finds flags the image."""
+    root = tmp_path / "pacs"
+    write_all(root, PIXEL_SPECS[:2])
+    seen: list[tuple] = []
+
+    def detector(pixels: np.ndarray) -> str | None:
+        seen.append((pixels.dtype, pixels.shape))
+        return "text found in pixels" if len(seen) == 2 else None  # the second file read: 1/b
+
+    report = ingest_dicom(engine, root, dataset="h", key=KEY, images_dir=tmp_path / "i", text_detector=detector)
+    assert report.flagged == 1 and seen == [(np.uint8, (48, 48))] * 2  # the picture as shown, 8 bits
+    assert [line.split("/")[-1] for line in audit_dataset(engine, "h").flagged] == [
+        f"image{pseudonym('SOPInstanceUID', PIXEL_SPECS[1].sop_uid)}.png: may show identity in pixels (text found "
+        "in pixels)"]
 
 
 def test_ingest_refuses_a_dataset_of_another_kind_and_an_empty_tree(engine, tmp_path, mura):
