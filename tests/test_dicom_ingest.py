@@ -264,10 +264,14 @@ def _dump(engine) -> str:
 
 
 def _written_files(folder: Path, inputs: set[Path]) -> dict[str, bytes]:
-    """path -> bytes of every file under FOLDER but the inputs; zip members (Keras models) opened too."""
+    """path -> bytes of every file under FOLDER but the inputs, and the names of its files and folders; zip
+    members (Keras models) opened too."""
     found = {}
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or any(path == i or i in path.parents for i in inputs):
+        if any(path == i or i in path.parents for i in inputs):
+            continue
+        found[f"the name {path}"] = str(path.relative_to(folder)).encode()
+        if not path.is_file():
             continue
         data = path.read_bytes()
         found[str(path)] = data
@@ -431,11 +435,19 @@ def test_no_planted_identity_anywhere_after_the_whole_flow_and_every_served_page
     assert planted_in(engine, tmp_path, inputs, planted, printed | sent | logged) == []
 
 
-@pytest.mark.parametrize("keyword", ["InstitutionName", "PatientName", "AccessionNumber"])
+@pytest.mark.parametrize("keyword", ["InstitutionName", "PatientName", "AccessionNumber", "PatientID"])
 def test_the_identity_search_finds_a_single_tag_let_through(engine, tmp_path, monkeypatch, keyword):
-    monkeypatch.setitem(dicom_identity.STORED_ATTRIBUTES, keyword, str)
+    if keyword == "PatientID":  # let through as the patient's "pseudonym": into paths, file and folder names
+        real = PseudonymKey.pseudonym
+        monkeypatch.setattr(PseudonymKey, "pseudonym",
+                            lambda key, kind, value: value.strip() if kind == "PatientID" else real(key, kind, value))
+    else:
+        monkeypatch.setitem(dicom_identity.STORED_ATTRIBUTES, keyword, str)
     work, inputs, planted, printed = _ingest_planted(engine, tmp_path)
-    assert planted_in(engine, tmp_path, inputs, planted, printed), f"{keyword} was let through and not found"
+    found = planted_in(engine, tmp_path, inputs, planted, printed)
+    assert found, f"{keyword} was let through and not found"
+    if keyword == "PatientID":  # found in the PNGs' folder names too, not only in the database
+        assert [hit for hit in found if " in the name " in hit and hit.endswith(".png")], found
     if keyword == "InstitutionName" and engine.dialect.name == "sqlite":  # the served pages' search too: one
         # Chromium crawl shows it (what a page shows does not depend on the backend; the whole flow crawls both)
         sent = served(engine, work / "serve-cache")
@@ -494,13 +506,16 @@ def test_ingest_refuses_a_dataset_of_another_kind_and_an_empty_tree(engine, tmp_
 def test_parts_map_adds_terms_and_a_bad_line_is_named(engine, tmp_path):
     root = tmp_path / "pacs"
     write_all(root, [Spec("a", "PID-QX-1", "m1", part="MAIN"), Spec("b", "PID-QX-1", "m2", part=None,
-                                                                     description="XR HAND AND WRIST")])
+                                                                     description="XR HAND AND WRIST"),
+                     Spec("c", "PID-QX-1", "m3", part=None, extra={"SeriesDescription": "ELBOW LAT"})])
     parts = tmp_path / "parts.csv"
     parts.write_text("# our scanner's codes\nMAIN,hand\n")
     report = ingest_dicom(engine, root, dataset="h", key=KEY, images_dir=tmp_path / "i", parts_map=parts)
     assert report.unknown_parts == {"(none)": 1}  # a description naming two parts decides nothing
     with engine.connect() as conn:
-        assert sorted(conn.execute(select(Study.body_part)).scalars()) == ["hand", "unknown"]
+        assert sorted(conn.execute(select(Study.body_part)).scalars()) == ["elbow", "hand", "unknown"]
+        # The study's description names no part: the series' does.
+        assert "SeriesDescription" in conn.execute(select(DicomImage.part_source)).scalars().all()
     parts.write_text("MAIN,hands\n")
     with pytest.raises(InputProblems) as refused:
         ingest_dicom(engine, root, dataset="h", key=KEY, parts_map=parts)
