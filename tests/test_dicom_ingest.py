@@ -42,7 +42,7 @@ from boneclf.store.schema import Image as ImageRow
 
 from conftest import FAST, ingest_outcomes, snapshot
 from dicom_factory import Spec, expected_pixels, planted_strings, truncated, write_dicom
-from serving import chromium, page_links, uvicorn_serving
+from serving import ARTIFACTS, chromium, page_links, uvicorn_serving
 
 SECRET = b"a test key that is long enough!!"
 KEY = PseudonymKey(SECRET, "test")
@@ -389,6 +389,8 @@ def served(engine, cache: Path, split: str | None = None, run_id: int | None = N
             answer = page.goto(f"{base}{path}", wait_until="load")
             assert answer is not None and answer.status == 200, (path, answer and answer.status)
             sent[f"{base}{path} as shown"] = page.content().encode()
+            if page.locator(".flag").count():  # the flagged image's study, for whoever checks how it looks
+                page.screenshot(path=str(ARTIFACTS / f"dicom-flagged-study-{engine.dialect.name}.png"), full_page=True)
             keep(path)
             for link in page_links(base, page.url, page.eval_on_selector_all("a[href]", "a => a.map(x => x.href)")):
                 if link not in seen:
