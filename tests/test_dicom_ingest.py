@@ -1,11 +1,11 @@
 """`bonedb ingest-dicom`: radiographs in, patient identity never out, pixels as a viewer shows them.
 
 Every file the tests write carries planted identity (tests/dicom_factory.py). The pipeline test runs
-ingest, split, export (folders and TFRecord), train and report, then looks for every planted string in a
-full dump of the database and in every file bonedb wrote; its twin lets one tag through the allow-list
-and expects the same search to find it, so the search is shown to work.
-TODO(lead, web rewrite): once the new `serve` lands, open every page and /api/ response of a DICOM dataset
-in Playwright and run `planted_in` over them too (boneclf.store.flags.flags_of gives the flag to show).
+ingest, split, export (folders and TFRecord), train and report, serves the database, then looks for every
+planted string in a full dump of the database, every file bonedb wrote, every command's output and log
+line, and every page, API answer and picture the server sent to Chromium; its twin lets one tag through
+the allow-list and expects the same search to find it in the database, the files and the served pages, so
+the search is shown to work.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import sqlite3
 import zipfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,12 @@ from boneclf.data.dicom_ingest import ingest_dicom
 from boneclf.data.export import export_split
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError, InputProblems
-from boneclf.store.schema import DicomImage, IngestExclusion, LabelChange, Patient, Study
+from boneclf.store.schema import DicomImage, IngestExclusion, IngestLog, LabelChange, Patient, Study
+from boneclf.store.schema import Image as ImageRow
 
 from conftest import FAST, ingest_outcomes, snapshot
 from dicom_factory import Spec, expected_pixels, planted_strings, truncated, write_dicom
+from serving import ARTIFACTS, chromium, page_links, uvicorn_serving
 
 SECRET = b"a test key that is long enough!!"
 KEY = PseudonymKey(SECRET, "test")
@@ -138,6 +142,16 @@ def test_reingest_changes_nothing_and_a_patient_keeps_one_pseudonym_across_inges
             Patient.patient_key == pseudonym("PatientID", "PID-QX-88231"), Study.body_part == "wrist")).scalars()
         assert sorted(wrist) == [1, 2]  # the second ingest's study is that patient's second wrist study
     assert keys == {pseudonym("PatientID", p) for p in ("PID-QX-88231", "PID-QX-40404")}
+    # Logged like every ingest: the folder read, the counts, the options (the key's id, never the key), and a
+    # hash of the file listing (another tree, another hash).
+    with engine.connect() as conn:
+        logged = conn.execute(select(IngestLog.__table__).where(IngestLog.outcome == "applied")
+                              .order_by(IngestLog.id)).all()
+    assert [(r.command, r.source_root, r.images_added, r.patients_added) for r in logged] == [
+        ("ingest-dicom", str(first.resolve()), 3, 1), ("ingest-dicom", str(second.resolve()), 2, 1)]
+    listings = [r.source_sha256["listing"] for r in logged]
+    assert all(len(h) == 64 for h in listings) and listings[0] != listings[1]
+    assert logged[0].options["key_id"] == KEY.key_id and SECRET.decode() not in str(logged[0])
 
 
 def test_pseudonyms_need_a_key_and_differ_with_another_one(engine, tmp_path, monkeypatch):
@@ -155,6 +169,11 @@ def test_pseudonyms_need_a_key_and_differ_with_another_one(engine, tmp_path, mon
     key_file.write_bytes(SECRET + b"\n")
     assert load_key(key_file).pseudonym("PatientID", "x") == KEY.pseudonym("PatientID", "x")
     assert SECRET.decode() not in repr(load_key(key_file))
+    url = engine.url.render_as_string(hide_password=False)
+    before = snapshot(engine, log=False)
+    keyless = CliRunner().invoke(cli, ["--database-url", url, "ingest-dicom", str(root), "--dataset", "h"])
+    assert keyless.exit_code == 1 and keyless.stderr.startswith("error: no pseudonym key: pass --key-file FILE")
+    assert len(keyless.stderr.strip().splitlines()) == 1 and snapshot(engine, log=False) == before
     ingest_dicom(engine, root, dataset="h", key=load_key(key_file), images_dir=tmp_path / "h")
     other = PseudonymKey(b"another key, also long enough", "test")
     with pytest.raises(BonedbError, match="was ingested with pseudonym key .* use the same key"):
@@ -173,7 +192,9 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
     root = tmp_path / "pacs"
     write_all(root, PIXEL_SPECS[:2])
     truncated(root, Spec("bad/cut", "PID-QX-12121", "s20"))
+    truncated(root, Spec("bad/head", "PID-QX-12121", "s23"), keep=0.1)  # cut inside its attributes
     write_dicom(root, Spec("bad/j2k-part2", "PID-QX-12121", "s21", syntax="unsupported"))
+    (root / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")  # a PACS export's index: not read, not a problem
     labels = tmp_path / "labels.csv"
     labels.write_text(f"StudyInstanceUID,label\n{PIXEL_SPECS[0].study_uid},1\n1.2.3.4.5.6.7,0\n")
     key_file = tmp_path / "key"
@@ -184,20 +205,30 @@ def test_bad_input_is_refused_one_line_each_with_nothing_written_and_skip_bad_li
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 4, lines
+    assert len(lines) == 5, lines
     assert lines[0].startswith(f"error: {root}/bad/cut: pixel data cannot be decoded")
-    assert lines[1].startswith(f"error: {root}/bad/j2k-part2: unsupported transfer syntax JPEG 2000 Part 2 "
+    assert lines[1].startswith(f"error: {root}/bad/head: incomplete DICOM file (truncated?): no StudyInstanceUID")
+    assert lines[2].startswith(f"error: {root}/bad/j2k-part2: unsupported transfer syntax JPEG 2000 Part 2 "
                                "Multi-component Image Compression (Lossless Only) (1.2.840.10008.1.2.4.92)")
-    assert lines[2].startswith(f"error: {labels}:3: no DICOM file read has this StudyInstanceUID")
-    assert lines[3] == f"error: 3 problem(s) in {root}; nothing was written"
+    assert lines[3].startswith(f"error: {labels}:3: no DICOM file read has this StudyInstanceUID")
+    assert lines[4] == f"error: 4 problem(s) in {root}; nothing was written"
+    assert all(line.endswith(", or leave it out with --skip-bad") for line in lines[:4]), lines
     assert snapshot(engine, log=False) == before and ingest_outcomes(engine) == ["refused"]
     assert not (tmp_path / "images").exists() and not list(tmp_path.glob(".images*"))
 
     result = CliRunner().invoke(cli, args + ["--skip-bad", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["images_added"] == 2 and len(report["left_out"]) == 3
+    assert report["images_added"] == 2 and len(report["left_out"]) == 4 and report["skipped"] == []
     assert report["studies_added"] == 1 and report["unlabelled_studies"] == 0
+    # Left out as asked: no line, on screen or in the record of exclusions, advises --skip-bad again.
+    assert not [line for line in report["left_out"] if "--skip-bad" in line]
+    with engine.connect() as conn:
+        reasons = conn.execute(select(IngestExclusion.reason)).scalars().all()
+    assert len(reasons) == 3 and not [reason for reason in reasons if "--skip-bad" in reason]
+    write_dicom(root, Spec("bad/j2k-again", "PID-QX-12121", "s22", syntax="unsupported"))
+    human = CliRunner().invoke(cli, args + ["--skip-bad"], catch_exceptions=False)
+    assert human.exit_code == 0 and "left out: " in human.stderr and "--skip-bad" not in human.output
 
 
 def test_labels_by_accession_number_unlabelled_studies_stay_out_of_splits_until_labelled(engine, tmp_path):
@@ -233,10 +264,14 @@ def _dump(engine) -> str:
 
 
 def _written_files(folder: Path, inputs: set[Path]) -> dict[str, bytes]:
-    """path -> bytes of every file under FOLDER but the inputs; zip members (Keras models) opened too."""
+    """path -> bytes of every file under FOLDER but the inputs, and the names of its files and folders; zip
+    members (Keras models) opened too."""
     found = {}
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or any(path == i or i in path.parents for i in inputs):
+        if any(path == i or i in path.parents for i in inputs):
+            continue
+        found[f"the name {path}"] = str(path.relative_to(folder)).encode()
+        if not path.is_file():
             continue
         data = path.read_bytes()
         found[str(path)] = data
@@ -247,9 +282,11 @@ def _written_files(folder: Path, inputs: set[Path]) -> dict[str, bytes]:
     return found
 
 
-def planted_in(engine, folder: Path, inputs: set[Path], planted: list[str]) -> list[str]:
-    """Where any planted string appears (case-insensitive): the database dump, or a file bonedb wrote."""
-    places = {"database": _dump(engine).encode(), **_written_files(folder, inputs)}
+def planted_in(engine, folder: Path, inputs: set[Path], planted: list[str], more: dict[str, bytes] | None = None
+               ) -> list[str]:
+    """Where any planted string appears (case-insensitive): the database dump, a file bonedb wrote, or MORE
+    (address -> what was shown or sent there)."""
+    places = {"database": _dump(engine).encode(), **_written_files(folder, inputs), **(more or {})}
     return sorted(f"{value!r} in {where}" for where, data in places.items() for value in planted
                   if value.lower().encode() in data.lower())
 
@@ -266,7 +303,9 @@ def _pipeline_specs() -> list[Spec]:
     return specs
 
 
-def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str]]:
+def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str], dict[str, bytes]]:
+    """The planted tree ingested by the command; returns its work folder, the inputs, the planted strings and
+    what the command printed."""
     root = tmp_path / "pacs"
     specs = write_all(root, _pipeline_specs())
     write_dicom(root, Spec("ct/1", "PID-QX-77777", "c1", modality="CT"))
@@ -287,15 +326,94 @@ def _ingest_planted(engine, tmp_path) -> tuple[Path, set[Path], list[str]]:
     assert result.exit_code == 0, result.output
     inputs = {root, labels, key_file}
     planted = planted_strings([*specs, Spec("ct/1", "PID-QX-77777", "c1"), Spec("cut/1", "PID-QX-77778", "c2")])
-    return work, inputs, planted
+    return work, inputs, planted, {"ingest-dicom output": result.output.encode()}
 
 
-def test_no_planted_identity_in_the_database_or_any_file_after_the_whole_flow(engine, tmp_path):
+def _commands(engine, *commands: list[str]) -> dict[str, bytes]:
+    """What each bonedb command printed (stdout and stderr), by its words."""
+    url = engine.url.render_as_string(hide_password=False)
+    printed = {}
+    for words in commands:
+        result = CliRunner().invoke(cli, ["--database-url", url, *words], catch_exceptions=False)
+        assert result.exit_code == 0, (words, result.output)
+        printed[" ".join(words)] = result.output.encode()
+    return printed
+
+
+def _api_paths(engine, split: str | None, run_id: int | None) -> list[str]:
+    """Every GET address of the API (and every picture) for every study, image, split, run and group there is."""
+    from boneclf.store.schema import DuplicateGroup
+
+    with engine.connect() as conn:
+        studies = conn.execute(select(Study.id).order_by(Study.id)).scalars().all()
+        labelled = conn.execute(select(Study.id).where(Study.label.is_not(None))).scalars().all()
+        images = conn.execute(select(ImageRow.id).order_by(ImageRow.id)).scalars().all()
+        groups = conn.execute(select(DuplicateGroup.id)).scalars().all()
+    paths = ["/api/datasets", "/api/stats", "/api/studies?per_page=200", "/api/history", "/api/splits", "/api/runs",
+             "/api/duplicates", "/api/labels", "/openapi.json", *[f"/api/studies/{i}" for i in studies],
+             *[f"/api/duplicates/{g}" for g in groups], *[f"/images/{i}" for i in images],
+             *[f"/images/{i}/thumbnail" for i in images]]
+    if split:
+        paths += [f"/api/splits/{split}", f"/api/splits/{split}?hash=true"]
+    if run_id is not None:
+        paths += [f"/api/runs/{run_id}", *[f"/api/runs/{run_id}/studies/{i}" for i in labelled]]
+    return paths
+
+
+def served(engine, cache: Path, split: str | None = None, run_id: int | None = None) -> dict[str, bytes]:
+    """What `serve` sent Chromium: every page reachable from the home page, as shown and as sent, with every
+    response loading it brought (the API calls its scripts make, pictures, Grad-CAMs), then every API answer
+    and picture of `_api_paths`. Address -> bytes; every one answered 200 without a console error."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    from boneclf.web.app import create_app
+
+    sent: dict[str, bytes] = {}
+    responses: list = []
+    with uvicorn_serving(create_app(engine.url.render_as_string(hide_password=False), cache_dir=cache)) as base, \
+            chromium() as page:
+        page.on("response", lambda response: responses.append(response))
+
+        def keep(path: str) -> None:
+            assert page.errors == [], (path, page.errors)
+            for response in responses:
+                try:
+                    sent[response.url] = response.body()
+                except PlaywrightError:  # a redirect has no body of its own
+                    pass
+            responses.clear()
+
+        seen, queue = {"/"}, deque(["/"])
+        while queue:
+            path = queue.popleft()
+            answer = page.goto(f"{base}{path}", wait_until="load")
+            assert answer is not None and answer.status == 200, (path, answer and answer.status)
+            sent[f"{base}{path} as shown"] = page.content().encode()
+            if page.locator(".flag").count():  # the flagged image's study, for whoever checks how it looks
+                page.screenshot(path=str(ARTIFACTS / f"dicom-flagged-study-{engine.dialect.name}.png"), full_page=True)
+            keep(path)
+            for link in page_links(base, page.url, page.eval_on_selector_all("a[href]", "a => a.map(x => x.href)")):
+                if link not in seen:
+                    seen.add(link)
+                    queue.append(link)
+        for path in _api_paths(engine, split, run_id):  # asked by Playwright itself: no favicon, no page around
+            if f"{base}{path}" in sent:  # a picture a page showed already
+                continue
+            answer = page.request.get(f"{base}{path}")
+            assert answer.status == 200, (path, answer.status)
+            sent[f"{base}{path}"] = answer.body()
+    pages = [address for address in sent if address.endswith(" as shown")]
+    assert any("/studies/" in address for address in pages) and any("/splits" in address for address in pages)
+    return sent
+
+
+def test_no_planted_identity_anywhere_after_the_whole_flow_and_every_served_page(engine, tmp_path, caplog):
     from boneclf.ml.tfrecords import export_shards
     from boneclf.ml.training import TrainConfig, train
     from boneclf.workflows.report import build_report
 
-    work, inputs, planted = _ingest_planted(engine, tmp_path)
+    caplog.set_level(logging.DEBUG)  # every log line of bonedb and its libraries, whoever would show it
+    work, inputs, planted, printed = _ingest_planted(engine, tmp_path)
     split = create_split(engine, "h-v1", SplitOptions("h", (), val=0.25, test=0.25, test_from="carve", seed=2))
     assert split.images == 32  # the unlabelled forearm image is left out
     files = export_split(engine, "h-v1", work / "export", include_flagged=True)
@@ -307,14 +425,36 @@ def test_no_planted_identity_in_the_database_or_any_file_after_the_whole_flow(en
     build_report(engine, [run.run_id], work / "report.html")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Study)).scalar() == 17
-    assert planted_in(engine, tmp_path, inputs, planted) == []
+    printed |= _commands(engine, ["log"], ["history", "h"], ["audit", "dataset", "h"], ["split", "show", "h-v1"],
+                         ["runs", "show", str(run.run_id)], ["stats"])
+    assert "may show identity in pixels" in printed["audit dataset h"].decode()
+    sent = served(engine, work / "serve-cache", "h-v1", run.run_id)
+    # The flagged image is shown as flagged on its study's page.
+    flagged = [address for address, body in sent.items() if address.endswith(" as shown") and b'class="flag"' in body]
+    assert len(flagged) == 1 and "/studies/" in flagged[0], flagged
+    assert [a for a, body in sent.items() if "/api/studies/" in a and b"may show identity in pixels" in body]
+    logged = {"log records": caplog.text.encode()}
+    assert planted_in(engine, tmp_path, inputs, planted, printed | sent | logged) == []
 
 
-@pytest.mark.parametrize("keyword", ["InstitutionName", "PatientName", "AccessionNumber"])
+@pytest.mark.parametrize("keyword", ["InstitutionName", "PatientName", "AccessionNumber", "PatientID"])
 def test_the_identity_search_finds_a_single_tag_let_through(engine, tmp_path, monkeypatch, keyword):
-    monkeypatch.setitem(dicom_identity.STORED_ATTRIBUTES, keyword, str)
-    work, inputs, planted = _ingest_planted(engine, tmp_path)
-    assert planted_in(engine, tmp_path, inputs, planted), f"{keyword} was let through and not found"
+    if keyword == "PatientID":  # let through as the patient's "pseudonym": into paths, file and folder names
+        real = PseudonymKey.pseudonym
+        monkeypatch.setattr(PseudonymKey, "pseudonym",
+                            lambda key, kind, value: value.strip() if kind == "PatientID" else real(key, kind, value))
+    else:
+        monkeypatch.setitem(dicom_identity.STORED_ATTRIBUTES, keyword, str)
+    work, inputs, planted, printed = _ingest_planted(engine, tmp_path)
+    found = planted_in(engine, tmp_path, inputs, planted, printed)
+    assert found, f"{keyword} was let through and not found"
+    if keyword == "PatientID":  # found in the PNGs' folder names too, not only in the database
+        assert [hit for hit in found if " in the name " in hit and hit.endswith(".png")], found
+    if keyword == "InstitutionName" and engine.dialect.name == "sqlite":  # the served pages' search too: one
+        # Chromium crawl shows it (what a page shows does not depend on the backend; the whole flow crawls both)
+        sent = served(engine, work / "serve-cache")
+        found = planted_in(engine, tmp_path, inputs, planted, sent)
+        assert [hit for hit in found if "/studies/" in hit and " as shown" in hit], found
 
 
 def test_flagged_images_are_left_out_of_exports_unless_asked(engine, tmp_path):
@@ -329,6 +469,23 @@ def test_flagged_images_are_left_out_of_exports_unless_asked(engine, tmp_path):
     assert (kept.images, kept.flagged_left_out) == (7, 1)
     every = export_split(engine, "s", tmp_path / "all", include_flagged=True)
     assert (every.images, every.flagged_left_out) == (8, 0)
+
+
+def test_text_found_in_pixels_flags_an_image_as_burned_in_annotation_does(engine, tmp_path):
+    """Issue 23's marker detector is to be the default `text_detector`; whatever it finds flags the image."""
+    root = tmp_path / "pacs"
+    write_all(root, PIXEL_SPECS[:2])
+    seen: list[tuple] = []
+
+    def detector(pixels: np.ndarray) -> str | None:
+        seen.append((pixels.dtype, pixels.shape))
+        return "text found in pixels" if len(seen) == 2 else None  # the second file read: 1/b
+
+    report = ingest_dicom(engine, root, dataset="h", key=KEY, images_dir=tmp_path / "i", text_detector=detector)
+    assert report.flagged == 1 and seen == [(np.uint8, (48, 48))] * 2  # the picture as shown, 8 bits
+    assert [line.split("/")[-1] for line in audit_dataset(engine, "h").flagged] == [
+        f"image{pseudonym('SOPInstanceUID', PIXEL_SPECS[1].sop_uid)}.png: may show identity in pixels (text found "
+        "in pixels)"]
 
 
 def test_ingest_refuses_a_dataset_of_another_kind_and_an_empty_tree(engine, tmp_path, mura):
@@ -351,13 +508,16 @@ def test_ingest_refuses_a_dataset_of_another_kind_and_an_empty_tree(engine, tmp_
 def test_parts_map_adds_terms_and_a_bad_line_is_named(engine, tmp_path):
     root = tmp_path / "pacs"
     write_all(root, [Spec("a", "PID-QX-1", "m1", part="MAIN"), Spec("b", "PID-QX-1", "m2", part=None,
-                                                                     description="XR HAND AND WRIST")])
+                                                                     description="XR HAND AND WRIST"),
+                     Spec("c", "PID-QX-1", "m3", part=None, extra={"SeriesDescription": "ELBOW LAT"})])
     parts = tmp_path / "parts.csv"
     parts.write_text("# our scanner's codes\nMAIN,hand\n")
     report = ingest_dicom(engine, root, dataset="h", key=KEY, images_dir=tmp_path / "i", parts_map=parts)
     assert report.unknown_parts == {"(none)": 1}  # a description naming two parts decides nothing
     with engine.connect() as conn:
-        assert sorted(conn.execute(select(Study.body_part)).scalars()) == ["hand", "unknown"]
+        assert sorted(conn.execute(select(Study.body_part)).scalars()) == ["elbow", "hand", "unknown"]
+        # The study's description names no part: the series' does.
+        assert "SeriesDescription" in conn.execute(select(DicomImage.part_source)).scalars().all()
     parts.write_text("MAIN,hands\n")
     with pytest.raises(InputProblems) as refused:
         ingest_dicom(engine, root, dataset="h", key=KEY, parts_map=parts)

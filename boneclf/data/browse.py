@@ -17,11 +17,13 @@ from sqlalchemy import Engine, and_, distinct, func, select
 from boneclf.errors import BonedbError, NotFound
 from boneclf.results import Result
 from boneclf.store.duplicates import list_duplicate_groups
+from boneclf.store.flags import flags_of
 from boneclf.store.provenance import EVENT_SOURCES, HistoryEvent, HistoryFilter, IngestEntry, list_ingests
 from boneclf.store.queries import dataset_id_of, get_split
 from boneclf.store.reviews import ReviewRecord, reviews_of
 from boneclf.store.schema import (
     Dataset,
+    DicomImage,
     DuplicateGroup,
     DuplicateMember,
     Image,
@@ -193,6 +195,8 @@ class ImageRow(Result):
     height: int | None
     content_hash: str | None
     subsets: dict[str, str]  # split name -> train, val or test
+    flags: list[str] = field(default_factory=list)  # described, e.g. "may show identity in pixels (...)"
+    dicom: dict = field(default_factory=dict)  # an image from DICOM: its allow-listed attributes, by keyword
 
 
 @dataclass
@@ -233,6 +237,11 @@ def study_detail(engine: Engine, study_id: int) -> StudyDetail:
             .order_by(SplitVersion.name)
         ):
             by_id[image_id].subsets[split] = subset
+        for image_id, flags in flags_of(conn, by_id).items():
+            by_id[image_id].flags = [flag.describe() for flag in flags]
+        for image_id, attributes in conn.execute(select(DicomImage.image_id, DicomImage.attributes)
+                                                 .where(DicomImage.image_id.in_(list(by_id) or [-1]))):
+            by_id[image_id].dicom = attributes
         events = [e for source in EVENT_SOURCES for e in source(conn, HistoryFilter(study_id=study_id))]
     events.sort(key=lambda e: e.at)
     ingests = [entry for entry in list_ingests(engine, row[1]) if entry.outcome == "applied"]

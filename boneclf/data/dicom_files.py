@@ -29,6 +29,12 @@ from .dicom_pixels import GREY, display_pixels, transfer_syntax_refusal
 RADIOGRAPHS = ("CR", "DX")
 SKIPPED_NAMES = {"dicomdir", "desktop.ini", "thumbs.db", ".ds_store"}
 REQUIRED = ("SOPInstanceUID", "StudyInstanceUID", "PatientID", "PixelData")
+SKIP_ADVICE = ", or leave it out with --skip-bad"
+
+
+def or_skip(skip_bad: bool) -> str:
+    """The advice a problem ends with: --skip-bad, only to whoever has not passed it already."""
+    return "" if skip_bad else SKIP_ADVICE
 
 
 @dataclass
@@ -96,31 +102,31 @@ def text_in_pixels(pixels: np.ndarray) -> str | None:
 
 
 def read_dicom(data: BinaryIO, source: str, key: PseudonymKey, terms: dict[str, str], known_sops: set[str],
-               text_detector=text_in_pixels) -> Outcome:
+               text_detector=text_in_pixels, skip_bad: bool = False) -> Outcome:
     """Read DATA, the bytes of the file at SOURCE. Pixels are decoded (and checked) only for images whose SOP
-    pseudonym is new. Messages name what is wrong in bonedb's words, never quoting a value from the file."""
+    pseudonym is new. Messages name what is wrong in bonedb's words, never quoting a value from the file.
+    SKIP_BAD: the ingest leaves problems out, so their messages no longer advise it."""
+    advice = or_skip(skip_bad)
     with quiet_pydicom():
         try:
             ds = pydicom.dcmread(data)
         except InvalidDicomError:
             return Outcome(source, skipped="not a DICOM file (no DICM header)")
         except Exception as exc:  # pydicom raises many kinds on broken files
-            return Outcome(source, problem=f"unreadable DICOM file ({type(exc).__name__}): restore it, or leave "
-                                           "it out with --skip-bad")
+            return Outcome(source, problem=f"unreadable DICOM file ({type(exc).__name__}): restore it{advice}")
         missing = [keyword for keyword in REQUIRED if _empty(ds.get(keyword))]
         modality = code_or_none(ds.get("Modality")) or "(none)"
         if modality not in RADIOGRAPHS and modality != "(none)":
             return Outcome(source, skipped=f"modality {modality}: bonedb takes radiographs ({', '.join(RADIOGRAPHS)})")
         if missing:
             return Outcome(source, problem=f"incomplete DICOM file (truncated?): no {', '.join(missing)}; restore "
-                                           "it, or leave it out with --skip-bad")
+                                           f"it{advice}")
         skip = _not_a_picture(ds)
         if skip:
             return Outcome(source, skipped=skip)
         refusal = transfer_syntax_refusal(ds)
         if refusal:
-            return Outcome(source, problem=f"{refusal}; convert it (e.g. to Explicit VR Little Endian), or leave "
-                                           "it out with --skip-bad")
+            return Outcome(source, problem=f"{refusal}; convert it (e.g. to Explicit VR Little Endian){advice}")
         sop = key.pseudonym("SOPInstanceUID", str(ds.SOPInstanceUID))
         pixels = None
         if sop not in known_sops:
@@ -128,7 +134,7 @@ def read_dicom(data: BinaryIO, source: str, key: PseudonymKey, terms: dict[str, 
                 pixels = display_pixels(ds)
             except Exception as exc:
                 return Outcome(source, problem=f"pixel data cannot be decoded ({type(exc).__name__}; truncated?): "
-                                               "restore it, or leave it out with --skip-bad")
+                                               f"restore it{advice}")
         found = find_part(ds, terms)
         accession = str(ds.get("AccessionNumber") or "").strip()
         image = DicomImage(

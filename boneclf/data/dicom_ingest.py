@@ -44,7 +44,7 @@ from boneclf.store.provenance import (
 from boneclf.store.schema import Dataset, DicomImage, Image, IngestLog, Patient, Study
 
 from .dicom_files import DicomImage as ReadImage
-from .dicom_files import Outcome, dicom_candidates, read_dicom, text_in_pixels
+from .dicom_files import Outcome, dicom_candidates, or_skip, read_dicom, text_in_pixels
 from .dicom_identity import PseudonymKey
 from .dicom_labels import StudyLabels, read_labels
 from .dicom_parts import read_parts_map
@@ -219,12 +219,12 @@ def _ingest(engine, root: Path, key: PseudonymKey, terms, labels_path, label_map
         for source in sources:
             data = (root / source).read_bytes()
             listing.update(f"{source}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\n".encode())
-            outcome = read_dicom(io.BytesIO(data), source, key, terms, stored.sops, text_detector)
+            outcome = read_dicom(io.BytesIO(data), source, key, terms, stored.sops, text_detector, skip_bad)
             _sort_outcome(outcome, images, problems, report, first_of, root)
             advance(1)
-    _check_patients(images, stored, problems, root)
-    labels = read_labels(labels_path, key, label_map) if labels_path else None
-    wanted = _resolve_labels(labels, images, stored, problems) if labels else {}
+    _check_patients(images, stored, problems, root, skip_bad)
+    labels = read_labels(labels_path, key, label_map, skip_bad) if labels_path else None
+    wanted = _resolve_labels(labels, images, stored, problems, skip_bad) if labels else {}
     if problems and not skip_bad:
         raise InputProblems(problems, f"{len(problems)} problem(s) in {root}; nothing was written")
     report.left_out = [str(problem) for problem in problems]
@@ -279,7 +279,8 @@ def _sort_outcome(outcome: Outcome, images: list[ReadImage], problems: list[Prob
             report.unknown_parts[image.part_code] = report.unknown_parts.get(image.part_code, 0) + 1
 
 
-def _check_patients(images: list[ReadImage], stored: _Stored, problems: list[Problem], root: Path) -> None:
+def _check_patients(images: list[ReadImage], stored: _Stored, problems: list[Problem], root: Path,
+                    skip_bad: bool) -> None:
     """A study belongs to one patient: a StudyInstanceUID under two PatientIDs is an export to fix."""
     key_of = {patient_id: patient for patient, patient_id in stored.patients.items()}
     patient_of = {study: key_of[patient_id] for (study, _part), (_id, patient_id, _label) in stored.studies.items()}
@@ -287,11 +288,11 @@ def _check_patients(images: list[ReadImage], stored: _Stored, problems: list[Pro
         seen = patient_of.setdefault(image.study, image.patient)
         if seen != image.patient:
             problems.append(Problem(str(root / image.source), None, "its study (StudyInstanceUID) is recorded under "
-                                    "another PatientID: fix the export, or leave it out with --skip-bad"))
+                                    f"another PatientID: fix the export{or_skip(skip_bad)}"))
 
 
-def _resolve_labels(labels: StudyLabels, images: list[ReadImage], stored: _Stored,
-                    problems: list[Problem]) -> dict[str, tuple[int, str]]:
+def _resolve_labels(labels: StudyLabels, images: list[ReadImage], stored: _Stored, problems: list[Problem],
+                    skip_bad: bool) -> dict[str, tuple[int, str]]:
     """study pseudonym -> (label, "file:line"); rows naming no study read now (or, by UID, stored) are problems."""
     problems.extend(labels.problems)
     if labels.key_column == "AccessionNumber":
@@ -307,7 +308,7 @@ def _resolve_labels(labels: StudyLabels, images: list[ReadImage], stored: _Store
         studies = studies_of.get(row.pseudonym)
         if not studies:
             problems.append(Problem(labels.file, row.line, f"no DICOM file read has this {labels.key_column}: fix "
-                                    "the row, or leave it out with --skip-bad"))
+                                    f"the row{or_skip(skip_bad)}"))
             continue
         for study in studies:
             wanted[study] = (row.label, f"{labels.file}:{row.line}")

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from boneclf.errors import BonedbError, Problem
 
+from .dicom_files import or_skip
 from .dicom_identity import PseudonymKey
 from .folder_dataset import DEFAULT_LABELS, _norm
 
@@ -36,8 +37,10 @@ class StudyLabels:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_labels(path: Path, key: PseudonymKey, label_map: dict[str, int] | None = None) -> StudyLabels:
-    """The CSV's rows, keys pseudonymised; bad rows are problems (never quoting the key's value)."""
+def read_labels(path: Path, key: PseudonymKey, label_map: dict[str, int] | None = None,
+                skip_bad: bool = False) -> StudyLabels:
+    """The CSV's rows, keys pseudonymised; bad rows are problems (never quoting the key's value), advising
+    --skip-bad unless SKIP_BAD."""
     words = label_map or DEFAULT_LABELS
     try:
         data = Path(path).read_bytes()
@@ -63,7 +66,7 @@ def read_labels(path: Path, key: PseudonymKey, label_map: dict[str, int] | None 
         if not value or label is None:
             what = f"no {keys[0]}" if not value else f"label {word!r} is not 0, 1 or a known word"
             result.problems.append(Problem(str(path), line, f"{what}: fix the row (words: --label-map "
-                                           "'broken=1,ok=0'), or leave it out with --skip-bad"))
+                                           f"'broken=1,ok=0'){or_skip(skip_bad)}"))
             continue
         found = LabelRow(key.pseudonym(keys[0], value), label, line)
         earlier = seen.get(found.pseudonym)

@@ -41,8 +41,13 @@ class Server:
 def templates() -> Jinja2Templates:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
                                      undefined=jinja2.StrictUndefined)  # a misspelt field fails, not blanks
-    environment.globals.update(LABEL_WORDS=LABEL_WORDS, BODYPART=BODYPART, fmt=fmt)
+    environment.globals.update(LABEL_WORDS=LABEL_WORDS, BODYPART=BODYPART, fmt=fmt, label_words=label_words)
     return Jinja2Templates(env=environment)
+
+
+def label_words(label: int | None) -> str:
+    """A label as pages show it: `1 (abnormal)`; a study no labels file has named yet (DICOM) is unlabelled."""
+    return "none (unlabelled)" if label is None else f"{label} ({LABEL_WORDS[label]})"
 
 
 async def get_server(request: Request) -> Server:
