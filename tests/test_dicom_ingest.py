@@ -37,6 +37,7 @@ from boneclf.data.dicom_ingest import ingest_dicom
 from boneclf.data.export import export_split
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.errors import BonedbError, InputProblems
+from boneclf.ml.training_data import load_stage_data
 from boneclf.store.schema import DicomImage, IngestExclusion, IngestLog, LabelChange, Patient, Study
 from boneclf.store.schema import Image as ImageRow
 
@@ -469,6 +470,9 @@ def test_flagged_images_are_left_out_of_exports_unless_asked(engine, tmp_path):
     assert (kept.images, kept.flagged_left_out) == (7, 1)
     every = export_split(engine, "s", tmp_path / "all", include_flagged=True)
     assert (every.images, every.flagged_left_out) == (8, 0)
+    # Training and evaluation read the split as export does: the flagged picture is no example of any subset.
+    data = load_stage_data(engine, "s", "fracture", None)
+    assert data.flagged_left_out == 1 and sum(len(examples) for examples in data.subsets.values()) == 7
 
 
 def test_text_found_in_pixels_flags_an_image_as_burned_in_annotation_does(engine, tmp_path):

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError, Interrupted
 from boneclf.progress import ProgressFactory, silent
-from boneclf.results import Result
+from boneclf.results import Result, plural
 from boneclf.scores import StageMetrics
 from boneclf.store.provenance import LabelChanges
 from boneclf.store.queries import split_dataset, synthetic_note
@@ -203,7 +203,9 @@ def _train_group(engine: Engine | None, config: TrainConfig, progress: ProgressF
             job = Job(config, data, run_dir, progress, verbose, list(callbacks or []), resuming, stop)
             result.metrics, result.skipped_images = job.run()
             result.skip_reasons = skip_reasons(result.skipped_images)
-            result.notes = job.notes
+            result.notes = job.notes + ([f"left out {plural(data.flagged_left_out, 'image')} flagged as maybe "
+                                         "showing identity in their pixels, as `bonedb export` does"]
+                                        if data.flagged_left_out else [])
             stop.check()  # a Ctrl-C after the last batch still means "stop", not "finished"
         result.status = "finished"
         ledger.close("finished", metrics=result.metrics.to_dict())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError
+from boneclf.store.flags import flagged_in_dataset
 from boneclf.store.provenance import LabelChanges, label_changes, label_version
 from boneclf.store.queries import SplitRecord, dataset_root, get_split, split_images
 from boneclf.vocabulary import BODYPART, FRACTURE, FRACTURE_CLASSES, STAGES
@@ -36,6 +37,9 @@ class StageData:
     label_version: int | None = None  # of those labels (see boneclf.store.provenance)
     label_changes: LabelChanges | None = None  # stage 2: pinned labels that differ from today's
     export: ExportSource | None = None  # read from an export folder instead of the database
+    # Images flagged as maybe showing identity in their pixels, left out as export leaves them out: a model
+    # should not be trained (or scored) on pictures a steward has not cleared to leave the archive.
+    flagged_left_out: int = 0
 
     def stored_split(self) -> SplitRecord:
         """The split as the database holds it (for what only a stored split has: its id, its dataset)."""
@@ -60,6 +64,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
         chosen = sorted(parts) if parts else available
         changes = label_changes(conn, split, parts=chosen, subset=changes_in) if stage == FRACTURE else None
         version = split.label_version if labels == "pinned" else label_version(conn, split.dataset_id)
+        flagged = flagged_in_dataset(conn, split.dataset_id)
     missing = sorted(set(chosen) - set(available))
     if missing:
         raise BonedbError(f"split {split_name!r} has no images of {', '.join(missing)} (it has {', '.join(available)})")
@@ -70,6 +75,8 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
             f"with `bonedb split create NEW --from {split_name}`"
         )
     rows = [r for r in rows if r.part in chosen]
+    kept = [r for r in rows if r.image_id not in flagged]
+    rows, left_out = kept, len(rows) - len(kept)
     class_names = chosen if stage == BODYPART else FRACTURE_CLASSES
     if stage == BODYPART and len(chosen) < 2:
         raise BonedbError("--stage bodypart needs at least two body parts to tell apart")
@@ -87,7 +94,7 @@ def load_stage_data(engine: Engine, split_name: str, stage: str, parts: tuple[st
         )
     check_learnable(subsets, class_names, stage, chosen, source=f"split {split_name!r}", other="another split",
                     val_remedy="create a split with --val above 0")
-    return StageData(split, class_names, subsets, labels, version, changes)
+    return StageData(split, class_names, subsets, labels, version, changes, flagged_left_out=left_out)
 
 
 def check_learnable(subsets: dict[str, Examples], class_names: list[str], stage: str, chosen: list[str], *,
