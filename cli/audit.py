@@ -76,7 +76,8 @@ def _human_split(report: SplitAudit) -> None:
 def dataset_(database: Database, name, quick, json_mode):
     """Files on disk against the database: missing, unexpected, changed since ingest. Files an ingest
     left out on purpose (empty, undecodable, a format training cannot read) are listed with their
-    reason apart from files nobody ever saw, and do not make it exit 1.
+    reason apart from files nobody ever saw, and do not make it exit 1. Images flagged as maybe
+    showing identity in their pixels (ingest-dicom) are listed for a steward too.
 
     \b
     Example:
@@ -94,8 +95,12 @@ def _human_dataset(report: DatasetAudit) -> None:
                          ("changed since ingest", report.changed), ("unreadable", report.unreadable)):
         _section(title, items, str)
     _section("left out by ingest on purpose (not a problem)", report.left_out, str)
-    _section("may show identity in pixels (exports leave them out)", report.flagged, str)
-    click.echo("clean" if report.clean else "PROBLEMS FOUND")
+    _section("may show identity in pixels (export and training leave them out)", report.flagged, str)
+    if not report.clean:
+        click.echo("PROBLEMS FOUND")
+    else:  # flagged images are for a steward to look at, not files out of step with the database
+        click.echo("files match the database" + (f" ({plural(len(report.flagged), 'flagged image')} listed above)"
+                                                 if report.flagged else ""))
 
 
 def _section(title: str, items: list, line) -> None:
