@@ -50,7 +50,7 @@ def suspects_(database: Database, dataset, parts, folds, arch, weights, image_si
     \b
     Examples:
       bonedb labels suspects mura-v1.1 --parts humerus,shoulder
-      bonedb labels suspects demo --folds 3 --arch cnn --weights none --image-size 64 --epochs 15 --json
+      bonedb labels suspects mura-v1.1 --folds 3 --arch cnn --weights none --image-size 64 --epochs 15 --json
     """
     from boneclf.ml.label_audit import audit_labels
     from boneclf.ml.train_config import TrainConfig

@@ -10,6 +10,7 @@ from boneclf.ml.backbones import REGISTRY
 from boneclf.ml.models import AUGMENTATIONS
 from boneclf.ml.train_config import TrainConfig
 from boneclf.ml.tune_space import MAX_HOURS, MAX_TRIALS, TUNERS, TuneSpace
+from boneclf.results import plural
 from boneclf.vocabulary import FRACTURE, STAGES
 
 from .context import Database, pass_db
@@ -107,7 +108,7 @@ def _verbose():
 
 
 def _human(result) -> None:
-    click.echo(f"tune {result.name!r} on split {result.split} ({result.stage}): {len(result.trials)} trials, "
+    click.echo(f"tune {result.name!r} on split {result.split} ({result.stage}): {plural(len(result.trials), 'trial')}, "
                f"{result.hours:.2f} hours; stopped by {result.stopped}; chosen by {result.objective}")
     print_table([{"trial": t.trial, "run": t.run_id if t.run_id is not None else "-", "this time": t.how,
                   **{k: (f"{v:.2g}" if k == "lr" else v) for k, v in t.options.items()},
@@ -115,6 +116,9 @@ def _human(result) -> None:
     if result.best_run is None:
         click.echo("no trial has a validation score yet")
         return
+    for note in result.notes:
+        click.echo(f"warning: {note}", err=True)
+    assert result.test is not None, "a tune with a best run has scored it on test"
     when = "now" if result.test_evaluated_now else "when the search first ended (test is scored once)"
-    click.echo(f"best: run {result.best_run}; its test figures, evaluated {when}:")
+    click.echo(f"best: run {result.best_run}; the test figures of run {result.test.run_id}, evaluated {when}:")
     print_evaluation(result.test)

@@ -73,13 +73,15 @@ def test_comparing_runs_costs_the_same_queries_for_one_run_or_many(engine, mura)
     assert [r.run for r in rows] == ids and [r.scored_on for r in rows] == ["test", "val"] * 3
     assert {r.data for r in rows} == {"synthetic"}, "a comparison says what each run trained on"
     assert rows[0].study_kappa == pytest.approx(1.0) and rows[0].kappa_ci
-    assert rows[0].train_minutes is not None and rows[0].model_parameters is None, "no model file was written"
+    assert rows[0].wall_minutes is not None and rows[0].model_parameters is None, "no model file was written"
+    assert [r.run for r in compare_runs(engine, [ids[0], ids[0]])] == [ids[0]], "a run named twice is one run"
     with pytest.raises(Exception, match=f"no training run {ids[-1] + 1}"):
         compare_runs(engine, [ids[0], ids[-1] + 1])
 
 
-def _scored(run: int, kappa: float, interval: list[float], stage: str = "fracture") -> ComparisonRow:
-    return ComparisonRow(run, stage, "cnn", "humerus", 64, "finished", "test", study_kappa=kappa, interval=interval)
+def _scored(run: int, kappa: float, interval: list[float], split: str = "s") -> ComparisonRow:
+    return ComparisonRow(run, "fracture", "cnn", "humerus", 64, "finished", "test", study_kappa=kappa,
+                         interval=interval, split=split, split_hash=f"hash of {split}")
 
 
 def test_a_comparison_names_a_winner_only_when_the_intervals_allow_it():
@@ -91,8 +93,12 @@ def test_a_comparison_names_a_winner_only_when_the_intervals_allow_it():
                      "model"]
     mixed = interval_verdict([_scored(3, 0.70, [0.60, 0.80]), _scored(4, 0.65, [0.55, 0.75]),
                               _scored(5, 0.20, [0.05, 0.35])])
-    assert mixed == ["run 3 is ahead of run 5 on study kappa, but its interval overlaps that of run 4: no winner "
-                     "among runs 3 and 4"]
+    assert mixed == ["no winner among runs 3 and 4, whose study kappa intervals overlap; the interval of run 5 lies "
+                     "below run 3's"]
+    # Runs scored on different test sets are never compared, however far apart their intervals.
+    assert interval_verdict([_scored(3, 0.70, [0.62, 0.78], "a"), _scored(4, 0.40, [0.25, 0.55], "b")]) == [
+        "runs scored on different test sets are not compared with each other: their figures come from different "
+        "pictures"]
     # Validation figures carry no interval and one run compares with nothing: no verdict.
     assert interval_verdict([_scored(3, 0.7, [0.6, 0.8])]) == []
     assert interval_verdict([_scored(3, 0.7, [0.6, 0.8]), ComparisonRow(4, "fracture", "cnn", "humerus", 64,

@@ -5,6 +5,7 @@ the same command again."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -99,6 +100,12 @@ def test_tune_records_every_trial_as_a_run_tests_the_best_once_and_continues_aft
     with pytest.raises(BonedbError, match=r"tune 't' was started with other options \(space differ\)"):
         tune(engine, "t", base, TuneSpace(image_sizes=(32,), epochs=(3,)), max_trials=3, tuner="random",
              verbose=0)
+    # What a trial would refuse is refused before the search claims a name (here: no epochs, a part not in the split).
+    with pytest.raises(BonedbError, match="--epochs 0"):
+        tune(engine, "v", base, TuneSpace(image_sizes=(32,), epochs=(0,)), verbose=0)
+    with pytest.raises(BonedbError, match="has no images of"):
+        tune(engine, "v", replace(base, parts=("knee",)), SPACE, verbose=0)
+    assert not (tmp_path / "runs" / "tune" / "v").exists()
     spent = tune(engine, "u", base, SPACE, max_trials=3, max_hours=1e-9, verbose=0)
     assert spent.stopped == "max-hours" and spent.best_run is None
     assert [(t.run_id, t.how) for t in spent.trials] == [(None, "not trained")], "proposed, to run first next time"

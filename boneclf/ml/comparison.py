@@ -38,7 +38,9 @@ class ComparisonRow(Result):
     kappa_ci: str = ""
     study_auc: float | None = None
     auc_ci: str = ""
-    train_minutes: float | None = None  # wall time from start to finish (None: not finished)
+    split: str = ""  # the split it was scored on, and that split's hash: verdicts compare runs of one test set
+    split_hash: str = ""
+    wall_minutes: float | None = None  # from start to finish, pauses between a Ctrl-C and its resume included
     model_parameters: int | None = None  # weights in its model.keras (None: no model file)
     interval: list[float] | None = None  # of the figure runs are ranked by: study kappa (stage 2), accuracy (1)
 
@@ -58,8 +60,9 @@ def comparison_row(run: RunRecord, evaluation: EvaluationResult | None) -> Compa
         row.accuracy = overall.accuracy
         row.accuracy_ci = format_interval(overall.accuracy_ci)
         row.interval = overall.accuracy_ci
+    row.split, row.split_hash = run.split_name, run.split_hash
     if run.finished_at is not None:
-        row.train_minutes = round((run.finished_at - run.started_at).total_seconds() / 60, 2)
+        row.wall_minutes = round((run.finished_at - run.started_at).total_seconds() / 60, 2)
     row.model_parameters = model_parameters(run.artifact_dir)
     return row
 
@@ -74,27 +77,36 @@ def synthetic_rows_note(rows: list[ComparisonRow]) -> str | None:
 
 
 def interval_verdict(rows: list[ComparisonRow]) -> list[str]:
-    """Per stage with two runs or more scored on test with an interval: can the best be told from the rest?"""
+    """Per test set (a split, as hashed) and stage, among two runs or more scored on test with an interval:
+    can the best be told from the rest? Runs scored on different test sets are never compared."""
     verdicts = []
-    for stage, figure in ((BODYPART, "accuracy"), ("fracture", "study kappa")):
-        scored = [r for r in rows if r.stage == stage and r.scored_on == "test" and r.interval]
-        if len(scored) < 2:
-            continue
-        best = max(scored, key=lambda r: (_value(r), -r.run))
-        low = best.interval[0] if best.interval else 0.0
-        tied = [r for r in scored if r is not best and r.interval and r.interval[1] >= low]
-        apart = [r for r in scored if r is not best and r not in tied]
-        if not tied:
-            verdicts.append(f"run {best.run}'s {figure} interval lies above every other run's: on this test set "
-                            "it is the better model")
-        elif not apart:
-            verdicts.append(f"the {figure} intervals of {_named([best, *tied])} overlap: this test set does not "
-                            f"tell them apart (run {best.run} has the highest point figure, which is not enough)")
-        else:
-            verdicts.append(f"run {best.run} is ahead of {_named(apart)} on {figure}, but its interval overlaps "
-                            f"{'that' if len(tied) == 1 else 'those'} of {_named(tied)}: no winner among "
-                            f"{_named([best, *tied])}")
+    tested = [r for r in rows if r.scored_on == "test" and r.interval]
+    sets = sorted({(r.split, r.split_hash) for r in tested})
+    for split, split_hash in sets:
+        for stage, figure in ((BODYPART, "accuracy"), ("fracture", "study kappa")):
+            scored = [r for r in tested if (r.split, r.split_hash) == (split, split_hash) and r.stage == stage]
+            if len(scored) >= 2:
+                verdicts.append(_verdict(scored, figure) + (f" (test subset of split {split})" if len(sets) > 1
+                                                             else ""))
+    if len(sets) > 1:
+        verdicts.append("runs scored on different test sets are not compared with each other: their figures "
+                        "come from different pictures")
     return verdicts
+
+
+def _verdict(scored: list[ComparisonRow], figure: str) -> str:
+    best = max(scored, key=lambda r: (_value(r), -r.run))
+    low = best.interval[0] if best.interval else 0.0
+    tied = [r for r in scored if r is not best and r.interval and r.interval[1] >= low]
+    apart = [r for r in scored if r is not best and r not in tied]
+    if not tied:
+        return (f"run {best.run}'s {figure} interval lies above every other run's: on this test set it is the better "
+                "model")
+    if not apart:
+        return (f"the {figure} intervals of {_named([best, *tied])} overlap: this test set does not tell them apart "
+                f"(run {best.run} has the highest point figure, which is not enough)")
+    return (f"no winner among {_named([best, *tied])}, whose {figure} intervals overlap; the interval of "
+            f"{_named(apart)} lies below run {best.run}'s")
 
 
 def _value(row: ComparisonRow) -> float:
@@ -110,6 +122,7 @@ def _named(rows: list[ComparisonRow]) -> str:
 
 def compare_runs(engine: Engine, run_ids: list[int]) -> list[ComparisonRow]:
     """The paper's model comparison: one row per run, with intervals (four queries however many runs)."""
+    run_ids = list(dict.fromkeys(run_ids))  # a run named twice is one run
     runs = get_runs(engine, run_ids)
     tests = latest_evaluations(engine, run_ids, "test")
     others = latest_evaluations(engine, run_ids, None)

@@ -59,6 +59,12 @@ class TrainConfig:
         size = self.image_size or backbone.default_size
         if size < backbone.min_size:
             raise BonedbError(f"--image-size {size} is too small for {arch}: use {backbone.min_size} or more")
+        if self.epochs < 1 or self.head_epochs < 0 or self.batch_size < 1 or self.patience < 1:
+            raise BonedbError(f"--epochs {self.epochs}, --head-epochs {self.head_epochs}, --batch-size "
+                              f"{self.batch_size}, --patience {self.patience}: epochs, batch size and patience are "
+                              "at least 1 (head epochs at least 0)")
+        if not self.lr > 0:
+            raise BonedbError(f"--lr {self.lr}: a learning rate above 0")
         if self.cache not in CACHE_MODES:
             raise BonedbError(f"--cache {self.cache!r}: choose {', '.join(CACHE_MODES)}")
         if not 0 < self.fine_tune_from <= 1:

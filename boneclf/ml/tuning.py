@@ -34,6 +34,7 @@ from boneclf.vocabulary import FRACTURE
 from .evaluation import EvaluationResult, evaluate_run, latest_result
 from .run_reuse import identity, train_or_reuse
 from .train_config import TrainConfig
+from .training_data import load_stage_data
 from .tune_space import MAX_HOURS, MAX_TRIALS, TUNERS, TuneSpace
 
 OBJECTIVE = "validation"  # study kappa (stage 2) or accuracy (stage 1) on the split's val subset
@@ -60,6 +61,7 @@ class TuneResult(Result):
     best_options: dict = field(default_factory=dict)
     test: EvaluationResult | None = None  # the best run on test, evaluated once
     test_evaluated_now: bool = False  # False: the stored evaluation of an earlier `tune`
+    notes: list[str] = field(default_factory=list)  # what a person should know about the choice
     stopped: str = ""  # max-trials, max-hours or space exhausted
     hours: float = 0.0  # spent searching, across resumes
 
@@ -99,6 +101,13 @@ def tune(engine: Engine, name: str, base: TrainConfig, space: TuneSpace = TuneSp
     base = replace(base, shared=True) if base.stage == FRACTURE else base
     with engine.connect() as conn:
         split_id = get_split(conn, base.split).id
+    # Everything a trial could refuse is checked before the search claims NAME: the split's parts and
+    # labels, and every architecture, size and epoch count of the space.
+    load_stage_data(engine, base.split, base.stage, base.parts)
+    for arch in space.archs:
+        for size in space.image_sizes:
+            for epochs in space.epochs:
+                replace(base, arch=arch, image_size=size, epochs=epochs, lr=space.lr[0]).resolved()
     folder = Path(base.runs_dir) / "tune" / name
     ledger = _Ledger(folder / "bonedb-tune.json", {"split": base.split, "stage": base.stage, "parts": base.parts,
                                                    "space": space.to_dict(), "tuner": tuner,
@@ -186,15 +195,25 @@ def _outcomes(engine: Engine, search, ledger: _Ledger, how: dict[str, str]) -> l
 
 
 def _finish(engine: Engine, result: TuneResult) -> TuneResult:
-    """Choose the best trial on validation only; evaluate it on test once (or read that one evaluation)."""
+    """Choose the best trial on validation only and evaluate it on test, once for the whole tune: when a search
+    extended later (a higher --max-trials) finds a new best, the test subset is not looked at again."""
     scored = [t for t in result.trials if t.run_id is not None and t.validation is not None]
     if not scored:
         return result
     best = max(scored, key=lambda t: (t.validation, -int(t.trial)))  # ties: the earlier trial
     assert best.run_id is not None
     result.best_run, result.best_options = best.run_id, best.options
-    [run] = get_runs(engine, [best.run_id])
-    result.test = latest_result(engine, run, "test")
-    if result.test is None:
+    runs = {run.id: run for run in get_runs(engine, [t.run_id for t in scored if t.run_id is not None])}
+    tested = [(t, found) for t in scored if (found := latest_result(engine, runs[t.run_id], "test")) is not None]
+    if not tested:
         result.test, result.test_evaluated_now = evaluate_run(engine, best.run_id, "test"), True
+    else:
+        earlier, result.test = tested[0]
+        if earlier is not best:
+            result.notes.append(f"the best trial is now {best.trial} (run {best.run_id}), found after the test "
+                                f"subset scored trial {earlier.trial} (run {earlier.run_id}); it is not scored on "
+                                "test again: a second look would let the test subset choose")
+    if best.validation <= 0 and result.stage == FRACTURE:
+        result.notes.append(f"the best trial's study kappa on val is {best.validation:.2f}: no trial learned to "
+                            "tell normal from abnormal; train longer (--epochs) or widen the space")
     return result

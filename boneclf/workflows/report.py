@@ -274,14 +274,14 @@ def _tested_on(run: RunRecord, evaluation: EvaluationResult | None) -> str:
 def _comparison_table(rows: list[tuple[ComparisonRow, str]]) -> Table:
     columns = ["Run", "Stage", "Architecture", "Body parts", "Image size", "Status", "Scored on",
                "Accuracy (95% CI)", "Image AUC", "Study kappa (95% CI)", "Study AUC (95% CI)", "Intervals rest on",
-               "Training (min)", "Parameters"]
+               "Wall time (min)", "Parameters"]
     cells = []
     for r, size in rows:
         parts = r.parts.replace(",", ", ") if r.parts.count(",") < 3 else f"all {r.parts.count(',') + 1}"
         cells.append([str(r.run), "body part" if r.stage == BODYPART else "normal/abnormal", r.architecture, parts,
                       cell(r.image_size, 0), r.status, r.scored_on, with_interval(r.accuracy, r.accuracy_ci),
                       cell(r.image_auc), with_interval(r.study_kappa, r.kappa_ci),
-                      with_interval(r.study_auc, r.auc_ci), size, cell(r.train_minutes, 1),
+                      with_interval(r.study_auc, r.auc_ci), size, cell(r.wall_minutes, 1),
                       f"{r.model_parameters:,}" if r.model_parameters is not None else "n/a"])
     return Table(columns, cells)
 
