@@ -66,7 +66,10 @@ Run = Annotated[RunRecord, Depends(run_data)]
 
 @router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
 async def runs_page(request: Request, view: Runs) -> HTMLResponse:
-    return render(request, "runs.html", runs=view.runs, rows=view.comparison)
+    from boneclf.ml.comparison import interval_verdict
+
+    return render(request, "runs.html", runs=view.runs, rows=view.comparison,
+                  verdicts=interval_verdict(view.comparison))
 
 
 @router.get("/api/runs")
