@@ -253,6 +253,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="take a variant and seed's figures from <scratch>/<variant>-<seed>.json when an earlier "
                              "run left them (same options: not checked)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: print the tables from the figures saved by earlier runs (those missing "
+                             "are left out), e.g. after running variants and seeds one invocation each")
     args = parser.parse_args()
     args.root = args.root.resolve()
     args.scratch = args.scratch.resolve()
@@ -279,8 +282,10 @@ def main() -> None:
     for variant in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             saved = args.scratch / f"{variant}-{seed}.json"
-            if args.reuse and saved.exists():
+            if (args.reuse or args.report) and saved.exists():
                 found = json.loads(saved.read_text())
+            elif args.report:
+                continue
             else:
                 found = run_one(args, kept, variant, seed)
                 saved.write_text(json.dumps(found, indent=1))
@@ -300,6 +305,11 @@ def main() -> None:
     print(f"  precision at k: {k / n:.3f}, {ranges[k][0]}..{ranges[k][1]} flips = "
           f"{ranges[k][0] / k:.2f}..{ranges[k][1] / k:.2f}")
     print(f"  precision in top 10 %: {k / n:.3f}, {ranges[m10][0] / m10:.2f}..{ranges[m10][1] / m10:.2f}")
+    # Mann-Whitney under the null: the AUROC of probabilities that carry nothing about the labels.
+    positives = first["fractured"]
+    spread = ((n + 1) / (12 * positives * (n - positives))) ** 0.5
+    print(f"  out-of-fold AUROC of models that learned nothing: 0.50, 95 % range {0.5 - 1.96 * spread:.2f}.."
+          f"{0.5 + 1.96 * spread:.2f} ({positives} of {n} labelled fractured)")
     print()
     print("| variant (seed) | ranking | recall in top 10 % | recall in top 20 % | precision at k | "
           "precision in top 10 % | flagged (of them flips) | AUROC (vs. unflipped) | audit wall time |")
