@@ -312,6 +312,9 @@ def real(args) -> None:
         began = time.perf_counter()
         yield lambda n: None
         phases.append((label, began, time.perf_counter(), total))
+        # said as each phase ends: a long run stopped half-way still tells what it measured
+        print(f"  ({label}: {total:,} in {time.perf_counter() - began:.1f} s, load {os.getloadavg()[0]:.1f})",
+              flush=True)
 
     for run in ("first", "again"):
         phases.clear()
