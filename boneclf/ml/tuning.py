@@ -197,9 +197,25 @@ def _outcomes(engine: Engine, search, ledger: _Ledger, how: dict[str, str]) -> l
 def _finish(engine: Engine, result: TuneResult) -> TuneResult:
     """Choose the best trial on validation only and evaluate it on test, once for the whole tune: when a search
     extended later (a higher --max-trials) finds a new best, the test subset is not looked at again."""
-    scored = [t for t in result.trials if t.run_id is not None and t.validation is not None]
+    scored = [(t, t.run_id, t.validation) for t in result.trials if t.run_id is not None and t.validation is not None]
     if not scored:
         return result
+    best, best_run, best_validation = max(scored, key=lambda s: (s[2], -int(s[0].trial)))  # ties: the earlier one
+    result.best_run, result.best_options = best_run, best.options
+    runs = {run.id: run for run in get_runs(engine, [run_id for _, run_id, _ in scored])}
+    tested = [(t, found) for t, run_id, _ in scored if (found := latest_result(engine, runs[run_id], "test"))]
+    if not tested:
+        result.test, result.test_evaluated_now = evaluate_run(engine, best_run, "test"), True
+    else:
+        earlier, result.test = tested[0]
+        if earlier is not best:
+            result.notes.append(f"the best trial is now {best.trial} (run {best_run}), found after the test "
+                                f"subset scored trial {earlier.trial} (run {earlier.run_id}); it is not scored on "
+                                "test again: a second look would let the test subset choose")
+    if best_validation <= 0 and result.stage == FRACTURE:
+        result.notes.append(f"the best trial's study kappa on val is {best_validation:.2f}: no trial learned to "
+                            "tell normal from abnormal; train longer (--epochs) or widen the space")
+    return result
     best = max(scored, key=lambda t: (t.validation, -int(t.trial)))  # ties: the earlier trial
     assert best.run_id is not None
     result.best_run, result.best_options = best.run_id, best.options
