@@ -31,7 +31,7 @@ def test_suspects_reviewed_and_relabelled_in_chromium_land_in_history_and_rebase
                     "--augment", "flip", "--image-size", 32, "--epochs", 1, "--patience", 1, "--no-tensorboard",
                     "--runs-dir", tmp_path / "runs", "--json")
     assert ranked.exit_code == 0, ranked.output
-    top = json.loads(ranked.output)[0]
+    top = json.loads(ranked.stdout)[0]  # stderr may carry the caution that tiny fold models learned little
     assert top["rank"] == 1
 
     app = create_app(db_url, cache_dir=tmp_path / "cache", hosts=LOOPBACK_NAMES)
