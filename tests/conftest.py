@@ -244,3 +244,19 @@ def pytest_collection_modifyitems(items):
         shared = _SHARED_MODELS & set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.xdist_group("trained" if shared else item.module.__name__))
     return (yield)
+
+
+def ctrl_c_after_epochs(epochs: int):
+    """A Keras callback that presses Ctrl-C at the end of the EPOCHS-th epoch it sees, counted across every run
+    it is given to (the runs of a label audit's folds, or of a tune's trials, one after another)."""
+    from boneclf.ml.tf_env import keras
+
+    class CtrlC(keras().callbacks.Callback):
+        seen = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            CtrlC.seen += 1
+            if CtrlC.seen == epochs:
+                raise KeyboardInterrupt
+
+    return CtrlC()

@@ -22,7 +22,6 @@ from boneclf.data.synth import synth_mura
 from boneclf.errors import Interrupted
 from boneclf.ml.label_audit import audit_labels
 from boneclf.ml.label_ranking import caution, rank_labels
-from boneclf.ml.tf_env import keras as _keras
 from boneclf.ml.training import TrainConfig
 from boneclf.store import migrate
 from boneclf.store.duplicates import group_memberships
@@ -34,7 +33,7 @@ from boneclf.store.schema import DuplicateGroup, DuplicateMember, Image, Patient
 from boneclf.vocabulary import BODY_PARTS
 from boneclf.web.app import create_app
 
-from conftest import FAST
+from conftest import FAST, ctrl_c_after_epochs
 
 FLIP_RATE = 0.1
 
@@ -159,16 +158,9 @@ def test_folds_keep_leak_groups_apart_and_a_second_run_reuses_them(engine, tmp_p
     config = TrainConfig(stage="fracture", split="", image_size=32, epochs=2, patience=2,
                          runs_dir=str(tmp_path / "runs"), **FAST)
 
-    class StopInSecondFold(_keras().callbacks.Callback):
-        epochs_seen = 0
-
-        def on_epoch_end(self, epoch, logs=None):
-            StopInSecondFold.epochs_seen += 1
-            if StopInSecondFold.epochs_seen == 3:  # fold 0 trained its two epochs; fold 1 its first
-                raise KeyboardInterrupt
-
     with pytest.raises(Interrupted, match="fold 1 of label audit 1 was interrupted"):
-        audit_labels(engine, "mura-v1.1", config, folds=3, verbose=0, callbacks=[StopInSecondFold()])
+        # Ctrl-C after fold 0's two epochs and fold 1's first.
+        audit_labels(engine, "mura-v1.1", config, folds=3, verbose=0, callbacks=[ctrl_c_after_epochs(3)])
 
     # Folds: every study scored once, by a model whose split kept its whole leak group out of training.
     with engine.connect() as conn:

@@ -16,7 +16,6 @@ from boneclf.data.ingest import ingest_mura
 from boneclf.data.splits import SplitOptions, create_split
 from boneclf.data.synth import synth_mura
 from boneclf.errors import BonedbError, Interrupted
-from boneclf.ml.tf_env import keras as _keras
 from boneclf.ml.train_config import TrainConfig
 from boneclf.ml.tuning import TuneSpace, tune
 from boneclf.store import migrate
@@ -24,6 +23,8 @@ from boneclf.store.engine import make_engine
 from boneclf.store.runs import get_runs
 from boneclf.store.schema import Evaluation, TrainingRun
 from boneclf.vocabulary import BODY_PARTS
+
+from conftest import ctrl_c_after_epochs
 
 # Three trials, one per augmentation: a space small enough to search whole, two epochs each at 32 px.
 SPACE = TuneSpace(archs=("cnn",), image_sizes=(32,), lr=(1e-3, 1e-3), augments=("paper", "flip", "none"),
@@ -39,15 +40,6 @@ def _test_evaluations(engine) -> int:
     return _count(engine, select(func.count()).select_from(Evaluation).where(Evaluation.subset == "test"))
 
 
-class StopInSecondTrial(_keras().callbacks.Callback):
-    epochs_seen = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        StopInSecondTrial.epochs_seen += 1
-        if StopInSecondTrial.epochs_seen == 3:  # trial 0 trained its two epochs; trial 1 its first
-            raise KeyboardInterrupt
-
-
 def test_tune_records_every_trial_as_a_run_tests_the_best_once_and_continues_after_ctrl_c(tmp_path):
     synth_mura(tmp_path / "data", patients=40, size=32, seed=7)
     url = f"sqlite:///{tmp_path / 'bonedb.sqlite'}"
@@ -59,7 +51,8 @@ def test_tune_records_every_trial_as_a_run_tests_the_best_once_and_continues_aft
                        runs_dir=str(tmp_path / "runs"))
 
     with pytest.raises(Interrupted, match="tune 't' was interrupted; run the same `bonedb tune` again"):
-        tune(engine, "t", base, SPACE, max_trials=3, tuner="random", verbose=0, callbacks=[StopInSecondTrial()])
+        # Ctrl-C after trial 0's two epochs and trial 1's first.
+        tune(engine, "t", base, SPACE, max_trials=3, tuner="random", verbose=0, callbacks=[ctrl_c_after_epochs(3)])
     with engine.connect() as conn:
         before = conn.execute(select(TrainingRun.id, TrainingRun.status).order_by(TrainingRun.id)).all()
     assert [status for _, status in before] == ["finished", "interrupted"]

@@ -216,20 +216,3 @@ def _finish(engine: Engine, result: TuneResult) -> TuneResult:
         result.notes.append(f"the best trial's study kappa on val is {best_validation:.2f}: no trial learned to "
                             "tell normal from abnormal; train longer (--epochs) or widen the space")
     return result
-    best = max(scored, key=lambda t: (t.validation, -int(t.trial)))  # ties: the earlier trial
-    assert best.run_id is not None
-    result.best_run, result.best_options = best.run_id, best.options
-    runs = {run.id: run for run in get_runs(engine, [t.run_id for t in scored if t.run_id is not None])}
-    tested = [(t, found) for t in scored if (found := latest_result(engine, runs[t.run_id], "test")) is not None]
-    if not tested:
-        result.test, result.test_evaluated_now = evaluate_run(engine, best.run_id, "test"), True
-    else:
-        earlier, result.test = tested[0]
-        if earlier is not best:
-            result.notes.append(f"the best trial is now {best.trial} (run {best.run_id}), found after the test "
-                                f"subset scored trial {earlier.trial} (run {earlier.run_id}); it is not scored on "
-                                "test again: a second look would let the test subset choose")
-    if best.validation <= 0 and result.stage == FRACTURE:
-        result.notes.append(f"the best trial's study kappa on val is {best.validation:.2f}: no trial learned to "
-                            "tell normal from abnormal; train longer (--epochs) or widen the space")
-    return result
