@@ -99,6 +99,11 @@ def test_tune_records_every_trial_as_a_run_tests_the_best_once_and_continues_aft
     with pytest.raises(BonedbError, match="has no images of"):
         tune(engine, "v", replace(base, parts=("knee",)), SPACE, verbose=0)
     assert not (tmp_path / "runs" / "tune" / "v").exists()
+    ledger = tmp_path / "runs" / "tune" / "w" / "bonedb-tune.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text('{"identity": ')  # cut short, as a full disk leaves a file
+    with pytest.raises(BonedbError, match=r"bonedb-tune.json: unreadable .*give the tune a new NAME"):
+        tune(engine, "w", base, SPACE, verbose=0)
     spent = tune(engine, "u", base, SPACE, max_trials=3, max_hours=1e-9, verbose=0)
     assert spent.stopped == "max-hours" and spent.best_run is None
     assert [(t.run_id, t.how) for t in spent.trials] == [(None, "not trained")], "proposed, to run first next time"

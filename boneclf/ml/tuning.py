@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from boneclf.errors import BonedbError, Interrupted
+from boneclf.files import atomic_write
 from boneclf.progress import ProgressFactory, silent
 from boneclf.results import Result
 from boneclf.store.queries import get_split
@@ -71,7 +72,11 @@ class _Ledger:
 
     def __init__(self, path: Path, identity: dict):
         self.path = path
-        stored = json.loads(path.read_text()) if path.is_file() else None
+        try:
+            stored = json.loads(path.read_text()) if path.is_file() else None
+        except (ValueError, OSError) as exc:
+            raise BonedbError(f"{path}: unreadable ({exc}); give the tune a new NAME, or remove "
+                              f"{path.parent} to start it over") from None
         if stored is not None and stored["identity"] != identity:
             changed = sorted(k for k in identity if stored["identity"].get(k) != identity[k])
             raise BonedbError(f"tune {path.parent.name!r} was started with other options ({', '.join(changed)} "
@@ -82,10 +87,8 @@ class _Ledger:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"identity": self.identity, "runs": self.runs, "seconds": self.seconds},
-                                        indent=1))
-        temporary.replace(self.path)
+        atomic_write(self.path, json.dumps({"identity": self.identity, "runs": self.runs, "seconds": self.seconds},
+                                           indent=1))
 
 
 def tune(engine: Engine, name: str, base: TrainConfig, space: TuneSpace = TuneSpace(), *,
